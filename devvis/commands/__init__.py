@@ -1,0 +1,1 @@
+"""One module per ``devvis`` subcommand; each exposes ``register(subparsers)``."""
