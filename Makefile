@@ -1,0 +1,39 @@
+# devvis: `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# torch/torchvision pinned to the releases this project is tested with; elsewhere pip gets them from the index.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.PHONY: venv install demo test test-fast bench clean
+
+$(VENV)/.deps: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q $(TORCH_PINS)
+	$(PIP) install -q ".[dev]"
+	touch $@
+
+venv: $(VENV)/.deps
+
+# A regular (non-editable) install, redone each time, so tests import the installed package.
+install: venv
+	$(PIP) install -q --no-deps --no-build-isolation --force-reinstall .
+	rm -rf build devvis.egg-info
+
+demo: install
+	$(VENV)/bin/devvis demo --output-path demo_output
+
+test: install
+	cd tests && ../$(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: install
+	cd tests && ../$(VENV)/bin/pytest -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info demo_output

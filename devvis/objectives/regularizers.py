@@ -1,0 +1,105 @@
+"""Regularizers: image priors (read ``acts["input"]``) and batch-level terms.
+
+Each returns ``Tensor[B]`` with higher meaning better, so a penalty comes out
+negative: *add* it with a positive weight, ``objective + 0.05 * total_variation()``.
+
+>>> import torch
+>>> from devvis.hooks import Activations
+>>> img = torch.zeros(1, 3, 4, 4); img[..., 2:] = 1
+>>> round(total_variation()(Activations({"input": img})).item(), 4)
+-0.1667
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from devvis.objectives.activation import channels_first
+from devvis.objectives.core import wrap_objective
+
+
+def _per_image(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1).mean(dim=1)
+
+
+@wrap_objective
+def l1(layer: str = "input", constant: float = 0.5, batch: int | None = None):
+    """Minus the mean absolute deviation of ``layer`` (default the image) from ``constant``."""
+    def inner(acts):
+        return -_per_image((acts[layer] - constant).abs())
+    return inner
+
+
+@wrap_objective
+def l2(layer: str = "input", constant: float = 0.5, epsilon: float = 1e-6, batch: int | None = None):
+    """Minus the root-mean-square deviation of ``layer`` (default the image) from ``constant``."""
+    def inner(acts):
+        return -torch.sqrt(epsilon + _per_image((acts[layer] - constant) ** 2))
+    return inner
+
+
+@wrap_objective
+def total_variation(layer: str = "input", batch: int | None = None):
+    """Minus the mean absolute difference between neighbouring pixels (anisotropic TV)."""
+    def inner(acts):
+        x = acts[layer]
+        dx = (x[..., :, 1:] - x[..., :, :-1]).abs().reshape(x.shape[0], -1).sum(1)
+        dy = (x[..., 1:, :] - x[..., :-1, :]).abs().reshape(x.shape[0], -1).sum(1)
+        return -(dx + dy) / x[0].numel()
+    return inner
+
+
+@wrap_objective
+def blur_input_each_step(layer: str = "input", sigma: float = 0.5, batch: int | None = None):
+    """Pull the image towards a blurred copy of itself (the copy carries no gradient)."""
+    def inner(acts):
+        import kornia
+
+        x = acts[layer]
+        k = 2 * int(3 * sigma + 0.5) + 1
+        with torch.no_grad():
+            blurred = kornia.filters.gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="reflect")
+        return -0.5 * _per_image((x - blurred) ** 2)
+    return inner
+
+
+def _gram(t: torch.Tensor) -> torch.Tensor:
+    """``[B, C, P] -> [B, C*C]`` flattened Gram matrices."""
+    return torch.bmm(t, t.transpose(1, 2)).reshape(t.shape[0], -1)
+
+
+@wrap_objective
+def diversity(layer: str):
+    """Minus each image's mean cosine similarity of Gram matrices with the other images of the batch.
+
+    Pushes images of one batch to differ in style (Lucid's diversity term). With a batch of one it is 0.
+    """
+    def inner(acts):
+        t = channels_first(acts, layer)
+        g = F.normalize(_gram(t.reshape(t.shape[0], t.shape[1], -1)), dim=1)
+        b = g.shape[0]
+        if b < 2:
+            return torch.zeros(b, device=t.device, dtype=t.dtype)
+        sim = g @ g.T
+        off = sim.sum(dim=1) - sim.diagonal()
+        return -off / (b - 1)
+    return inner
+
+
+@wrap_objective
+def alignment(layer: str, decay_ratio: float = 2.0):
+    """Encourage neighbouring images of the batch to have similar activations (for interpolations).
+
+    Image ``i`` gets ``-sum_d ||a_i - a_{i+d}||^2 / decay_ratio^d`` over later images ``i+d``.
+    """
+    def inner(acts):
+        t = channels_first(acts, layer)
+        a = t.reshape(t.shape[0], -1)
+        b = a.shape[0]
+        out = torch.zeros(b, device=a.device, dtype=a.dtype)
+        for d in range(1, b):
+            diff = ((a[:-d] - a[d:]) ** 2).mean(dim=1) / decay_ratio ** d
+            out = out - F.pad(diff, (0, d))
+        return out
+    return inner

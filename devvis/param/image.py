@@ -1,0 +1,108 @@
+"""The default image parameterization and its factory ``param.image``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from devvis.errors import ParameterizationError
+from devvis.param.color import ToRGB
+from devvis.param.cppn import CPPN
+from devvis.param.spatial import FFTBasis, LaplacianPyramidBasis, MagnitudeConstrainedBasis, PixelBasis
+
+Basis = Literal["fft", "pixel", "laplacian", "maco"]
+_BASES = {"fft": FFTBasis, "pixel": PixelBasis, "laplacian": LaplacianPyramidBasis, "maco": MagnitudeConstrainedBasis}
+
+
+def _generator(seed: int | None) -> torch.Generator | None:
+    return None if seed is None else torch.Generator().manual_seed(int(seed))
+
+
+def _check(w: int, h: int, batch: int, channels: int) -> None:
+    for name, v in (("width", w), ("height", h), ("batch", batch), ("channels", channels)):
+        if not isinstance(v, int) or v < 1:
+            raise ParameterizationError(f"image {name} must be a positive integer, got {v!r}")
+
+
+class ImageParam(nn.Module):
+    """A spatial basis followed by colour decorrelation and a squash to [0, 1].
+
+    ``forward()`` returns ``(B, C, H, W)`` float images in [0, 1]; the optimizer
+    moves ``parameters()`` (those of the basis only).
+    """
+
+    def __init__(self, basis: nn.Module, channels: int = 3, decorrelate: bool = True, sigmoid: bool = True):
+        super().__init__()
+        self.basis = basis
+        self.to_rgb = ToRGB(channels, decorrelate, sigmoid)
+
+    def forward(self) -> torch.Tensor:
+        return self.to_rgb(self.basis())
+
+
+def image(w: int, h: int | None = None, batch: int = 1, fft: bool = True, decorrelate: bool = True,
+          sd: float = 0.01, channels: int = 3, seed: int | None = None, decay_power: float = 1.0,
+          basis: Basis | None = None) -> ImageParam:
+    """The default parameterization: FFT basis, decorrelated colour, sigmoid.
+
+    ``w`` x ``h`` (``h`` defaults to ``w``), ``batch`` images of ``channels``
+    channels. ``basis`` overrides ``fft``: ``"fft"``, ``"pixel"``, ``"laplacian"``
+    or ``"maco"``. The same ``seed`` gives the same initial image.
+
+    >>> from devvis import param
+    >>> p = param.image(32, 24, batch=2, seed=0)
+    >>> img = p(); tuple(img.shape), bool(img.min() >= 0 and img.max() <= 1)
+    ((2, 3, 24, 32), True)
+    >>> torch.equal(img, param.image(32, 24, batch=2, seed=0)())
+    True
+    """
+    h = w if h is None else h
+    _check(w, h, batch, channels)
+    name = basis or ("fft" if fft else "pixel")
+    if name not in _BASES:
+        raise ParameterizationError(f"unknown basis {name!r}; valid: {sorted(_BASES)}")
+    g = _generator(seed)
+    kwargs = {"sd": sd, "generator": g}
+    if name in ("fft", "maco"):
+        kwargs["decay_power"] = decay_power
+    b = _BASES[name](batch, channels, h, w, **kwargs)
+    return ImageParam(b, channels, decorrelate)
+
+
+def pixel(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, channels: int = 3,
+          decorrelate: bool = True, seed: int | None = None) -> ImageParam:
+    """Pixel basis (see :func:`image`)."""
+    return image(w, h, batch, fft=False, decorrelate=decorrelate, sd=sd, channels=channels, seed=seed)
+
+
+def fft(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, channels: int = 3, decorrelate: bool = True,
+        decay_power: float = 1.0, seed: int | None = None) -> ImageParam:
+    """FFT basis with ``1/f^decay_power`` scaling (see :func:`image`)."""
+    return image(w, h, batch, fft=True, decorrelate=decorrelate, sd=sd, channels=channels, seed=seed,
+                 decay_power=decay_power)
+
+
+def laplacian(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, channels: int = 3,
+              decorrelate: bool = True, levels: int | None = None, seed: int | None = None) -> ImageParam:
+    """Laplacian-pyramid basis (see :class:`~devvis.param.spatial.LaplacianPyramidBasis`)."""
+    h = w if h is None else h
+    _check(w, h, batch, channels)
+    return ImageParam(LaplacianPyramidBasis(batch, channels, h, w, sd, levels, _generator(seed)), channels, decorrelate)
+
+
+def maco(w: int, h: int | None = None, batch: int = 1, channels: int = 3, decorrelate: bool = True,
+         decay_power: float = 1.0, seed: int | None = None) -> ImageParam:
+    """Magnitude-constrained spectrum, phase optimized (see :class:`~devvis.param.spatial.MagnitudeConstrainedBasis`)."""
+    return image(w, h, batch, channels=channels, decorrelate=decorrelate, seed=seed, decay_power=decay_power,
+                 basis="maco")
+
+
+def cppn(w: int, h: int | None = None, batch: int = 1, channels: int = 3, num_hidden_channels: int = 24,
+         num_layers: int = 8, seed: int | None = None) -> CPPN:
+    """A batched CPPN (see :class:`~devvis.param.cppn.CPPN`); use a lower learning rate (~0.005)."""
+    h = w if h is None else h
+    _check(w, h, batch, channels)
+    return CPPN(batch, channels, h, w, num_hidden_channels=num_hidden_channels, num_layers=num_layers,
+                generator=_generator(seed))

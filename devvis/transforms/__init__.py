@@ -1,0 +1,47 @@
+"""Robustness transforms applied to the image before the model, built on kornia.
+
+Every transform is an ``nn.Module`` with ``forward(x, generator=None)``: ``x`` is
+``(B, C, H, W)``; random choices are drawn from ``generator`` (a CPU
+``torch.Generator`` owned by the render), so a seed reproduces a whole run and
+every checkpoint of a series sees the same random stream.
+
+>>> import torch
+>>> from devvis import transforms
+>>> t = transforms.standard()
+>>> t(torch.rand(1, 3, 64, 64), generator=torch.Generator().manual_seed(0)).shape[1]
+3
+"""
+
+from devvis.transforms.core import (
+    Compose,
+    Crop,
+    GaussianBlur,
+    Jitter,
+    Noise,
+    Normalize,
+    Pad,
+    RandomRotate,
+    RandomScale,
+    Resize,
+    Transform,
+    compose,
+    crop,
+    gaussian_blur,
+    get,
+    jitter,
+    noise,
+    normalize,
+    pad,
+    random_rotate,
+    random_scale,
+    resize,
+    standard,
+)
+from devvis.transforms.preprocess import IMAGENET_MEAN, IMAGENET_STD, get_preprocess, imagenet_normalize
+
+__all__ = [
+    "Transform", "Compose", "Pad", "Jitter", "RandomScale", "RandomRotate", "GaussianBlur", "Noise", "Crop",
+    "Normalize", "Resize", "pad", "jitter", "random_scale", "random_rotate", "gaussian_blur", "noise", "crop",
+    "normalize", "resize", "compose", "standard", "get", "IMAGENET_MEAN", "IMAGENET_STD", "get_preprocess",
+    "imagenet_normalize",
+]

@@ -1,0 +1,309 @@
+"""The transform modules. See :mod:`devvis.transforms` for the contract."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from devvis.errors import TransformError
+
+
+def _uniform_int(lo: int, hi: int, generator: torch.Generator | None) -> int:
+    """Integer uniformly in [lo, hi] (inclusive) from ``generator``."""
+    return int(torch.randint(lo, hi + 1, (1,), generator=generator).item())
+
+
+def _choice(values: Sequence[float], generator: torch.Generator | None) -> float:
+    return float(values[int(torch.randint(0, len(values), (1,), generator=generator).item())])
+
+
+class Transform(nn.Module):
+    """Base class: ``forward(x, generator=None) -> x'`` on ``(B, C, H, W)`` tensors."""
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class Compose(Transform):
+    """Apply transforms in order, passing the same generator along."""
+
+    def __init__(self, transforms: Iterable[Callable[..., torch.Tensor]]):
+        super().__init__()
+        items = list(transforms)
+        self.items = nn.ModuleList([t for t in items if isinstance(t, nn.Module)])
+        self._all = items
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        for t in self._all:
+            x = t(x, generator=generator) if isinstance(t, Transform) else t(x)
+        return x
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+
+class Pad(Transform):
+    """Pad ``w`` pixels on every side; ``mode`` ``constant`` (with ``value``), ``reflect`` or ``replicate``.
+
+    >>> Pad(1, value=0.5)(torch.zeros(1, 1, 2, 3))[0, 0]
+    tensor([[0.5000, 0.5000, 0.5000, 0.5000, 0.5000],
+            [0.5000, 0.0000, 0.0000, 0.0000, 0.5000],
+            [0.5000, 0.0000, 0.0000, 0.0000, 0.5000],
+            [0.5000, 0.5000, 0.5000, 0.5000, 0.5000]])
+    """
+
+    def __init__(self, w: int, mode: str = "constant", value: float = 0.5):
+        super().__init__()
+        if w < 0:
+            raise TransformError(f"pad width must be >= 0, got {w}")
+        if mode not in ("constant", "reflect", "replicate"):
+            raise TransformError(f"pad mode {mode!r} is not valid; choose constant, reflect or replicate")
+        self.w, self.mode, self.value = int(w), mode, float(value)
+
+    def forward(self, x, generator=None):
+        if self.w == 0:
+            return x
+        if self.mode == "constant":
+            return F.pad(x, (self.w,) * 4, mode="constant", value=self.value)
+        return F.pad(x, (self.w,) * 4, mode=self.mode)
+
+    def extra_repr(self) -> str:
+        return f"w={self.w}, mode={self.mode!r}, value={self.value}"
+
+
+class Jitter(Transform):
+    """Random crop of size ``(H - d, W - d)``: shifts the image by up to ``d`` pixels (Lucid's jitter)."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        if d < 0:
+            raise TransformError(f"jitter must be >= 0 pixels, got {d}")
+        self.d = int(d)
+
+    def forward(self, x, generator=None):
+        if self.d == 0:
+            return x
+        h, w = x.shape[-2:]
+        if self.d >= min(h, w):
+            raise TransformError(f"jitter {self.d} is too large for a {h}x{w} image (must be < {min(h, w)})")
+        dy = _uniform_int(0, self.d, generator)
+        dx = _uniform_int(0, self.d, generator)
+        return x[..., dy:dy + h - self.d, dx:dx + w - self.d]
+
+    def extra_repr(self) -> str:
+        return f"d={self.d}"
+
+
+class RandomScale(Transform):
+    """Resize by a factor drawn from ``scales`` (a list, or a ``(min, max)`` range when ``continuous``)."""
+
+    def __init__(self, scales: Sequence[float], continuous: bool = False):
+        super().__init__()
+        scales = [float(s) for s in scales]
+        if not scales or min(scales) <= 0:
+            raise TransformError(f"scales must be positive numbers, got {scales}")
+        if continuous and len(scales) != 2:
+            raise TransformError(f"a continuous scale range needs (min, max), got {scales}")
+        self.scales, self.continuous = scales, continuous
+
+    def forward(self, x, generator=None):
+        if self.continuous:
+            lo, hi = self.scales
+            s = lo + (hi - lo) * float(torch.rand((), generator=generator))
+        else:
+            s = _choice(self.scales, generator)
+        if s == 1.0:
+            return x
+        h, w = x.shape[-2:]
+        size = (max(1, round(h * s)), max(1, round(w * s)))
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    def extra_repr(self) -> str:
+        return f"scales={self.scales}"
+
+
+class RandomRotate(Transform):
+    """Rotate about the centre by an angle in degrees drawn from ``angles`` (counter-clockwise)."""
+
+    def __init__(self, angles: Sequence[float], padding_mode: str = "zeros"):
+        super().__init__()
+        self.angles = [float(a) for a in angles]
+        if not self.angles:
+            raise TransformError("random_rotate needs at least one angle")
+        self.padding_mode = padding_mode
+
+    def forward(self, x, generator=None):
+        import kornia
+
+        a = _choice(self.angles, generator)
+        if a == 0.0:
+            return x
+        angle = torch.full((x.shape[0],), a, device=x.device, dtype=x.dtype)
+        return kornia.geometry.transform.rotate(x, angle, padding_mode=self.padding_mode)
+
+    def extra_repr(self) -> str:
+        return f"angles=[{self.angles[0]:g}..{self.angles[-1]:g}] ({len(self.angles)})"
+
+
+class GaussianBlur(Transform):
+    """Gaussian blur with ``sigma`` (a number, or a ``(min, max)`` range sampled each call)."""
+
+    def __init__(self, sigma: float | tuple[float, float] = 1.0, kernel_size: int | None = None):
+        super().__init__()
+        self.sigma = sigma
+        smax = sigma[1] if isinstance(sigma, tuple) else sigma
+        if smax <= 0:
+            raise TransformError(f"blur sigma must be > 0, got {sigma}")
+        self.kernel_size = kernel_size or 2 * int(3 * smax + 0.5) + 1
+
+    def forward(self, x, generator=None):
+        import kornia
+
+        if isinstance(self.sigma, tuple):
+            lo, hi = self.sigma
+            s = lo + (hi - lo) * float(torch.rand((), generator=generator))
+        else:
+            s = float(self.sigma)
+        k = self.kernel_size
+        return kornia.filters.gaussian_blur2d(x, (k, k), (s, s), border_type="reflect")
+
+
+class Noise(Transform):
+    """Add Gaussian noise of standard deviation ``std``."""
+
+    def __init__(self, std: float):
+        super().__init__()
+        if std < 0:
+            raise TransformError(f"noise std must be >= 0, got {std}")
+        self.std = float(std)
+
+    def forward(self, x, generator=None):
+        n = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        return x + self.std * n
+
+
+class Crop(Transform):
+    """Random crop to ``size`` (int or ``(h, w)``)."""
+
+    def __init__(self, size: int | tuple[int, int]):
+        super().__init__()
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+
+    def forward(self, x, generator=None):
+        h, w = x.shape[-2:]
+        ch, cw = self.size
+        if ch > h or cw > w:
+            raise TransformError(f"crop {ch}x{cw} is larger than the {h}x{w} image")
+        y0 = _uniform_int(0, h - ch, generator)
+        x0 = _uniform_int(0, w - cw, generator)
+        return x[..., y0:y0 + ch, x0:x0 + cw]
+
+
+class Resize(Transform):
+    """Deterministic bilinear resize to ``size`` (int or ``(h, w)``); used for the model's input size."""
+
+    def __init__(self, size: int | tuple[int, int]):
+        super().__init__()
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+
+    def forward(self, x, generator=None):
+        if tuple(x.shape[-2:]) == self.size:
+            return x
+        return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+
+
+class Normalize(Transform):
+    """``(x - mean) / std`` per channel."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x, generator=None):
+        return (x - self.mean.to(x.device, x.dtype)) / self.std.to(x.device, x.dtype)
+
+
+# Lowercase factories (Lucid/Lucent style).
+def pad(w: int, mode: str = "constant", value: float = 0.5) -> Pad:
+    """See :class:`Pad`."""
+    return Pad(w, mode, value)
+
+
+def jitter(d: int) -> Jitter:
+    """See :class:`Jitter`."""
+    return Jitter(d)
+
+
+def random_scale(scales: Sequence[float], continuous: bool = False) -> RandomScale:
+    """See :class:`RandomScale`."""
+    return RandomScale(scales, continuous)
+
+
+def random_rotate(angles: Sequence[float], padding_mode: str = "zeros") -> RandomRotate:
+    """See :class:`RandomRotate`."""
+    return RandomRotate(angles, padding_mode)
+
+
+def gaussian_blur(sigma: float | tuple[float, float] = 1.0, kernel_size: int | None = None) -> GaussianBlur:
+    """See :class:`GaussianBlur`."""
+    return GaussianBlur(sigma, kernel_size)
+
+
+def noise(std: float) -> Noise:
+    """See :class:`Noise`."""
+    return Noise(std)
+
+
+def crop(size: int | tuple[int, int]) -> Crop:
+    """See :class:`Crop`."""
+    return Crop(size)
+
+
+def resize(size: int | tuple[int, int]) -> Resize:
+    """See :class:`Resize`."""
+    return Resize(size)
+
+
+def normalize(mean: Sequence[float], std: Sequence[float]) -> Normalize:
+    """See :class:`Normalize`."""
+    return Normalize(mean, std)
+
+
+def compose(transforms: Iterable[Callable[..., torch.Tensor]]) -> Compose:
+    """See :class:`Compose`."""
+    return Compose(transforms)
+
+
+def standard(jitter_px: int = 8, scale: tuple[float, float] = (0.9, 1.1), degrees: float = 10.0,
+             pad_px: int = 12) -> Compose:
+    """Lucid's standard stack: pad 12, jitter 8, scale 0.90–1.10 (11 steps), rotate ±10° (1° steps), jitter 4."""
+    lo, hi = scale
+    scales = [lo + (hi - lo) * i / 10 for i in range(11)]
+    return Compose([
+        Pad(pad_px, "constant", 0.5),
+        Jitter(jitter_px),
+        RandomScale(scales),
+        RandomRotate(list(range(-int(degrees), int(degrees) + 1))),
+        Jitter(4),
+    ])
+
+
+def get(spec: Any) -> Transform:
+    """Resolve a ``transforms=`` argument: ``"standard"``, ``"none"``/``None``, a list, or a callable."""
+    if spec is None or spec == "none" or (isinstance(spec, (list, tuple)) and len(spec) == 0):
+        return Compose([])
+    if isinstance(spec, str):
+        if spec == "standard":
+            return standard()
+        raise TransformError(f"unknown transforms {spec!r}; valid: 'standard', 'none', a list of transforms or a callable")
+    if isinstance(spec, Transform):
+        return spec
+    if isinstance(spec, (list, tuple)):
+        return Compose(spec)
+    if callable(spec):
+        return Compose([spec])
+    raise TransformError(f"cannot use {type(spec).__name__} as transforms; valid: 'standard', 'none', a list or a callable")

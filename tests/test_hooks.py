@@ -1,0 +1,73 @@
+import pytest
+import torch
+from conftest import TinyCNN, hook_count
+
+from devvis import ActivationRecorder, list_layers
+from devvis.errors import LayerNotFoundError
+from devvis.hooks import resolve_name
+
+
+def test_resolve_dotted_and_underscored(resnet18):
+    assert resolve_name(resnet18, "layer3.1") == "layer3.1"
+    assert resolve_name(resnet18, "layer3_1_conv1") == "layer3.1.conv1"
+
+
+def test_unknown_layer_names_closest(resnet18):
+    with pytest.raises(LayerNotFoundError) as e:
+        resolve_name(resnet18, "layer3.7")
+    msg = str(e.value)
+    assert "layer3.7" in msg and "layer3.1" in msg
+
+
+def test_recorder_records_only_requested_and_stops_early():
+    m = TinyCNN()
+    ran = []
+    m.fc.register_forward_hook(lambda *a: ran.append("fc"))
+    with ActivationRecorder(m, ["conv2"]) as rec:
+        acts = rec.run(torch.rand(2, 3, 8, 8))
+        assert rec.stopped_early
+    assert list(acts) == ["conv2"] and acts["conv2"].shape == (2, 16, 8, 8)
+    assert ran == []  # fc never ran: the forward pass stopped after conv2
+    with ActivationRecorder(m, ["conv2"], stop_early=False) as rec:
+        rec.run(torch.rand(1, 3, 8, 8))
+    assert ran == ["fc"]
+
+
+def test_recorder_removes_only_its_hooks_even_on_exception():
+    m = TinyCNN()
+    m.conv1.register_forward_hook(lambda *a: None)  # the user's own hook
+    before = hook_count(m)
+    with pytest.raises(RuntimeError):
+        with ActivationRecorder(m, ["conv1", "conv2"]):
+            assert hook_count(m) == before + 2
+            raise RuntimeError("boom")
+    assert hook_count(m) == before
+
+
+def test_list_layers_shapes(resnet18):
+    rows = {r.name: r for r in list_layers(resnet18, (1, 3, 64, 64))}
+    assert rows["layer2.1"].output_shape == (1, 128, 8, 8)
+    assert rows["layer2.1"].channels == 128
+    assert rows["fc"].type == "Linear" and rows["fc"].channels == 1000
+    assert hook_count(resnet18) == 0
+
+
+def test_selector_on_tuple_output():
+    class Two(torch.nn.Module):
+        def forward(self, x):
+            return x * 2, x * 3
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.two = Two()
+
+        def forward(self, x):
+            a, b = self.two(x)
+            return a + b
+
+    m = M()
+    x = torch.rand(1, 2, 3, 3)
+    with ActivationRecorder(m, ["two[1]"]) as rec:
+        acts = rec.run(x)
+    assert torch.allclose(acts["two[1]"], x * 3)

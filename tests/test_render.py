@@ -1,0 +1,163 @@
+"""render(): freezing and restoring the model, seeds, snapshots, stopping, errors, saving."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import TinyCNN, hook_count
+from PIL import Image
+
+from devvis import Convergence, objectives, param, render
+from devvis.errors import ConfigError, NonFiniteObjectiveError
+
+
+def test_model_untouched_after_render():
+    m = TinyCNN()
+    m.train()
+    m.fc.weight.requires_grad_(False)  # a user's own choice must survive
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    render(m, objectives.channel("conv2", 1), steps=3, image_size=12, progress=False)
+    assert m.training
+    assert not m.fc.weight.requires_grad and m.conv1.weight.requires_grad
+    assert all(p.grad is None for p in m.parameters())
+    assert all(torch.equal(before[n], p) for n, p in m.named_parameters())
+    assert hook_count(m) == 0
+
+
+def test_hooks_and_state_restored_after_exception():
+    m = TinyCNN()
+
+    def bad(acts):
+        raise RuntimeError("user objective failed")
+
+    o = objectives.Objective(bad, layers=["conv1"])
+    with pytest.raises(RuntimeError, match="user objective failed"):
+        render(m, o, steps=2, image_size=8, progress=False)
+    assert hook_count(m) == 0 and all(p.requires_grad for p in m.parameters())
+
+
+def test_same_seed_same_images_different_seed_differs():
+    m = TinyCNN()
+    kw = dict(steps=5, image_size=16, progress=False)
+    a = render(m, "conv2:4", seed=3, **kw).images
+    b = render(m, "conv2:4", seed=3, **kw).images
+    c = render(m, "conv2:4", seed=4, **kw).images
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_thresholds_history_and_result_fields():
+    r = render(TinyCNN(), "conv2:1", steps=6, thresholds=[2, 6], image_size=12, progress=False)
+    assert sorted(r.snapshots) == [2, 6] and r.history.shape == (6, 1)
+    assert torch.equal(r.snapshots[6], r.images)
+    assert r.status == "completed" and r.steps_run == 6 and r.layers == ["conv2"]
+    with pytest.raises(ConfigError, match="thresholds"):
+        render(TinyCNN(), "conv2:1", steps=3, thresholds=[5], progress=False)
+
+
+def test_stop_when_convergence():
+    calls = []
+    r = render(TinyCNN(), "conv2:1", steps=200, image_size=12, progress=False,
+               stop_when=lambda means: len(means) >= 7, callbacks=[lambda s, img, v: calls.append(s)])
+    assert r.status == "converged" and r.converged_step == 7 and r.steps_run == 7 and calls == list(range(1, 8))
+    assert Convergence(tol=0.5, window=2)([1.0, 1.0, 1.0, 1.0])
+
+
+def test_keyboard_interrupt_returns_images_so_far():
+    def cb(step, img, v):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    r = render(TinyCNN(), "conv2:1", steps=50, image_size=12, progress=False, callbacks=[cb])
+    assert r.interrupted and r.status == "interrupted" and r.images.shape == (1, 3, 12, 12)
+
+
+def test_nan_objective_names_objective_and_step():
+    o = objectives.Objective(lambda a: a["conv1"].mean((1, 2, 3)) * float("nan"), layers=["conv1"], description="nanny")
+    with pytest.raises(NonFiniteObjectiveError, match=r"'nanny'.*step 1"):
+        render(TinyCNN(), o, steps=3, image_size=8, progress=False)
+
+
+def test_plain_callable_objective_layers_discovered():
+    r = render(TinyCNN(), lambda a: a["relu1"][:, 0].mean((1, 2)), steps=2, image_size=8, progress=False)
+    assert r.layers == ["relu1"]
+
+
+def test_input_size_resizes_before_model():
+    seen = []
+    m = TinyCNN()
+    m.conv1.register_forward_pre_hook(lambda mod, inp: seen.append(tuple(inp[0].shape[-2:])))
+    render(m, "conv1:0", steps=1, image_size=12, input_size=20, progress=False)
+    assert seen == [(20, 20)]
+
+
+def test_lbfgs_closure_optimizer():
+    r = render(TinyCNN(), "conv2:2", steps=3, image_size=12, progress=False, transforms="none",
+               optimizer=lambda ps: torch.optim.LBFGS(ps, lr=0.1, max_iter=2))
+    assert r.history[-1] > r.history[0]
+
+
+def test_bf16_precision_runs_and_rises():
+    r = render(TinyCNN(), "conv2:2", steps=8, image_size=12, progress=False, precision="bf16", transforms="none")
+    assert r.history[-1] > r.history[0] and r.config["precision"] == "bf16"
+    with pytest.raises(ConfigError, match="bf16"):
+        render(TinyCNN(), "conv2:2", steps=1, precision="int8", progress=False)
+
+
+def test_redirect_relu_restores_model():
+    m = TinyCNN()
+    r = render(m, "conv2:2", steps=20, image_size=12, progress=False, redirect_relu=True)
+    assert "forward" not in m.relu1.__dict__ and r.history.shape == (20, 1)
+
+
+def test_redirected_relu_gradient_reaches_dead_units():
+    from devvis.redirect import redirected_relu_fn
+
+    x = torch.full((1, 4), -1.0, requires_grad=True)
+    (-redirected_relu_fn(x).sum()).backward()  # minimizing -relu: wants x up
+    assert (x.grad < 0).all()  # gradient descent raises x, although the plain ReLU gradient is zero
+
+
+def test_save_writes_jpeg_and_json(tmp_path):
+    r = render(TinyCNN(), objectives.channels("conv2", [1, 2]), steps=3, image_size=16, progress=False)
+    paths = r.save(tmp_path, names=["a", "b"], model="tiny")
+    assert [p.name for p in paths] == ["a.jpg", "b.jpg"]
+    im = Image.open(paths[1])
+    assert im.size == (16, 16) and im.mode == "RGB"
+    meta = json.loads((tmp_path / "b.json").read_text())
+    assert meta["model"] == "tiny" and meta["image_index"] == 1 and len(meta["history"]) == 3
+    assert meta["status"] == "completed" and meta["schema_version"] == 1 and "torch" in meta["versions"]
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
+
+
+def _dominant_orientation(img: torch.Tensor) -> float:
+    """Dominant gradient orientation (degrees, mod 180) of the grey image, from its structure tensor.
+
+    For a grating this is the direction of its wave vector (normal to the stripes).
+    """
+    g = img.mean(0).double()
+    gx = g[1:-1, 2:] - g[1:-1, :-2]
+    gy = g[2:, 1:-1] - g[:-2, 1:-1]
+    jxx, jyy, jxy = (gx * gx).sum(), (gy * gy).sum(), (gx * gy).sum()
+    return math.degrees(0.5 * math.atan2(2 * jxy, jxx - jyy)) % 180
+
+
+@pytest.mark.parametrize("angle", [0.0, 45.0, 90.0, 135.0])
+def test_planted_grating_feature_is_recovered(angle):
+    """A conv whose only filter is an oriented grating: the rendered image shows that orientation."""
+    k = 9
+    ys, xs = torch.meshgrid(torch.arange(k) - k // 2, torch.arange(k) - k // 2, indexing="ij")
+    theta = math.radians(angle)
+    grating = torch.cos(2 * math.pi * (xs * math.cos(theta) + ys * math.sin(theta)) / 4.0)
+    conv = torch.nn.Conv2d(3, 1, k, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(grating.expand(1, 3, k, k) / 10)
+    model = torch.nn.Sequential(conv, torch.nn.ReLU())
+    r = render(model, objectives.neuron("0", 0), steps=64, image_size=32, transforms="none",
+               preprocess="none", progress=False, seed=0)
+    # the centre neuron of the 24x24 output map sits at (12, 12): its receptive field is image[12:21, 12:21]
+    patch = r.images[0][:, 12:12 + k, 12:12 + k]
+    got = _dominant_orientation(patch)
+    diff = min(abs(got - angle), 180 - abs(got - angle))
+    assert diff <= 15, (angle, got)
