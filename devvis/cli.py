@@ -68,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("devvis: error: interrupted\n")
         return 130
+    except BrokenPipeError:  # output piped into `head` and friends
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from devvis.architectures import input_errors
 from devvis.errors import LayerNotFoundError, LayoutError
 
 #: Name under which the parameterized image (before transforms) is available to objectives.
@@ -104,42 +105,135 @@ def _first_tensor(output: Any) -> torch.Tensor | None:
     return None
 
 
-def infer_layout(module: nn.Module | None, t: torch.Tensor) -> str:
+#: Layouts an activation can have; see :func:`infer_layout`.
+LAYOUTS: tuple[str, ...] = ("nchw", "nhwc", "tokens", "flat")
+
+#: Blocks known to produce channels-last ``[B, H, W, C]`` maps (torchvision's Swin and timm's).
+_CHANNELS_LAST_TYPES = frozenset({
+    "SwinTransformerBlock", "SwinTransformerBlockV2", "PatchMerging", "PatchMergingV2",
+    "ShiftedWindowAttention", "ShiftedWindowAttentionV2", "SwinTransformerStage", "WindowAttention",
+})
+
+#: Layers whose 4-D output is channels-first by construction.
+_CHANNELS_FIRST_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
+    nn.GroupNorm, nn.LocalResponseNorm, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd, nn.Upsample, nn.PixelShuffle,
+)
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """A layout a module's 4-D output has by construction, and its channel count when known."""
+
+    layout: str
+    channels: int | None = None
+
+    def fits(self, t: torch.Tensor) -> bool:
+        if self.channels is None:
+            return True
+        return t.shape[1 if self.layout == "nchw" else -1] == self.channels
+
+
+def _declared_layout(module: nn.Module) -> _Declared | None:
+    """The layout a module's 4-D output has by construction; None when it passes its input's through.
+
+    Elementwise leaves (activations, dropout, stochastic depth, identity) return None:
+    their layout is that of their input. A container answers with its last child that
+    declares one (the child that produces the output in sequential blocks).
+    """
+    kind = type(module).__name__
+    if kind in _CHANNELS_LAST_TYPES:
+        return _Declared("nhwc")
+    if kind == "Permute":  # torchvision.ops.Permute, as used by ConvNeXt and Swin
+        dims = [int(d) for d in getattr(module, "dims", [])]
+        return {(0, 2, 3, 1): _Declared("nhwc"), (0, 3, 1, 2): _Declared("nchw")}.get(tuple(dims))
+    if kind == "LayerNorm2d":  # a LayerNorm subclass that normalizes channels of NCHW maps
+        return _Declared("nchw", int(module.normalized_shape[-1])) if hasattr(module, "normalized_shape") else _Declared("nchw")
+    if isinstance(module, _CHANNELS_FIRST_TYPES):
+        c = getattr(module, "out_channels", None) or getattr(module, "num_features", None) or getattr(module, "num_channels", None)
+        return _Declared("nchw", int(c) if isinstance(c, int) else None)
+    if isinstance(module, nn.LayerNorm):  # normalizes the last dimension: channels-last on 4-D maps
+        return _Declared("nhwc", int(module.normalized_shape[-1]))
+    if isinstance(module, nn.Linear):  # acts on the last dimension: channels-last on 4-D maps
+        return _Declared("nhwc", int(module.out_features))
+    for child in reversed(list(module.children())):
+        found = _declared_layout(child)
+        if found is not None:
+            return found
+    return None
+
+
+def _context_layout(model: nn.Module, name: str) -> _Declared | None:
+    """Layout of the input of module ``name``: what the nearest earlier sibling (or an ancestor's) declares."""
+    while name:
+        parent_name, _, own = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        siblings = [n for n, _ in parent.named_children()]
+        if own in siblings:
+            for sib in reversed(siblings[:siblings.index(own)]):
+                found = _declared_layout(getattr(parent, sib))
+                if found is not None:
+                    return found
+        name = parent_name
+    return None
+
+
+def declared_layout(model: nn.Module, name: str) -> _Declared | None:
+    """What the model's structure says about the layout of a 4-D output of ``name`` (None: nothing)."""
+    base, _ = _split_selector(name)
+    module = model.get_submodule(base)
+    found = _declared_layout(module)
+    if found is None and not list(module.children()):
+        found = _context_layout(model, base)
+    return found
+
+
+def infer_layout(module: nn.Module | None, t: torch.Tensor, *, model: nn.Module | None = None,
+                 name: str | None = None, declared: Any = None) -> str:
     """Guess the layout of activation ``t`` produced by ``module``.
 
-    Returns ``"nchw"`` for 4-D conv maps, ``"nhwc"`` for 4-D channels-last maps of
-    known channels-last blocks (Swin, ConvNeXt's permuted blocks), ``"tokens"``
-    for ``[B, T, D]`` and ``"flat"`` for ``[B, D]``.
+    Returns ``"flat"`` for ``[B, D]``, ``"tokens"`` for ``[B, T, D]`` (ViT blocks),
+    and for 4-D maps ``"nhwc"`` (channels-last: Swin blocks, ``Permute([0, 2, 3, 1])``,
+    ``nn.LayerNorm`` / ``nn.Linear`` applied to ``[B, H, W, C]`` maps, and elementwise
+    layers such as GELU or dropout that follow them) or ``"nchw"`` otherwise. With
+    ``model`` and ``name``, an elementwise layer takes the layout of the nearest
+    earlier sibling that declares one. A declared layout whose channel count does
+    not match ``t`` is ignored (e.g. timm's ConvNeXt block, which permutes back to
+    NCHW in ``forward``). State a layout explicitly where this guesses wrong
+    (``render(..., layouts={name: "nhwc"})`` or ``objectives.channel(..., layout=)``).
+
+    >>> import torch, torchvision
+    >>> swin = torchvision.models.swin_t(weights=None)
+    >>> infer_layout(swin.features[1][0], torch.zeros(1, 8, 8, 96))
+    'nhwc'
+    >>> infer_layout(None, torch.zeros(1, 197, 768))
+    'tokens'
     """
     if t.dim() == 2:
         return "flat"
     if t.dim() == 3:
         return "tokens"
     if t.dim() == 4:
-        if module is not None and _is_channels_last_module(module, t):
-            return "nhwc"
+        found = declared
+        if found is None and model is not None and name:
+            found = declared_layout(model, name)
+        elif found is None and module is not None:
+            found = _declared_layout(module)
+        if found is not None and found.fits(t):
+            return found.layout
         return "nchw"
     return f"{t.dim()}d"
 
 
-def _is_channels_last_module(module: nn.Module, t: torch.Tensor) -> bool:
-    # Blocks that produce [B, H, W, C]: torchvision's Swin (blocks, PatchMerging,
-    # Permute), and LayerNorm/Linear applied to channels-last maps (their feature
-    # size equals the last dimension).
-    kind = type(module).__name__
-    if kind in {"SwinTransformerBlock", "SwinTransformerBlockV2", "PatchMerging", "PatchMergingV2", "ShiftedWindowAttention", "ShiftedWindowAttentionV2"}:
-        return True
-    if isinstance(module, nn.LayerNorm):
-        return t.shape[-1] == module.normalized_shape[-1] and t.shape[1] != module.normalized_shape[-1]
-    if isinstance(module, nn.Linear):
-        return t.shape[-1] == module.out_features
-    if kind == "Permute":
-        dims = list(getattr(module, "dims", []))
-        return dims == [0, 2, 3, 1]
-    if isinstance(module, nn.Sequential) and len(module) > 0:
-        # A stage of Swin blocks, or a sequence ending in a channels-last block
-        return _is_channels_last_module(list(module.children())[-1], t)
-    return False
+def check_layout(layout: str, t: torch.Tensor, name: str) -> None:
+    """Raise :class:`~devvis.errors.LayoutError` unless ``layout`` is valid and fits ``t``'s rank."""
+    rank = {"nchw": 4, "nhwc": 4, "tokens": 3, "flat": 2}
+    if layout not in rank:
+        raise LayoutError(f"layout {layout!r} for layer {name!r} is not valid; choose one of {LAYOUTS}")
+    if t.dim() != rank[layout]:
+        raise LayoutError(f"layout {layout!r} was stated for layer {name!r}, but its activation has shape "
+                          f"{tuple(t.shape)} ({t.dim()}-D; {layout} needs {rank[layout]}-D)")
 
 
 class Activations(Mapping[str, torch.Tensor]):
@@ -207,6 +301,9 @@ class ActivationRecorder:
         self.stop_early = stop_early
         self.detach = detach
         self._given_layouts = {resolve_name(model, k): v for k, v in (layouts or {}).items()}
+        for k, v in self._given_layouts.items():
+            if v not in LAYOUTS:
+                raise LayoutError(f"layout {v!r} given for layer {k!r} is not valid; choose one of {LAYOUTS}")
         self._by_module: dict[str, list[tuple[str, list[int | str]]]] = {}
         for n in self.names:
             base, keys = _split_selector(n)
@@ -218,6 +315,7 @@ class ActivationRecorder:
 
     def _hook_for(self, base: str, module: nn.Module):
         wanted = self._by_module[base]
+        declared = declared_layout(self.model, base)  # structural, so worked out once, not per forward
 
         def hook(_mod: nn.Module, _inp: Any, output: Any) -> None:
             for name, keys in wanted:
@@ -230,7 +328,10 @@ class ActivationRecorder:
                             f"name an element with a selector such as '{name}[0]'")
                     out = t
                 self._store[name] = out.detach() if self.detach else out
-                self._layouts[name] = self._given_layouts.get(name) or infer_layout(module, out)
+                given = self._given_layouts.get(name)
+                if given is not None:
+                    check_layout(given, out, name)
+                self._layouts[name] = given or infer_layout(module, out, declared=declared)
             if self.stop_early and len(self._store) == len(self.names):
                 raise StopForward
 
@@ -327,7 +428,7 @@ def list_layers(model: nn.Module, input_shape: Sequence[int] | None = None, *,
         def hook(_m, _i, out):
             t = _first_tensor(out)
             if t is not None and name not in outputs:
-                outputs[name] = (tuple(t.shape), infer_layout(mod, t))
+                outputs[name] = (tuple(t.shape), infer_layout(mod, t, model=model, name=name))
         return hook
 
     was_training = model.training
@@ -335,8 +436,9 @@ def list_layers(model: nn.Module, input_shape: Sequence[int] | None = None, *,
         for n, m in modules:
             handles.append(m.register_forward_hook(make(n, m)))
         model.eval()
-        with torch.no_grad():
-            model(torch.zeros(shape, device=device))
+        x = torch.zeros(shape, device=device)
+        with torch.no_grad(), input_errors(model, x):
+            model(x)
     finally:
         for h in handles:
             h.remove()

@@ -33,6 +33,7 @@ import os
 import pickle
 import re
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any, Callable, Iterable, Mapping
@@ -155,7 +156,11 @@ def _unsafe_globals(path: Path, error: Exception) -> list[str] | None:
 def _torch_load(path: Path, *, trust: bool, map_location: Any, mmap: bool = False) -> Any:
     kind = _sniff(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=not trust, mmap=mmap and kind == "zip")
+        with warnings.catch_warnings():
+            # Corrupt files trip torch's "Detected pickle protocol N" warning before the error
+            # that we turn into a CheckpointError; the warning would only repeat it, noisily.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=not trust, mmap=mmap and kind == "zip")
     except pickle.UnpicklingError as e:
         if trust:
             raise
@@ -184,8 +189,20 @@ def _first_line(e: BaseException) -> str:
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith(("Weights only load failed", "In PyTorch 2.6", "(1)", "(2)")):
+            if len(line) > 160:  # e.g. torch's zip errors: the first sentence says it
+                line = line.split(". ")[0]
             return f"{type(e).__name__}: {line[:300]}"
     return type(e).__name__ + (f": {text[:300]}" if text else "")
+
+
+def _unreadable(path: Path, e: BaseException) -> CheckpointError:
+    """The error for a file that exists but cannot be parsed, saying what kind of file it looks like."""
+    kinds = {"zip": "a truncated or corrupt torch.save file", "safetensors": "a truncated or corrupt safetensors file"}
+    try:
+        kind = kinds.get(_sniff(path), "neither a torch.save nor a safetensors file, or a truncated one")
+    except OSError:
+        kind = "unreadable"
+    return CheckpointError(f"cannot read checkpoint {_display(path)}: {kind} ({_first_line(e)})")
 
 
 def _read(path: Path, *, trust: bool, map_location: Any, mmap: bool = False) -> tuple[Any, dict[str, Any]]:
@@ -209,13 +226,7 @@ def _read(path: Path, *, trust: bool, map_location: Any, mmap: bool = False) -> 
     except DevvisError:
         raise
     except Exception as e:  # zip/EOF/Runtime/OSError/SafetensorError...: all mean "cannot read"
-        try:
-            kind = {"zip": "a truncated or corrupt torch.save file", "safetensors": "a truncated or corrupt safetensors file"}.get(
-                _sniff(path), "neither a torch.save nor a safetensors file, or a truncated one"
-            )
-        except OSError:
-            kind = "unreadable"
-        raise CheckpointError(f"cannot read checkpoint {_display(path)}: {kind} ({_first_line(e)})") from e
+        raise _unreadable(path, e) from e
 
 
 def _tensor_mapping(obj: Any) -> bool:
@@ -340,17 +351,21 @@ def read_checkpoint_step(path: str | os.PathLike, *, trust: bool = False) -> int
     >>> read_checkpoint_step(p)
     1200
     """
-    p = Path(path)
+    return _step_from_meta(_read_metadata(Path(path), trust=trust))
+
+
+def _read_metadata(path: Path, *, trust: bool) -> dict[str, Any]:
+    """A checkpoint's non-tensor entries: safetensors header metadata (tensors untouched) or,
+    for torch files, the top-level scalars (memory-mapped load, so tensors are not read)."""
     try:
-        _check_file(p)
-        if _sniff(p) == "safetensors":
-            return _step_from_meta(_safetensors_metadata(p))
+        _check_file(path)
+        if _sniff(path) == "safetensors":
+            return dict(_safetensors_metadata(path))
     except DevvisError:
         raise
     except Exception as e:
-        raise CheckpointError(f"cannot read checkpoint {_display(p)} (truncated or corrupt?): {_first_line(e)}") from e
-    _, meta = _read(p, trust=trust, map_location="cpu", mmap=True)
-    return _step_from_meta(meta)
+        raise _unreadable(path, e) from e
+    return _read(path, trust=trust, map_location="cpu", mmap=True)[1]
 
 
 def save_checkpoint(
@@ -492,9 +507,10 @@ def apply_state_dict(
             )
         else:
             ckpt_classes = infer_num_classes(sd, order=list(own))
+            classes = f"; the checkpoint's classifier has {ckpt_classes} outputs" if ckpt_classes else ""
             why = (
                 "Layer names match but sizes differ: was it saved with other constructor arguments "
-                f"(num_classes: the checkpoint's classifier has {ckpt_classes} outputs; width)?"
+                f"(num_classes, width{classes})?"
             )
         model_name = f"{name!r} ({type(model).__name__})" if name else type(model).__name__
         raise CheckpointError(f"{where} does not fit the model {model_name}: {'; '.join(parts)}. {why}")
@@ -602,14 +618,7 @@ def read_model_config(path: str | os.PathLike, *, trust: bool = False) -> dict[s
     {'name': 'resnet18', 'kwargs': {'num_classes': 3}}
     """
     p = Path(path)
-    if p.name.endswith(".safetensors") or (p.is_file() and _sniff(p) == "safetensors"):
-        try:
-            meta: Mapping[str, Any] = _safetensors_metadata(p)
-        except Exception as e:
-            raise CheckpointError(f"cannot read checkpoint {_display(p)} (truncated or corrupt?): {_first_line(e)}") from e
-    else:
-        _, meta = _read(p, trust=trust, map_location="cpu", mmap=True)
-    return _config_from_meta(meta, p) or _config_from_folder(p)
+    return _config_from_meta(_read_metadata(p, trust=trust), p) or _config_from_folder(p)
 
 
 def _accepts(fn: Callable[..., Any], name: str) -> bool:

@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from devvis import io as dio
+from devvis.architectures import input_errors, resolve_input_size
 from devvis.errors import ConfigError, NonFiniteObjectiveError, ObjectiveError
 from devvis.hooks import INPUT, ActivationRecorder, Activations, module_names, resolve_name
 from devvis.objectives.core import Objective, as_objective
@@ -227,7 +228,11 @@ def render(
     transforms, preprocess, input_size:
         Robustness transforms (``"standard"``, ``"none"``, a list or callable),
         model-input preprocessing (``"imagenet"``, ``"none"`` or callable) and
-        an optional resize to the model's input size after the transforms.
+        a resize to the model's input size after the transforms. ``input_size=None``
+        means the model's fixed size when it has one (torchvision ViT: ``model.image_size``;
+        see :func:`devvis.architectures.resolve_input_size`), else no resize; an int or
+        ``(h, w)`` overrides. An input too small for the model raises
+        :class:`~devvis.errors.ConfigError` naming the model's minimum.
     seed:
         Seeds the default parameterization and the transforms' random stream.
     device:
@@ -240,8 +245,12 @@ def render(
         Called with the list of per-step batch-mean values; return True to stop
         (e.g. :class:`Convergence`).
     redirect_relu:
-        Lucid's gradient trick for dead ReLUs during the first 16 steps (the
-        model's ReLUs are swapped back afterwards).
+        Lucid's gradient trick for dead ReLUs during the first 16 steps, on every
+        ``nn.ReLU`` and ``nn.ReLU6`` module (functional ``F.relu`` calls are not
+        covered); the modules' own ``forward`` is restored afterwards.
+    layouts:
+        ``{layer: "nchw" | "nhwc" | "tokens" | "flat"}`` where the detected layout
+        (:func:`devvis.hooks.infer_layout`) is wrong.
 
     Returns a :class:`RenderResult`. Ctrl-C ends the loop early and returns the
     images so far with ``status == "interrupted"``. A NaN or infinite objective
@@ -265,6 +274,7 @@ def render(
         param = default_image(w, h, batch=batch or _natural_batch(objective), seed=seed)
     param = param.to(dev)
     tf = get_transforms(transforms)
+    input_size = resolve_input_size(model, input_size)  # None: the model's fixed size (ViT: 224), if any
     resize = Resize(input_size) if input_size is not None else None
     pre = get_preprocess(preprocess)
 
@@ -313,7 +323,7 @@ def render(
                     opt.zero_grad(set_to_none=True)
                     img = param()
                     x = model_input(img)
-                    with _autocast(dev, precision):
+                    with _autocast(dev, precision), input_errors(model, x):
                         acts = rec.run(x, **{INPUT: img})
                     if precision != "fp32":
                         acts = Activations({k: v.float() for k, v in acts.items()}, acts.layouts)

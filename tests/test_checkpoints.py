@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from devvis.errors import CheckpointError, UnsafeCheckpointError
 from devvis.models import (
@@ -18,6 +20,7 @@ from devvis.models import (
     natural_key,
     parse_step,
     read_checkpoint_step,
+    read_model_config,
     save_checkpoint,
 )
 
@@ -142,6 +145,16 @@ def test_read_checkpoint_step_absent(tmp_path):
     assert read_checkpoint_step(q) is None
 
 
+def test_read_model_config(tmp_path):
+    cfg = {"name": "compact_resnet", "kwargs": {"width": 8}}
+    save_checkpoint({"w": torch.ones(1)}, tmp_path / "a.safetensors", model_config=cfg)
+    save_checkpoint({"w": torch.ones(1)}, tmp_path / "b.pt", model_config=cfg)
+    assert read_model_config(tmp_path / "a.safetensors") == cfg
+    assert read_model_config(tmp_path / "b.pt") == cfg
+    torch.save({"w": torch.ones(1)}, tmp_path / "c.pt")
+    assert read_model_config(tmp_path / "c.pt") is None
+
+
 # ---------------------------------------------------------------------------- unsafe pickles
 
 
@@ -220,6 +233,39 @@ def test_broken_files_raise_checkpoint_error(tmp_path, sd, kind):
         assert "empty" in str(info.value)
     with pytest.raises(CheckpointError, match="does not exist|empty|cannot read|not a valid"):
         read_checkpoint_step(p)
+
+
+def _small_checkpoints(tmp_path_factory) -> dict[str, bytes]:
+    d = tmp_path_factory.mktemp("small")
+    sd = {"conv.weight": torch.randn(4, 3, 3, 3), "fc.weight": torch.randn(5, 4), "fc.bias": torch.zeros(5)}
+    torch.save({"state_dict": sd, "step": 3}, d / "zip.pt")
+    torch.save(sd, d / "legacy.pt", _use_new_zipfile_serialization=False)
+    save_checkpoint(sd, d / "st.safetensors", step=3)
+    return {name: (d / name).read_bytes() for name in ("zip.pt", "legacy.pt", "st.safetensors")}
+
+
+@pytest.fixture(scope="module")
+def small_checkpoints(tmp_path_factory) -> dict[str, bytes]:
+    return _small_checkpoints(tmp_path_factory)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_damaged_files_only_raise_checkpoint_error(tmp_path, small_checkpoints, data):
+    """Cut or corrupt a valid file anywhere: loading either succeeds or raises CheckpointError, nothing else."""
+    name = data.draw(st.sampled_from(sorted(small_checkpoints)))
+    raw = bytearray(small_checkpoints[name])
+    cut = data.draw(st.integers(1, len(raw)))
+    raw = raw[:cut]
+    for _ in range(data.draw(st.integers(0, 3))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    p = tmp_path / name
+    p.write_bytes(bytes(raw))
+    for call in (load_checkpoint, read_checkpoint_step, find_checkpoints):
+        try:
+            call(p)
+        except CheckpointError as e:
+            assert str(p) in str(e)
 
 
 def test_missing_file_and_folder(tmp_path):

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from devvis.architectures import resolve_input_size
 from devvis.hooks import INPUT, ActivationRecorder, resolve_name
 from devvis.objectives.core import as_objective
 from devvis.transforms import Resize, get_preprocess
@@ -32,6 +33,7 @@ def evaluate(objective: Any, model: nn.Module, images: torch.Tensor, *, preproce
     objective = as_objective(objective)
     dev = _model_device(model)
     pre = get_preprocess(preprocess)
+    input_size = resolve_input_size(model, input_size)  # None: the model's fixed size (ViT: 224), if any
     resize = Resize(input_size) if input_size is not None else None
     was_training = model.training
     model.eval()

@@ -70,20 +70,25 @@ def _gram(t: torch.Tensor) -> torch.Tensor:
 
 
 @wrap_objective
-def diversity(layer: str):
-    """Minus each image's mean cosine similarity of Gram matrices with the other images of the batch.
+def diversity(layer: str, group_size: int | None = None):
+    """Minus each image's mean cosine similarity of Gram matrices with the other images of its group.
 
-    Pushes images of one batch to differ in style (Lucid's diversity term). With a batch of one it is 0.
+    Pushes images of one batch to differ in style (Lucid's diversity term). With
+    ``group_size`` the batch is split into consecutive groups of that many images
+    (e.g. several images of each of several channels) and images are compared
+    only within their group. A group of one image gets 0.
     """
     def inner(acts):
         t = channels_first(acts, layer)
         g = F.normalize(_gram(t.reshape(t.shape[0], t.shape[1], -1)), dim=1)
         b = g.shape[0]
-        if b < 2:
-            return torch.zeros(b, device=t.device, dtype=t.dtype)
+        size = group_size or b
         sim = g @ g.T
-        off = sim.sum(dim=1) - sim.diagonal()
-        return -off / (b - 1)
+        group = torch.arange(b, device=g.device) // size
+        same = (group[:, None] == group[None, :]).to(sim.dtype)
+        same.fill_diagonal_(0)
+        count = same.sum(dim=1).clamp_min(1)
+        return -(sim * same).sum(dim=1) / count
     return inner
 
 

@@ -6,5 +6,17 @@
 """
 
 from devvis.slt.llc import SAMPLERS, LLCDiagnosticWarning, LLCResult, default_nbeta, estimate_llc
+from devvis.slt.sweep import llc_sweep
+from devvis.slt.trajectory import LLCTrajectory, llc_trajectory, plot_trajectory
 
-__all__ = ["SAMPLERS", "LLCDiagnosticWarning", "LLCResult", "default_nbeta", "estimate_llc"]
+__all__ = [
+    "SAMPLERS",
+    "LLCDiagnosticWarning",
+    "LLCResult",
+    "LLCTrajectory",
+    "default_nbeta",
+    "estimate_llc",
+    "llc_sweep",
+    "llc_trajectory",
+    "plot_trajectory",
+]

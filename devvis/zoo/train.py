@@ -243,7 +243,7 @@ def _lr_at(step: int, steps: int, lr: float) -> float:
 def train_series(
     output_dir: str | os.PathLike,
     *,
-    steps: int = 2000,
+    steps: int = 1000,
     checkpoint_steps: Sequence[int] | None = None,
     batch_size: int = 64,
     lr: float = 0.05,

@@ -1,0 +1,33 @@
+"""``devvis layers``: list a model's layer names, types, output shapes and channel counts."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "list layer names, types, output shapes and channel counts"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("layers", help=HELP, description=HELP, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default=None, help="model name (optional when --checkpoint has a model config)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint file (infers num_classes)")
+    p.add_argument("--image-size", type=int, default=224, help="input size used to compute output shapes")
+    p.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary unpickling (trusted files only)")
+    p.add_argument("--filter", default=None, help="only names containing this text")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from devvis.hooks import list_layers
+    from devvis.models import load_model
+
+    model = load_model(args.model, checkpoint=args.checkpoint, trust=args.trust_checkpoint)
+    rows = list_layers(model, (1, 3, args.image_size, args.image_size))
+    if args.filter:
+        rows = [r for r in rows if args.filter in r.name]
+    width = max([len(r.name) for r in rows] + [4])
+    print(f"{'name':<{width}}  {'type':<24} {'output shape':<22} channels")
+    for r in rows:
+        shape = "x".join(map(str, r.output_shape)) if r.output_shape else "-"
+        print(f"{r.name:<{width}}  {r.type:<24} {shape:<22} {r.channels if r.channels is not None else '-'}")
+    return 0

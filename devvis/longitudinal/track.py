@@ -1,0 +1,127 @@
+"""``track()``: render components across checkpoints, compute every feature-change metric, write plots.
+
+>>> import tempfile, torch
+>>> from devvis.longitudinal import CheckpointSeries, track
+>>> nets = {s: torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)) for s in (0, 10, 100)}
+>>> out = track(CheckpointSeries.from_models(nets), ["0:1"], tempfile.mkdtemp(), steps=2, image_size=16,
+...             transforms="none", progress=False)
+>>> list(out.changes), out.changes["0:1"].steps
+(['0:1'], [0, 10, 100])
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from tqdm.auto import tqdm
+
+from devvis import io as dio
+from devvis import objectives
+from devvis.errors import ConfigError
+from devvis.longitudinal.grid import comparison_grid, component_label
+from devvis.longitudinal.metrics import FeatureChange, feature_change
+from devvis.longitudinal.plots import plot_matrix, plot_similarity
+from devvis.longitudinal.render_series import SeriesResult, render_series
+from devvis.longitudinal.series import as_series
+
+
+@dataclass
+class TrackResult:
+    """What :func:`track` computed and wrote: ``changes[label]`` per component (``"layer:c"``),
+    the renders per layer, and every file written (PNG plots, JSONs, images, the grid)."""
+
+    changes: dict[str, FeatureChange]
+    renders: dict[str, SeriesResult]
+    files: list[Path] = field(default_factory=list)
+    output_dir: Path | None = None
+
+
+def parse_components(components: Sequence[Any]) -> list[tuple[str, int]]:
+    """``["layer2.0:3", ("conv1", 0)]`` -> ``[("layer2.0", 3), ("conv1", 0)]`` (duplicates dropped).
+
+    >>> parse_components(["layer2.0:3", ("conv1", 0), "layer2.0:3"])
+    [('layer2.0', 3), ('conv1', 0)]
+    """
+    out: list[tuple[str, int]] = []
+    for c in components:
+        if isinstance(c, (tuple, list)) and len(c) == 2 and isinstance(c[1], int) and not isinstance(c[1], bool):
+            item = (str(c[0]), int(c[1]))
+        elif isinstance(c, str) and re.fullmatch(r".+:\d+", c.strip()):
+            layer, _, ch = c.strip().rpartition(":")
+            item = (layer, int(ch))
+        else:
+            raise ConfigError(f"cannot read component {c!r}; expected 'layer:channel' (e.g. 'layer2.0:3') "
+                              "or a (layer, channel) pair")
+        if item not in out:
+            out.append(item)
+    if not out:
+        raise ConfigError("no components given; expected e.g. ['layer2.0:3']")
+    return out
+
+
+def _safe(layer: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._\-]", "_", layer)
+
+
+def track(series: Any, components: Sequence[Any], output_dir: str | os.PathLike, *, steps: int = 128,
+          image_size: int = 64, seed: int = 0, threshold: float = 0.8, preprocess: Any = "imagenet",
+          loader: Any = None, k: int = 9, progress: bool = True, **render_kwargs: Any) -> TrackResult:
+    """Render each component at every checkpoint and write its feature-change analysis.
+
+    Components of the same layer are rendered together (``objectives.channels``: one image
+    per channel, one render per checkpoint and layer), with the same ``seed`` at every
+    checkpoint. For each component ``layer:c`` it writes into ``output_dir``:
+
+    * ``{layer}_channel_{c}_similarity.png`` (+ ``.json``): similarity to the final feature,
+      threshold and settle step marked;
+    * ``{layer}_channel_{c}_matrix.png`` (+ ``.json``): the cross-checkpoint matrix;
+    * ``{layer}_channel_{c}_feature_change.json``: every number (see :class:`FeatureChange`);
+
+    and once: ``renders/layer_{layer}/`` (the visualizations, :meth:`SeriesResult.save`),
+    ``grid.png`` (+ ``.json``, rows = components, columns = checkpoints) and ``track.json``
+    (a summary with each settle step). ``steps``/``image_size``/``render_kwargs`` go to
+    :func:`devvis.render`; ``loader`` (optional) adds top-``k`` data-set examples.
+    """
+    s = as_series(series)
+    comps = parse_components(components)
+    out = Path(output_dir)
+    by_layer: dict[str, list[int]] = {}
+    for layer, c in comps:
+        by_layer.setdefault(layer, []).append(c)
+    renders: dict[str, SeriesResult] = {}
+    files: list[Path] = []
+    for layer, chans in tqdm(by_layer.items(), disable=not progress, desc="render", unit="layer"):
+        res = render_series(s, objectives.channels(layer, chans), seed=seed, steps=steps, image_size=image_size,
+                            preprocess=preprocess, progress=False, **render_kwargs)
+        renders[layer] = res
+        files.append(res.save(out / "renders" / f"layer_{_safe(layer)}"))
+    changes: dict[str, FeatureChange] = {}
+    for layer, c in tqdm(comps, disable=not progress, desc="metrics", unit="component"):
+        label = component_label(layer, c)
+        fc = feature_change(renders[layer], s, layer, c, threshold=threshold, preprocess=preprocess, loader=loader,
+                            k=k)
+        changes[label] = fc
+        stem = f"{_safe(layer)}_channel_{c}"
+        files.append(plot_similarity(fc, out / f"{stem}_similarity.png"))
+        files.append(plot_matrix(fc, out / f"{stem}_matrix.png"))
+        dio.write_json(out / f"{stem}_feature_change.json", fc.to_dict())
+        files.append(out / f"{stem}_feature_change.json")
+    grid_path = out / "grid.png"
+    comparison_grid({(layer, c): renders[layer] for layer, c in comps}, output_path=grid_path,
+                    title=f"seed {seed}, {steps} steps, {image_size}px")
+    files.append(grid_path)
+    summary = dio.metadata(
+        "track", series=s.describe(), components=[component_label(l, c) for l, c in comps],
+        settings={"steps": steps, "image_size": image_size, "seed": seed, "threshold": threshold,
+                  "preprocess": preprocess if isinstance(preprocess, str) else repr(preprocess), "k": k,
+                  **{key: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
+                     for key, v in render_kwargs.items()}},
+        settle_steps={lab: fc.settle_step for lab, fc in changes.items()},
+        files=[str(f.relative_to(out)) if f.is_relative_to(out) else str(f) for f in files])
+    dio.write_json(out / "track.json", summary)
+    files.append(out / "track.json")
+    return TrackResult(changes=changes, renders=renders, files=files, output_dir=out)

@@ -1,0 +1,181 @@
+"""The LLC at every checkpoint of a training run, plotted beside other developmental curves.
+
+>>> import torch
+>>> from torch import nn
+>>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+<torch...>
+>>> x = torch.randn(64, 2); y = x.sum(1, keepdim=True)
+>>> series = [(step, nn.Linear(2, 1)) for step in (0, 10, 100)]
+>>> traj = llc_trajectory(series, [(x, y)], nn.functional.mse_loss, lr=1e-4,
+...                       num_chains=1, num_draws=10, progress=False)
+>>> traj.steps
+[0, 10, 100]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+from torch import nn
+
+from devvis.errors import ConfigError
+from devvis.slt.llc import LLCResult, estimate_llc
+
+__all__ = ["LLCTrajectory", "llc_trajectory", "plot_trajectory"]
+
+FeatureCurves = Mapping[str, tuple[Sequence[float], Sequence[float]]]
+
+
+@dataclass
+class LLCTrajectory:
+    """LLC estimates per checkpoint.
+
+    Attributes:
+        steps: training step of each checkpoint, in the order given.
+        llc_mean, llc_std: one value per step (NaN where undefined).
+        results: the full :class:`~devvis.slt.LLCResult` per step.
+        hyperparameters: the settings shared by every estimate.
+    """
+
+    steps: list[int]
+    llc_mean: list[float]
+    llc_std: list[float]
+    results: list[LLCResult] = field(repr=False)
+    hyperparameters: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready numbers: steps, mean/std, hyperparameters, per-step details and diagnostics."""
+        return {
+            "steps": list(self.steps),
+            "llc_mean": list(self.llc_mean),
+            "llc_std": list(self.llc_std),
+            "hyperparameters": dict(self.hyperparameters),
+            "per_step": [
+                {"step": s, **r.to_dict(include_traces=False)} for s, r in zip(self.steps, self.results)
+            ],
+        }
+
+    def save(self, output_dir: str | os.PathLike, feature_curves: FeatureCurves | None = None) -> None:
+        """Write ``llc_trajectory.json`` and ``llc_trajectory.png`` into ``output_dir``."""
+        from devvis.io import metadata, write_json
+
+        out = Path(output_dir)
+        write_json(out / "llc_trajectory.json", metadata("llc_trajectory", **self.to_dict()))
+        plot_trajectory(self, out / "llc_trajectory.png", feature_curves=feature_curves)
+
+
+def llc_trajectory(
+    series: Iterable[tuple[int, nn.Module]],
+    loader: Iterable,
+    criterion: Callable,
+    *,
+    feature_curves: FeatureCurves | None = None,
+    output_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    **llc_kwargs: Any,
+) -> LLCTrajectory:
+    """Estimate the LLC at each ``(step, model)`` of ``series`` with the same seed and settings.
+
+    Args:
+        series: any iterable of ``(step, model)`` pairs — a list, a generator, or a
+            ``devvis.longitudinal.CheckpointSeries`` (which loads one checkpoint at a
+            time; each model is released before the next is loaded).
+        loader, criterion: as for :func:`~devvis.slt.estimate_llc`.
+        feature_curves: ``{label: (steps, values)}`` drawn in a second panel that shares
+            the step axis (e.g. feature-change curves from ``devvis.longitudinal``).
+        output_dir: when given, writes ``llc_trajectory.json`` and ``llc_trajectory.png`` there.
+        progress: progress bar per estimate.
+        **llc_kwargs: :func:`estimate_llc` keywords, identical at every checkpoint
+            (the seed too, so differences between steps are not sampling noise of
+            different streams).
+
+    Returns:
+        :class:`LLCTrajectory` with one entry per checkpoint, in the series' order.
+    """
+    steps: list[int] = []
+    results: list[LLCResult] = []
+    for item in series:
+        try:
+            step, model = item
+        except (TypeError, ValueError):
+            raise ConfigError(f"series must yield (step, model) pairs, got {type(item).__name__}") from None
+        res = estimate_llc(model, loader, criterion, progress=progress, **llc_kwargs)
+        steps.append(int(step))
+        results.append(res)
+        del model  # let a lazily loaded checkpoint go before the next one is loaded
+    if not results:
+        raise ConfigError("series yielded no (step, model) pairs")
+    shared = {k: v for k, v in results[0].hyperparameters.items()}
+    traj = LLCTrajectory(
+        steps=steps,
+        llc_mean=[r.llc_mean for r in results],
+        llc_std=[r.llc_std for r in results],
+        results=results,
+        hyperparameters=shared,
+    )
+    if output_dir is not None:
+        traj.save(output_dir, feature_curves=feature_curves)
+    return traj
+
+
+def _step_axis(ax: Any, steps: Sequence[float]) -> None:
+    """Log x when the positive steps span more than two decades; symlog when step 0 is present."""
+    arr = np.asarray(steps, dtype=float)
+    pos = arr[arr > 0]
+    if len(pos) == 0 or pos.max() / pos.min() <= 100:
+        return
+    if (arr <= 0).any():
+        ax.set_xscale("symlog", linthresh=float(pos.min()))
+    else:
+        ax.set_xscale("log")
+
+
+def plot_trajectory(
+    traj: LLCTrajectory, path: str | os.PathLike, feature_curves: FeatureCurves | None = None
+) -> None:
+    """PNG of LLC vs step (error bars: std over chains); a second panel of ``feature_curves`` if given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from devvis.io import write_figure
+
+    panels = 2 if feature_curves else 1
+    fig, axes = plt.subplots(panels, 1, figsize=(7, 3.2 * panels), sharex=True, squeeze=False)
+    ax = axes[0][0]
+    mean = np.asarray(traj.llc_mean, dtype=float)
+    std = np.nan_to_num(np.asarray(traj.llc_std, dtype=float), nan=0.0)
+    ax.errorbar(traj.steps, mean, yerr=std, marker="o", ms=4, capsize=3, lw=1.2)
+    bad = [s for s, r in zip(traj.steps, traj.results) if r.diagnostics]
+    if bad:
+        ys = [m for s, m in zip(traj.steps, mean) if s in bad]
+        ax.scatter(bad, ys, facecolors="none", edgecolors="r", s=90, label="diagnostics fired", zorder=3)
+        ax.legend(fontsize=7)
+    h = traj.hyperparameters
+    ax.set_ylabel("LLC")
+    ax.set_title(
+        f"LLC per checkpoint ({h.get('sampler')}, ε={h.get('lr'):.2g}, γ={h.get('localization'):.3g}, "
+        f"nβ={h.get('nbeta'):.3g}, {h.get('num_chains')} chains × {h.get('num_draws')} draws)",
+        fontsize=9,
+    )
+    all_steps = list(traj.steps)
+    if feature_curves:
+        fax = axes[1][0]
+        for label, (xs, ys) in feature_curves.items():
+            if len(xs) != len(ys):
+                raise ConfigError(f"feature curve {label!r} has {len(xs)} steps but {len(ys)} values")
+            fax.plot(list(xs), list(ys), marker=".", label=label)
+            all_steps.extend(float(v) for v in xs)
+        fax.set_ylabel("feature curves")
+        fax.legend(fontsize=7)
+    axes[-1][0].set_xlabel("training step")
+    _step_axis(ax, all_steps)  # shared x: setting it once applies to both panels
+    if not any(math.isfinite(v) for v in mean):
+        ax.text(0.5, 0.5, "no finite estimate", transform=ax.transAxes, ha="center")
+    write_figure(path, fig)

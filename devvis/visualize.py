@@ -1,0 +1,559 @@
+"""Feature visualization over a series of checkpoints: the engine behind ``devvis visualize``.
+
+The work is split into deterministic *units*: one checkpoint x one layer x one
+batch of components (a component is a channel, or a channel at one neuron
+position, with ``number_of_images`` images each). Every unit's files are
+written atomically and recorded in ``manifest.json`` only when complete, and
+each image's JSON carries the hash of the settings that made it, so re-running
+the same command skips what is done and a killed run resumes where it stopped.
+
+    results/
+      manifest.json
+      step_000100/layer_layer3.1_channel_0_average-0.jpg   (+ .json beside it)
+
+>>> import tempfile
+>>> out = tempfile.mkdtemp()
+>>> s = VisualizeSettings(model="resnet18", layer_names=["layer1.0"], channels=[0], max_iterations=2,
+...                       image_size=32, progress=False, output_path=out)
+>>> summary = run_visualize(s)
+>>> summary.done, summary.failed
+(1, 0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from devvis import io as dio
+from devvis import objectives as O
+from devvis.errors import ChannelOutOfRangeError, CheckpointError, ConfigError, DevvisError, NonFiniteObjectiveError
+from devvis.hooks import list_layers, resolve_name
+
+AGGREGATIONS = ("average", "single", "sum")
+LR_SCHEDULES = ("none", "exponential", "cosine")
+#: Settings that do not change an image (excluded from the settings hash).
+_NOT_HASHED = {"output_path", "overwrite", "progress", "device", "checkpoint_paths", "batch_size", "trust_checkpoint",
+               "layer_names", "channels", "neurons", "executor_note"}
+
+
+@dataclass
+class VisualizeSettings:
+    """Everything ``devvis visualize`` needs; each field is a CLI flag with the same default."""
+
+    model: str | None = None
+    checkpoint_paths: list[str] = field(default_factory=list)
+    layer_names: list[str] | None = None
+    channels: list[int] | None = None
+    neurons: list[tuple[int, int]] | None = None
+    aggregation: str = "average"
+    number_of_images: int = 1
+    batch_size: int = 8
+    max_iterations: int = 256
+    min_iterations: int = 32
+    convergence_threshold: float = 1e-3
+    convergence_window: int = 32
+    learning_rate: float = 0.05
+    lr_schedule: str = "none"
+    lr_warmup_steps: int = 0
+    image_size: int = 128
+    input_size: int | None = None
+    reg_lambda: float = 0.0
+    tv_weight: float = 0.0
+    l1_weight: float = 0.0
+    jitter: int = 8
+    pad: int = 12
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    rotate_degrees: float = 10.0
+    blur: float = 0.0
+    decorrelate: bool = True
+    fft: bool = True
+    diversity_weight: float = 0.0
+    precision: str = "fp32"
+    seed: int = 0
+    device: str | None = None
+    output_path: str = "results"
+    overwrite: bool = False
+    trust_checkpoint: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise :class:`~devvis.errors.ConfigError` naming the first invalid setting."""
+        def bad(name: str, value: Any, valid: str) -> ConfigError:
+            return ConfigError(f"invalid {name} {value!r}; {valid}")
+
+        if self.aggregation not in AGGREGATIONS:
+            raise bad("--aggregation", self.aggregation, f"choose one of {AGGREGATIONS}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise bad("--lr-schedule", self.lr_schedule, f"choose one of {LR_SCHEDULES}")
+        for name in ("number_of_images", "batch_size", "max_iterations", "image_size", "convergence_window"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise bad("--" + name.replace("_", "-"), v, "must be a positive integer")
+        if self.min_iterations < 0 or self.min_iterations > self.max_iterations:
+            raise bad("--min-iterations", self.min_iterations, f"must lie in 0..--max-iterations ({self.max_iterations})")
+        if self.learning_rate <= 0:
+            raise bad("--learning-rate", self.learning_rate, "must be > 0")
+        lo, hi = self.scale_range
+        if not 0 < lo <= hi:
+            raise bad("--scale-range", list(self.scale_range), "needs 0 < MIN <= MAX")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise bad("--precision", self.precision, "choose fp32, bf16 or fp16")
+        if self.diversity_weight and self.number_of_images < 2:
+            raise ConfigError(f"--diversity-weight {self.diversity_weight} needs --number-of-images >= 2 "
+                              f"(got {self.number_of_images}): diversity compares images of one component")
+        if self.jitter * 2 + 4 >= self.image_size + 2 * self.pad:
+            raise bad("--jitter", self.jitter, f"too large for --image-size {self.image_size} with --pad {self.pad}")
+        if self.neurons and self.aggregation != "average":
+            raise ConfigError("--neurons picks positions itself; do not combine it with --aggregation "
+                              f"{self.aggregation!r}")
+
+    def hash(self) -> str:
+        """Hash of the settings that decide an image (not paths, device or batching)."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_HASHED}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Component:
+    """One thing to visualize: a channel of a layer, optionally at one neuron position ``(h, w)``."""
+
+    layer: str
+    channel: int
+    neuron: tuple[int, int] | None = None
+
+    def stem(self, aggregation: str, j: int) -> str:
+        """File stem: ``layer_{layer}_channel_{c}_{aggregation}-{j}`` (``neuron-{h}-{w}`` for neurons)."""
+        agg = aggregation if self.neuron is None else f"neuron-{self.neuron[0]}-{self.neuron[1]}"
+        return f"layer_{self.layer}_channel_{self.channel}_{agg}-{j}"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of work: a checkpoint, a layer, and a batch of components."""
+
+    checkpoint_index: int
+    checkpoint_dir: str
+    layer: str
+    components: tuple[Component, ...]
+
+    @property
+    def id(self) -> str:
+        c = self.components
+        span = f"{c[0].channel}-{c[-1].channel}" if len(c) > 1 else f"{c[0].channel}"
+        extra = f"@{c[0].neuron[0]},{c[0].neuron[1]}" if c[0].neuron else ""
+        return f"{self.checkpoint_dir}/{self.layer}/{span}{extra}/{len(c)}"
+
+
+@dataclass
+class VisualizeSummary:
+    """What :func:`run_visualize` did: units done, skipped (already complete) and failed, and the manifest path."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+    manifest: Path | None = None
+    time_s: float = 0.0
+
+
+# ------------------------------------------------------------------------------------------
+# objectives for a batch of components
+# ------------------------------------------------------------------------------------------
+
+@O.wrap_objective
+def channel_sum(layer: str, n: int, batch: int | None = None):
+    """Sum (not mean) of channel ``n`` over positions: the ``sum`` aggregation."""
+    def inner(acts):
+        t = O.channels_first(acts, layer)
+        if not 0 <= n < t.shape[1]:
+            raise ChannelOutOfRangeError(f"channel {n} out of range for layer {layer!r}, which has {t.shape[1]} channels (valid 0..{t.shape[1] - 1})")
+        return t[:, n].reshape(t.shape[0], -1).sum(dim=1)
+    return inner
+
+
+def unit_objective(unit: Unit, settings: VisualizeSettings) -> O.Objective:
+    """The objective of one unit: image ``i*N + j`` shows component ``i`` (``N`` images each)."""
+    n = settings.number_of_images
+    comps = unit.components
+    if all(c.neuron is None for c in comps) and settings.aggregation == "average":
+        obj = O.channels(unit.layer, [c.channel for c in comps for _ in range(n)])
+    else:
+        terms = []
+        for i, c in enumerate(comps):
+            for j in range(n):
+                b = i * n + j
+                if c.neuron is not None:
+                    terms.append(O.neuron(unit.layer, c.channel, x=c.neuron[1], y=c.neuron[0], batch=b))
+                elif settings.aggregation == "single":
+                    terms.append(O.neuron(unit.layer, c.channel, batch=b))
+                else:
+                    terms.append(channel_sum(unit.layer, c.channel, batch=b))
+        obj = sum(terms)
+    if settings.diversity_weight:
+        obj = obj + settings.diversity_weight * O.diversity(unit.layer, group_size=n)
+    if settings.reg_lambda:
+        obj = obj + settings.reg_lambda * O.l2()
+    if settings.tv_weight:
+        obj = obj + settings.tv_weight * O.total_variation()
+    if settings.l1_weight:
+        obj = obj + settings.l1_weight * O.l1()
+    return obj
+
+
+def build_transforms(settings: VisualizeSettings):
+    """The robustness transforms the flags describe (Lucid's standard stack by default)."""
+    from devvis import transforms as T
+
+    lo, hi = settings.scale_range
+    ts: list[Any] = []
+    if settings.pad:
+        ts.append(T.pad(settings.pad))
+    if settings.jitter:
+        ts.append(T.jitter(settings.jitter))
+    if (lo, hi) != (1.0, 1.0):
+        ts.append(T.random_scale([lo + (hi - lo) * i / 10 for i in range(11)]))
+    if settings.rotate_degrees:
+        r = int(round(settings.rotate_degrees))
+        ts.append(T.random_rotate(list(range(-r, r + 1))))
+    if settings.jitter:
+        ts.append(T.jitter(max(1, settings.jitter // 2)))
+    if settings.blur:
+        ts.append(T.gaussian_blur(settings.blur))
+    return T.compose(ts)
+
+
+def _optimizer_and_schedule(settings: VisualizeSettings):
+    holder: dict[str, Any] = {}
+    steps, warm = settings.max_iterations, settings.lr_warmup_steps
+
+    def factor(step: int) -> float:
+        f = 1.0
+        if warm and step < warm:
+            f = (step + 1) / warm
+        if settings.lr_schedule == "exponential":
+            f *= 0.01 ** (step / max(steps, 1))  # decays to 1% of the rate at the last step
+        elif settings.lr_schedule == "cosine":
+            f *= 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+        return f
+
+    def make(params):
+        opt = torch.optim.Adam(params, lr=settings.learning_rate)
+        if settings.lr_schedule != "none" or warm:
+            holder["sched"] = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return opt
+
+    def step_schedule(step, images, values):
+        if "sched" in holder:
+            holder["sched"].step()
+
+    make.__name__ = f"adam(lr={settings.learning_rate}, schedule={settings.lr_schedule}, warmup={warm})"
+    return make, step_schedule
+
+
+# ------------------------------------------------------------------------------------------
+# planning
+# ------------------------------------------------------------------------------------------
+
+@dataclass
+class CheckpointEntry:
+    step: int | None
+    path: str | None
+    dir: str
+    source: str
+
+
+def checkpoint_dir(step: int | None) -> str:
+    """Folder name of a checkpoint's outputs: ``step_{step:06d}`` (``random_init`` without a checkpoint)."""
+    return "random_init" if step is None else f"step_{step:06d}"
+
+
+def plan_checkpoints(settings: VisualizeSettings) -> list[CheckpointEntry]:
+    """The checkpoints in training order (see :func:`devvis.models.find_checkpoints`)."""
+    from devvis.models import find_checkpoints
+
+    if not settings.checkpoint_paths:
+        return [CheckpointEntry(None, None, checkpoint_dir(None), "none")]
+    refs = find_checkpoints(settings.checkpoint_paths)
+    out = []
+    for i, r in enumerate(refs):
+        step = r.step if r.step is not None else i
+        d = checkpoint_dir(step)
+        if any(e.dir == d for e in out):  # two files claim the same step: keep both, apart
+            d = f"{d}_{i}"
+        out.append(CheckpointEntry(step, str(r.path), d, r.source))
+    return out
+
+
+def layer_table(model: nn.Module, image_size: int, input_size: int | None) -> dict[str, Any]:
+    """Name -> LayerInfo with output shapes for the model at its input size (its fixed size, e.g. ViT's 224, if any)."""
+    from devvis.architectures import resolve_input_size
+
+    size = resolve_input_size(model, input_size) or image_size
+    h, w = (size, size) if isinstance(size, int) else size
+    return {r.name: r for r in list_layers(model, (1, 3, h, w))}
+
+
+def plan_components(model: nn.Module, settings: VisualizeSettings) -> dict[str, list[Component]]:
+    """Validated components per layer (every conv layer / every channel when not given)."""
+    table = layer_table(model, settings.image_size, settings.input_size)
+    if settings.layer_names:
+        layers = [resolve_name(model, n) for n in settings.layer_names]
+    else:
+        layers = [n for n, r in table.items() if r.type in ("Conv2d",)]
+        if not layers:
+            raise ConfigError("the model has no Conv2d layers; name layers with --layer-names")
+    plan: dict[str, list[Component]] = {}
+    for layer in layers:
+        info = table.get(layer.split("[")[0])
+        width = info.channels if info is not None else None
+        if width is None:
+            raise ConfigError(f"layer {layer!r} produced no tensor output for a {settings.image_size}px input; "
+                              "choose a layer that runs in forward()")
+        chans = settings.channels if settings.channels is not None else list(range(width))
+        for c in chans:
+            if not 0 <= c < width:
+                raise ChannelOutOfRangeError(f"channel {c} out of range for layer {layer!r}, which has {width} channels (valid 0..{width - 1})")
+        positions: list[tuple[int, int] | None] = [None]
+        if settings.neurons:
+            shape = info.output_shape
+            h, w = (shape[2], shape[3]) if info.layout == "nchw" else (shape[1], shape[2])
+            for (y, x) in settings.neurons:
+                if not (0 <= y < h and 0 <= x < w):
+                    raise ChannelOutOfRangeError(f"neuron ({y},{x}) out of range for layer {layer!r} with a {h}x{w} map (valid h 0..{h - 1}, w 0..{w - 1})")
+            positions = list(settings.neurons)
+        plan[layer] = [Component(layer, c, p) for c in chans for p in positions]
+    return plan
+
+
+def plan_units(checkpoints: Sequence[CheckpointEntry], components: dict[str, list[Component]],
+               settings: VisualizeSettings) -> list[Unit]:
+    """Deterministic units: checkpoint x layer x batches of ``batch_size // number_of_images`` components."""
+    per = max(1, settings.batch_size // settings.number_of_images)
+    units = []
+    for i, ck in enumerate(checkpoints):
+        for layer, comps in components.items():
+            for k in range(0, len(comps), per):
+                units.append(Unit(i, ck.dir, layer, tuple(comps[k:k + per])))
+    return units
+
+
+# ------------------------------------------------------------------------------------------
+# running
+# ------------------------------------------------------------------------------------------
+
+def unit_files(unit: Unit, settings: VisualizeSettings) -> list[tuple[Component, int, str]]:
+    """(component, image number, file stem) for every image of the unit."""
+    return [(c, j, c.stem(settings.aggregation, j)) for c in unit.components for j in range(settings.number_of_images)]
+
+
+def unit_complete(unit: Unit, settings: VisualizeSettings, out: Path, h: str) -> bool:
+    """True when every image of the unit and its JSON exist, parse, and carry this settings hash."""
+    for _, _, stem in unit_files(unit, settings):
+        meta_p, img_p = out / unit.checkpoint_dir / f"{stem}.json", out / unit.checkpoint_dir / f"{stem}.jpg"
+        if not meta_p.exists() or not img_p.exists():
+            return False
+        try:
+            meta = dio.read_json(meta_p)
+        except (OSError, ValueError):
+            return False
+        if meta.get("settings_hash") != h or meta.get("status") not in ("completed", "converged"):
+            return False
+    return True
+
+
+def load_for(settings: VisualizeSettings, ck: CheckpointEntry) -> nn.Module:
+    """Build the model of one checkpoint (random init, seeded, when there is none)."""
+    from devvis.models import load_model
+
+    if ck.path is None:
+        torch.manual_seed(settings.seed)
+        if settings.model is None:
+            raise ConfigError("--model is required when no --checkpoint-path is given")
+    return load_model(settings.model, checkpoint=ck.path, trust=settings.trust_checkpoint, device=settings.device)
+
+
+def render_unit(model: nn.Module, unit: Unit, ck: CheckpointEntry, settings: VisualizeSettings, out: Path,
+                h: str) -> list[str]:
+    """Render one unit and write its images and JSONs; returns the files written."""
+    from devvis import param as P
+    from devvis.render import Convergence, render
+
+    n_img = len(unit.components) * settings.number_of_images
+    p = P.image(settings.image_size, batch=n_img, fft=settings.fft, decorrelate=settings.decorrelate,
+                seed=settings.seed)
+    make_opt, sched_cb = _optimizer_and_schedule(settings)
+    stop = Convergence(tol=settings.convergence_threshold, window=settings.convergence_window,
+                       min_steps=settings.min_iterations)
+    t0 = time.time()
+    written: list[str] = []
+    folder = out / unit.checkpoint_dir
+    try:
+        result = render(model, unit_objective(unit, settings), p, steps=settings.max_iterations,
+                        optimizer=make_opt, transforms=build_transforms(settings), input_size=settings.input_size,
+                        seed=settings.seed, device=settings.device, precision=settings.precision, progress=False,
+                        callbacks=[sched_cb], stop_when=stop)
+    except NonFiniteObjectiveError as e:
+        # Record the failure honestly: a JSON with status "nan" and no image.
+        for comp, j, stem in unit_files(unit, settings):
+            dio.write_json(folder / f"{stem}.json", _meta(settings, ck, comp, j, h, status="nan", error=str(e)))
+        raise
+    if result.interrupted:
+        raise KeyboardInterrupt
+    for b, (comp, j, stem) in enumerate(unit_files(unit, settings)):
+        dio.write_image(folder / f"{stem}.jpg", result.images[b])
+        meta = _meta(settings, ck, comp, j, h, status=result.status,
+                     final_activation=float(result.history[-1, b]),
+                     converged=result.status == "converged", converged_iteration=result.converged_step,
+                     iterations=result.steps_run, loss_history=[-float(v) for v in result.history[:, b]],
+                     objective=result.objective, wall_time_s=round(time.time() - t0, 3), image_file=f"{stem}.jpg")
+        dio.write_json(folder / f"{stem}.json", meta)
+        written += [f"{unit.checkpoint_dir}/{stem}.jpg", f"{unit.checkpoint_dir}/{stem}.json"]
+    return written
+
+
+def _meta(settings: VisualizeSettings, ck: CheckpointEntry, comp: Component, j: int, h: str, **fields: Any):
+    return dio.metadata(
+        "visualize", model=settings.model, checkpoint_path=ck.path, step=ck.step, layer=comp.layer,
+        channel=comp.channel, neuron=list(comp.neuron) if comp.neuron else None,
+        aggregation=settings.aggregation if comp.neuron is None else "single", image_number=j,
+        seed=settings.seed, settings_hash=h, parameters=dataclasses.asdict(settings), **fields)
+
+
+class Manifest:
+    """The run's ``manifest.json``: settings, checkpoint order, and each unit's status, written atomically."""
+
+    def __init__(self, out: Path, settings: VisualizeSettings, checkpoints: Sequence[CheckpointEntry],
+                 units: Sequence[Unit], h: str):
+        self.path = out / "manifest.json"
+        old = {}
+        if self.path.exists():
+            try:
+                old = dio.read_json(self.path).get("units", {})
+            except (OSError, ValueError):
+                old = {}
+        self.data = dio.metadata(
+            "visualize-run", settings=dataclasses.asdict(settings), settings_hash=h,
+            checkpoints=[dataclasses.asdict(c) for c in checkpoints],
+            units={u.id: old.get(u.id, {"status": "pending"}) | {"checkpoint_dir": u.checkpoint_dir, "layer": u.layer,
+                   "channels": [c.channel for c in u.components]} for u in units},
+        )
+        self.save()
+
+    def set(self, unit: Unit, **fields: Any) -> None:
+        self.data["units"][unit.id].update(fields)
+        self.save()
+
+    def save(self) -> None:
+        counts: dict[str, int] = {}
+        for u in self.data["units"].values():
+            counts[u["status"]] = counts.get(u["status"], 0) + 1
+        self.data["counts"] = counts
+        dio.write_json(self.path, self.data)
+
+
+def run_visualize(settings: VisualizeSettings, *, on_failure: Callable[[str], None] | None = None,
+                  unit_filter: Callable[[int, Unit], bool] | None = None) -> VisualizeSummary:
+    """Run (or resume) a visualization over checkpoints; see the module docstring.
+
+    Bad settings, layers or channels raise before any work; a checkpoint that
+    fails to load (or a unit whose objective becomes NaN) is reported through
+    ``on_failure`` and in the summary while the rest continues.
+    ``unit_filter(index, unit)`` selects a share of the units (used by sweeps).
+    """
+    from tqdm.auto import tqdm
+
+    settings.validate()
+    t0 = time.time()
+    out = Path(settings.output_path)
+    checkpoints = plan_checkpoints(settings)
+    summary = VisualizeSummary()
+    report = on_failure or (lambda msg: None)
+
+    # Validate layers and channels on the architecture before any work.
+    first_model: nn.Module | None = None
+    first_idx = -1
+    for i, ck in enumerate(checkpoints):
+        try:
+            first_model, first_idx = load_for(settings, ck), i
+            break
+        except CheckpointError:
+            continue
+    if first_model is None:
+        # every checkpoint failed: report each and stop
+        for ck in checkpoints:
+            try:
+                load_for(settings, ck)
+            except CheckpointError as e:
+                summary.failures.append(str(e))
+                report(str(e))
+        summary.failed = len(checkpoints)
+        return summary
+    components = plan_components(first_model, settings)
+    h = settings.hash()
+    units = plan_units(checkpoints, components, settings)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(out, settings, checkpoints, units, h)
+    summary.manifest = manifest.path
+
+    bar = tqdm(total=len(units), disable=not settings.progress, desc="visualize", unit="unit")
+    by_ck: dict[int, list[tuple[int, Unit]]] = {}
+    for idx, u in enumerate(units):
+        if unit_filter is None or unit_filter(idx, u):
+            by_ck.setdefault(u.checkpoint_index, []).append((idx, u))
+        else:
+            bar.update(1)
+    try:
+        for ci, todo in by_ck.items():
+            ck = checkpoints[ci]
+            pending = [(i, u) for i, u in todo if settings.overwrite or not unit_complete(u, settings, out, h)]
+            for i, u in todo:
+                if (i, u) not in pending:
+                    summary.skipped += 1
+                    manifest.set(u, status="done", skipped=True)
+                    bar.update(1)
+            if not pending:
+                continue
+            try:
+                model = first_model if ci == first_idx else load_for(settings, ck)
+            except CheckpointError as e:
+                msg = f"checkpoint {ck.path}: {e}" if ck.path and ck.path not in str(e) else str(e)
+                summary.failures.append(msg)
+                report(msg)
+                for _, u in pending:
+                    summary.failed += 1
+                    manifest.set(u, status="failed", error=msg)
+                    bar.update(1)
+                continue
+            for _, u in pending:
+                bar.set_postfix_str(f"{ck.dir} {u.layer}")
+                try:
+                    files = render_unit(model, u, ck, settings, out, h)
+                except (NonFiniteObjectiveError, DevvisError) as e:
+                    summary.failed += 1
+                    msg = f"unit {u.id}: {e}"
+                    summary.failures.append(msg)
+                    report(msg)
+                    manifest.set(u, status="failed", error=str(e))
+                else:
+                    summary.done += 1
+                    manifest.set(u, status="done", files=files, skipped=False)
+                bar.update(1)
+            del model
+            if ci == first_idx:
+                first_model = None  # one model in memory at a time
+    finally:
+        bar.close()
+    summary.time_s = time.time() - t0
+    return summary

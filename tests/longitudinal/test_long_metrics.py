@@ -1,0 +1,155 @@
+"""Feature-change metrics: settle_step, the cross-checkpoint matrix, top-k examples, track()."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from devvis import objectives
+from devvis.data import SyntheticShapes
+from devvis.errors import ConfigError
+from devvis.io import read_json
+from devvis.longitudinal import (CheckpointSeries, cross_checkpoint_matrix, feature_change, plot_matrix,
+                                 plot_similarity, render_series, settle_step, top_k_examples, track)
+from devvis.models import load_checkpoint, read_model_config, save_checkpoint
+
+from conftest import STEPS
+
+LAYER, CHANNEL, S = "layer1.0.conv1", 2, 12
+RENDER = dict(steps=4, image_size=20, preprocess="none", progress=False)
+
+
+def test_settle_step_definition():
+    steps = [0, 10, 100, 1000]
+    assert settle_step(steps, [0.1, 0.9, 0.7, 1.0]) == 1000
+    assert settle_step(steps, [0.1, 0.9, 0.85, 1.0]) == 10
+    assert settle_step(steps, [0.9, 0.9, 0.9, 0.9]) == 0
+    assert settle_step(steps, [0.9, 0.9, 0.9, 0.5]) is None
+    assert settle_step(steps, [0.9, float("nan"), 0.9, 1.0]) == 100  # NaN counts as below
+    assert settle_step(steps, [0.9, None, 0.9, 1.0], threshold=0.95) == 1000
+    with pytest.raises(ConfigError, match="align"):
+        settle_step(steps, [1.0])
+    with pytest.raises(ConfigError, match="increasing"):
+        settle_step([0, 5, 5], [1.0, 1.0, 1.0])
+
+
+@pytest.fixture(scope="module")
+def frozen_series(series_dir, tmp_path_factory):
+    """The trained series, except that from step S on everything channel CHANNEL of LAYER depends on
+    (the stem conv1/bn1 and the channel's own incoming weights in LAYER) equals the final checkpoint's.
+    From S on, that channel computes exactly the final model's function."""
+    out = tmp_path_factory.mktemp("frozen")
+    cfg = read_model_config(series_dir / "step_000024.safetensors")
+    final = load_checkpoint(series_dir / "step_000024.safetensors")
+    for step in STEPS:
+        sd = load_checkpoint(series_dir / f"step_{step:06d}.safetensors")
+        if step >= S:
+            for k in sd:
+                if k.startswith(("conv1.", "bn1.")):
+                    sd[k] = final[k].clone()
+            sd[f"{LAYER}.weight"][CHANNEL] = final[f"{LAYER}.weight"][CHANNEL]
+        save_checkpoint(sd, out / f"step_{step:06d}.safetensors", step=step, model_config=cfg)
+    return CheckpointSeries(out)
+
+
+def test_settle_step_of_a_channel_frozen_from_step_S(frozen_series):
+    res = render_series(frozen_series, objectives.channel(LAYER, CHANNEL), seed=0, **RENDER)
+    fc = feature_change(res, frozen_series, LAYER, CHANNEL, threshold=0.999)
+    sim = fc.similarity
+    i_s = STEPS.index(S)
+    # from S on, the render is the final one's exactly, so the similarity is 1 up to float rounding ...
+    for i in range(i_s, len(STEPS)):
+        assert torch.equal(res[STEPS[i]].images, res[24].images)
+        assert sim[i] == pytest.approx(1.0, abs=1e-6)
+    # ... and the step before S was rendered from a different channel, which the final model likes less
+    assert sim[i_s - 1] < 0.999
+    assert fc.settle_step == S
+    assert settle_step(fc.steps, sim, threshold=0.999) == S
+
+
+def test_cross_checkpoint_matrix_shape_and_diagonal(series_dir):
+    series = CheckpointSeries(series_dir)
+    res = render_series(series, objectives.channels(LAYER, [0, CHANNEL]), seed=1, **RENDER)
+    m = cross_checkpoint_matrix(res, series, LAYER, CHANNEL)
+    n = len(STEPS)
+    assert m.shape == (n, n)
+    obj = objectives.channel(LAYER, CHANNEL)
+    for i, step in enumerate(STEPS):
+        viz_i = res[step].images[1:2]  # image 1 of channels(LAYER, [0, CHANNEL]) targets CHANNEL
+        own = objectives.evaluate(obj, series[step], viz_i, preprocess="none")
+        torch.testing.assert_close(m[i, i], own[0], rtol=1e-5, atol=1e-6)
+    # off-diagonal: the final model on the first checkpoint's visualization
+    torch.testing.assert_close(m[0, -1], objectives.evaluate(obj, series[24], res[0].images[1:2],
+                                                             preprocess="none")[0], rtol=1e-5, atol=1e-6)
+    fc = feature_change(res, series, LAYER, CHANNEL)
+    assert fc.matrix == m.tolist() and fc.final_activation == pytest.approx(float(m[-1, -1]))
+    if fc.final_activation > 0:
+        torch.testing.assert_close(torch.tensor(fc.similarity), m[:, -1] / m[-1, -1])
+    with pytest.raises(ConfigError, match="no image of layer1.0.conv1:3"):
+        cross_checkpoint_matrix(res, series, LAYER, 3)
+
+
+def test_dead_final_channel_gives_nan_similarity_and_a_note():
+    conv = torch.nn.Conv2d(3, 1, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.fill_(-1.0)
+    s = CheckpointSeries.from_models({0: torch.nn.Sequential(torch.nn.Conv2d(3, 1, 1)), 1: torch.nn.Sequential(conv)})
+    res = render_series(s, "0:0", steps=2, image_size=8, transforms="none", progress=False)
+    fc = feature_change(res, s, "0", 0)
+    assert all(math.isnan(v) for v in fc.similarity) and fc.settle_step is None
+    assert "does not respond" in fc.notes[0]
+    assert read_json_safe(fc.to_dict())["similarity"] == [None, None]
+
+
+def read_json_safe(d):
+    from devvis.io import dumps_json
+    import json
+
+    return json.loads(dumps_json(d))
+
+
+def test_top_k_examples(series_dir):
+    series = CheckpointSeries(series_dir)[-3:]
+    data = SyntheticShapes(30, 32, seed=0, split="test")
+    top = top_k_examples(series, LAYER, CHANNEL, data, k=5, preprocess="none")
+    assert top.steps == [16, 20, 24] and top.indices.shape == (3, 5) and top.values.shape == (3, 5)
+    x, _ = data.tensors()
+    acts = objectives.evaluate(objectives.channel(LAYER, CHANNEL), series[24], x, preprocess="none")
+    assert set(top.indices[-1].tolist()) == set(torch.topk(acts, 5).indices.tolist())
+    torch.testing.assert_close(top.values[-1], torch.topk(acts, 5).values)
+    assert top.jaccard_final[-1] == 1.0 and len(top.jaccard_consecutive) == 2
+    assert all(0.0 <= v <= 1.0 for v in top.jaccard_consecutive + top.jaccard_final)
+    a, b = set(top.indices[0].tolist()), set(top.indices[1].tolist())
+    assert top.jaccard_consecutive[0] == pytest.approx(len(a & b) / len(a | b))
+    with pytest.raises(ConfigError, match="k=31 exceeds the 30 examples"):
+        top_k_examples(series, LAYER, CHANNEL, data, k=31)
+
+
+def test_plots_and_track(series_dir, tmp_path):
+    series = CheckpointSeries(series_dir)[::2]  # steps 0, 8, 16, 24
+    out = track(series, ["layer1.0.conv1:2", ("layer2.0", 1), "layer1.0.conv1:0"], tmp_path / "track", seed=0,
+                threshold=0.5, loader=SyntheticShapes(12, 32, split="test"), k=3, steps=3, image_size=16,
+                preprocess="none", progress=False)
+    assert list(out.changes) == ["layer1.0.conv1:2", "layer2.0:1", "layer1.0.conv1:0"]
+    assert list(out.renders) == ["layer1.0.conv1", "layer2.0"]  # one render per layer and checkpoint
+    summary = read_json(tmp_path / "track" / "track.json")
+    assert summary["settle_steps"] == {k: v.settle_step for k, v in out.changes.items()}
+    for stem in ("layer1.0.conv1_channel_2", "layer2.0_channel_1", "layer1.0.conv1_channel_0"):
+        for kind in ("similarity", "matrix"):
+            png = tmp_path / "track" / f"{stem}_{kind}.png"
+            with Image.open(png) as im:
+                im.verify()
+            assert read_json(png.with_suffix(".json"))["steps"] == [0, 8, 16, 24]
+        rec = read_json(tmp_path / "track" / f"{stem}_feature_change.json")
+        assert len(rec["matrix"]) == 4 and rec["top_k"]["k"] == 3
+    with Image.open(tmp_path / "track" / "grid.png") as im:
+        assert im.size[0] > 4 * 64
+    assert (tmp_path / "track" / "renders" / "layer_layer2.0" / "series_result.json").is_file()
+    fc = out.changes["layer2.0:1"]
+    plot_similarity(fc, tmp_path / "s.png")
+    plot_matrix(fc, tmp_path / "m.png")
+    assert (tmp_path / "s.png").stat().st_size > 1000 and (tmp_path / "m.json").is_file()
