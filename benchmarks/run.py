@@ -58,7 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="subset of case names to run (default: all); e.g. layer2.1 layer4.1 layer3.1x16")
     p.add_argument("--skip", nargs="*", default=[], choices=["quality", "compat", "series"],
                    help="sections to leave out")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (0: torch's default). One thread makes CPU time an exact measure of "
+                        "the work, so ratios survive a machine shared with other jobs")
+    p.add_argument("--clock", default="auto", choices=["auto", "wall", "cpu"],
+                   help="clock of the medians and ratios; auto: process CPU time on CPU with one thread, else wall")
     p.add_argument("--json", type=Path, default=None, help="also write every number to this JSON file")
     return p.parse_args(argv)
 
@@ -93,7 +97,7 @@ def _sync(device: torch.device) -> None:
 class TimedAdam(torch.optim.Adam):
     """Adam that records a timestamp after every step (both tools accept an optimizer factory)."""
 
-    def __init__(self, params: Any, lr: float, stamps: list[float], device: torch.device):
+    def __init__(self, params: Any, lr: float, stamps: list[tuple[float, float]], device: torch.device):
         super().__init__(params, lr=lr)
         self._stamps = stamps
         self._device = device
@@ -101,14 +105,21 @@ class TimedAdam(torch.optim.Adam):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         loss = super().step(closure)
         _sync(self._device)
-        self._stamps.append(time.perf_counter())
+        self._stamps.append(_now())
         return loss
 
 
-def _per_step(stamps: list[float]) -> float:
+def _now() -> tuple[float, float]:
+    """(wall clock, this process's CPU time) in seconds."""
+    return time.perf_counter(), time.process_time()
+
+
+def _per_step(stamps: list[tuple[float, float]]) -> tuple[float, float]:
+    """Mean (wall, CPU) seconds per step between the first and the last stamp."""
     if len(stamps) < 2:
         raise RuntimeError("need at least 2 steps to time a step")
-    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    n = len(stamps) - 1
+    return (stamps[-1][0] - stamps[0][0]) / n, (stamps[-1][1] - stamps[0][1]) / n
 
 
 def _status_kib(field_name: str) -> int | None:
@@ -151,11 +162,19 @@ class PeakMemory:
                 self.mib = max(0, hwm - self._base) / 1024
 
 
+#: Which clock the medians and ratios use: "wall" (perf_counter) or "cpu" (process CPU time).
+CLOCK = "wall"
+
+
 @dataclass
 class Sample:
-    s_per_step: float
+    times: tuple[float, float]  # (wall, CPU) seconds per step
     peak_mib: float | None
     images: torch.Tensor | None = None
+
+    @property
+    def s_per_step(self) -> float:
+        return self.times[0] if CLOCK == "wall" else self.times[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,7 +243,7 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def run_devvis(model: nn.Module, case: Case, *, seed: int, steps: int, precision: str,
                device: torch.device, obj: Any = None) -> Sample:
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
     with PeakMemory(device) as mem:
         res = dv_render(
             model, obj if obj is not None else case.devvis_objective(),
@@ -241,7 +260,7 @@ def run_lucent(L: Any, model: nn.Module, case: Case, *, seed: int, steps: int, d
     m = copy.deepcopy(model)
     np.random.seed(seed)  # Lucent's transforms draw from numpy
     torch.manual_seed(seed)  # and its parameterization from torch
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
     rv = render_vis or L.render.render_vis
     with PeakMemory(device) as mem:
         out = rv(m, case.lucent_objective(L), lambda: L.param.image(case.image, batch=case.batch),
@@ -296,7 +315,7 @@ class Floor:
         return out
 
     def run(self, steps: int) -> Sample:
-        stamps: list[float] = []
+        stamps: list[tuple[float, float]] = []
         with PeakMemory(self.device) as mem:
             for _ in range(steps):
                 self.x.grad = None
@@ -305,7 +324,7 @@ class Floor:
                 loss = -picked.mean(dim=(1, 2)).sum()
                 loss.backward()
                 _sync(self.device)
-                stamps.append(time.perf_counter())
+                stamps.append(_now())
         return Sample(_per_step(stamps), mem.mib)
 
 
@@ -449,11 +468,14 @@ def _f(v: float | None, fmt: str) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    head = "| case | tool | s/step | devvis/Lucent | over floor | images/s | peak MiB | objective |"
-    lines = [head, "|" + "---|" * 8]
+    other = "wall" if CLOCK == "cpu" else "cpu"
+    head = (f"| case | tool | s/step ({CLOCK}) | devvis/Lucent | over floor | images/s | peak MiB | objective "
+            f"| s/step ({other}) |")
+    lines = [head, "|" + "---|" * 9]
     for r in rows:
+        o = statistics.median(x.times[0 if other == "wall" else 1] for x in r.samples)
         lines.append(f"| {r.case} | {r.tool} | {r.s:.4f} | {_f(r.ratio_lucent, '.3f')} | {_f(r.over_floor, '.3f')} | "
-                     f"{r.ips:.1f} | {_f(r.peak, '.0f')} | {_f(r.value, '.4f')} |")
+                     f"{r.ips:.1f} | {_f(r.peak, '.0f')} | {_f(r.value, '.4f')} | {o:.4f} |")
     return "\n".join(lines)
 
 
@@ -514,9 +536,11 @@ def machine_lines(device: torch.device, L: Any) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    global CLOCK
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    CLOCK = args.clock if args.clock != "auto" else ("cpu" if device.type == "cpu" and torch.get_num_threads() == 1 else "wall")
     if device.type == "cuda" and not torch.cuda.is_available():
         print("devvis benchmark: error: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
@@ -555,7 +579,7 @@ def main(args: argparse.Namespace) -> int:
         print("  " + note)
     print(f"  work: random-init resnet18 (seed 0); param.image({img}) FFT + decorrelated colour; Adam lr 0.05; "
           f"standard transforms; model input {size} px; {args.steps} steps per round, {args.rounds} rounds "
-          f"(median), warm-up first, tools alternating")
+          f"(median), warm-up first, tools alternating; clock: {CLOCK} ({'process CPU time' if CLOCK == 'cpu' else 'wall'})")
     sys.stdout.flush()
 
     rows: list[Row] = []
@@ -617,7 +641,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         data = {
             "header": header, "lucent": lucent_msg, "notes": NOTES, "args": {k: str(v) for k, v in vars(args).items()},
-            "rows": [{"case": r.case, "tool": r.tool, "s_per_step": r.s, "samples": [x.s_per_step for x in r.samples],
+            "rows": [{"case": r.case, "tool": r.tool, "s_per_step": r.s, "samples_wall_cpu": [list(x.times) for x in r.samples], "clock": CLOCK,
                       "ratio_lucent": r.ratio_lucent, "over_floor": r.over_floor, "images_per_s": r.ips,
                       "peak_mib": r.peak, "value": r.value} for r in rows + compat_rows + series_rows],
             "quality": None if qual is None else {"values": qual.values, "values_align_corners": qual.values_ac},

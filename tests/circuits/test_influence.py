@@ -49,14 +49,19 @@ def test_linear_path_integrated_gradients_equal_grad_x_act_and_are_complete():
 
 def test_integrated_gradients_complete_through_a_relu():
     net = _net(2)
-    x = _images()
-    ig = channel_influence(net, "1", "4", x, method="integrated_gradients", steps=64)
+    x = _images(4, 8)
+    ig = channel_influence(net, "1", "4", x, 0, method="integrated_gradients", steps=48)
+    gxa = channel_influence(net, "1", "4", x, 0)
     with torch.no_grad():
         s = net[:2](x)
-        target = net[2:](s).mean(dim=(2, 3)).mean(dim=0)
-        at_zero = net[2:](torch.zeros_like(s)).mean(dim=(2, 3)).mean(dim=0)
-    # Riemann midpoints with 64 points: close, not exact, across the ReLU's kinks
-    torch.testing.assert_close(ig.sum(dim=1), target - at_zero, rtol=0.02, atol=0.02)
+        target = net[2:](s).mean(dim=(2, 3)).mean(dim=0)[0]
+        at_zero = net[2:](torch.zeros_like(s)).mean(dim=(2, 3)).mean(dim=0)[0]
+    delta = float(target - at_zero)
+    ig_error, gxa_error = abs(float(ig.sum()) - delta), abs(float(gxa.sum()) - delta)
+    # Riemann midpoints with 48 points: close, not exact, across the ReLU's kinks (measured 0.2 %);
+    # grad x act, a first-order attribution, misses the curvature (measured 9 %)
+    assert ig_error < 0.01 * abs(delta)
+    assert gxa_error > 5 * ig_error
 
 
 def test_target_channel_row_and_model_unchanged():

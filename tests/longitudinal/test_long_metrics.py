@@ -18,8 +18,9 @@ from devvis.models import load_checkpoint, read_model_config, save_checkpoint
 
 from conftest import STEPS
 
-LAYER, CHANNEL, S = "layer1.0.conv1", 2, 12
-RENDER = dict(steps=4, image_size=20, preprocess="none", progress=False)
+LAYER, CHANNEL, S = "layer1.0.conv1", 1, 12
+# A high learning rate so that four steps move the images far enough to tell checkpoints apart.
+RENDER = dict(steps=4, image_size=20, lr=0.5, preprocess="none", progress=False)
 
 
 def test_settle_step_definition():
@@ -60,6 +61,7 @@ def test_settle_step_of_a_channel_frozen_from_step_S(frozen_series):
     fc = feature_change(res, frozen_series, LAYER, CHANNEL, threshold=0.999)
     sim = fc.similarity
     i_s = STEPS.index(S)
+    assert fc.final_activation > 0, "the similarity needs a channel that responds to its final visualization"
     # from S on, the render is the final one's exactly, so the similarity is 1 up to float rounding ...
     for i in range(i_s, len(STEPS)):
         assert torch.equal(res[STEPS[i]].images, res[24].images)
@@ -88,7 +90,7 @@ def test_cross_checkpoint_matrix_shape_and_diagonal(series_dir):
     assert fc.matrix == m.tolist() and fc.final_activation == pytest.approx(float(m[-1, -1]))
     if fc.final_activation > 0:
         torch.testing.assert_close(torch.tensor(fc.similarity), m[:, -1] / m[-1, -1])
-    with pytest.raises(ConfigError, match="no image of layer1.0.conv1:3"):
+    with pytest.raises(ConfigError, match="no image of layer1.0.conv1:3; it has layer1.0.conv1:0, layer1.0.conv1:1"):
         cross_checkpoint_matrix(res, series, LAYER, 3)
 
 

@@ -366,3 +366,57 @@ def test_step_axis_scale_choice():
     _step_axis(axes[2], [10, 20, 500])
     assert [a.get_xscale() for a in axes] == ["symlog", "log", "linear"]
     plt.close(fig)
+
+
+def tiny_dataset():
+    """``--data test_llc:tiny_dataset`` in the CLI test: 32 images of 3x16x16, 12 classes."""
+    g = torch.Generator().manual_seed(0)
+    return torch.utils.data.TensorDataset(torch.rand(32, 3, 16, 16, generator=g), torch.randint(0, 12, (32,), generator=g))
+
+
+@pytest.mark.parametrize("data", ["synthetic", "test_llc:tiny_dataset"])
+def test_cli_run_over_checkpoints(tmp_path, capsys, data):
+    import argparse
+
+    from devvis.commands import llc as llc_cmd
+    from devvis.models import save_checkpoint
+    from devvis.zoo.resnet import compact_resnet
+
+    config = {"name": "compact_resnet", "kwargs": {"width": 4, "blocks": [1, 1]}}
+    for step in (0, 50, 5000):
+        torch.manual_seed(step)
+        save_checkpoint(compact_resnet(width=4, blocks=(1, 1)), tmp_path / "ckpts" / f"step_{step}.pt", step=step,
+                        model_config=config)
+    parser = argparse.ArgumentParser()
+    llc_cmd.register(parser.add_subparsers())
+    args = parser.parse_args([
+        "llc", "--checkpoint-path", str(tmp_path / "ckpts"), "--data", data, "--num-samples", "32",
+        "--image-size", "16", "--batch-size", "16", "--num-chains", "1", "--num-draws", "4", "--lr", "1e-5",
+        "--output-path", str(tmp_path / "out"), "--no-progress",
+    ])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LLCDiagnosticWarning)
+        assert args.func(args) == 0
+    data_json = read_json(tmp_path / "out" / "slt" / "llc_trajectory.json")
+    assert data_json["steps"] == [0, 50, 5000]
+    assert data_json["hyperparameters"]["nbeta"] == pytest.approx(16 / math.log(16))
+    assert (tmp_path / "out" / "slt" / "llc_trajectory.png").exists()
+    out = capsys.readouterr().out
+    assert "5000" in out and "llc_trajectory.json" in out
+
+
+def test_cli_bad_data_spec(tmp_path):
+    import argparse
+
+    from devvis.commands import llc as llc_cmd
+    from devvis.models import save_checkpoint
+
+    save_checkpoint(nn.Linear(2, 2), tmp_path / "step_1.pt", step=1)
+    parser = argparse.ArgumentParser()
+    llc_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["llc", "--model", "resnet18", "--checkpoint-path", str(tmp_path), "--data", "nope"])
+    with pytest.raises(ConfigError, match="'nope' is neither 'synthetic' nor 'package.module:callable'"):
+        args.func(args)
+    args = parser.parse_args(["llc", "--checkpoint-path", str(tmp_path), "--data", "no_such_mod:fn"])
+    with pytest.raises(ConfigError, match="cannot import 'fn' from 'no_such_mod'"):
+        args.func(args)

@@ -1,0 +1,117 @@
+"""``devvis llc``: estimate the local learning coefficient at every checkpoint.
+
+    devvis llc --model compact_resnet --checkpoint-path ckpts/ --data synthetic --output-path results/
+
+Writes ``<output-path>/slt/llc_trajectory.json`` and ``llc_trajectory.png`` and prints one
+line per checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+from pathlib import Path
+from typing import Any
+
+from devvis.errors import ConfigError
+
+HELP = "estimate the local learning coefficient (LLC) at each checkpoint by SGLD"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("llc", help=HELP, description=HELP, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default=None,
+                   help="model name for devvis.load_model (optional when the checkpoints store a model config)")
+    p.add_argument("--checkpoint-path", nargs="+", required=True, metavar="PATH",
+                   help="checkpoint files or folders (ordered by training step)")
+    p.add_argument("--data", default="synthetic",
+                   help="'synthetic' (devvis.data.SyntheticShapes) or 'package.module:callable' returning a "
+                        "Dataset or DataLoader of (image, label) batches")
+    p.add_argument("--num-samples", type=int, default=512, help="size of the synthetic data set")
+    p.add_argument("--image-size", type=int, default=32, help="image size of the synthetic data set")
+    p.add_argument("--output-path", default="results", help="results folder; files go to OUTPUT/slt/")
+    p.add_argument("--sampler", default="sgld", choices=["sgld", "rmsprop_sgld"], help="SGLD variant")
+    p.add_argument("--lr", type=float, default=1e-4, help="SGLD step size ε")
+    p.add_argument("--localization", type=float, default=100.0, help="localization strength γ")
+    p.add_argument("--nbeta", type=float, default=None, help="inverse temperature nβ (default: m/log m, m = batch size)")
+    p.add_argument("--num-chains", type=int, default=4, help="independent SGLD chains")
+    p.add_argument("--num-draws", type=int, default=200, help="draws per chain after burn-in")
+    p.add_argument("--num-burnin-steps", type=int, default=0, help="steps discarded at the start of each chain")
+    p.add_argument("--num-steps-bw-draws", type=int, default=1, help="SGLD steps between draws")
+    p.add_argument("--batch-size", type=int, default=64, help="minibatch size m (ignored when --data gives a DataLoader)")
+    p.add_argument("--params", nargs="+", default=None, metavar="NAME",
+                   help="restrict sampling to these modules or parameters (weight-refined LLC)")
+    p.add_argument("--train-mode", action="store_true", help="sample in train() mode (dropout on, BatchNorm batch stats)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every chain (the same at each checkpoint)")
+    p.add_argument("--device", default=None, help="device to sample on (default: cpu)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow checkpoints that need arbitrary unpickling (can execute code: only for files you trust)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
+    p.set_defaults(func=run)
+
+
+def _load_data(args: argparse.Namespace):
+    """A DataLoader from ``--data``."""
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    if args.batch_size < 2:
+        raise ConfigError(f"--batch-size must be at least 2, got {args.batch_size}")
+    if args.data == "synthetic":
+        from devvis.data import SyntheticShapes
+
+        data: Any = SyntheticShapes(n=args.num_samples, size=args.image_size, seed=args.seed, split="train")
+    elif ":" in args.data:
+        modname, _, attr = args.data.partition(":")
+        try:
+            fn = getattr(importlib.import_module(modname), attr)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"--data {args.data!r}: cannot import {attr!r} from {modname!r} ({e})") from None
+        data = fn()
+    else:
+        raise ConfigError(f"--data {args.data!r} is neither 'synthetic' nor 'package.module:callable'")
+    if isinstance(data, DataLoader):
+        return data
+    if isinstance(data, Dataset) or hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+        if len(data) == 0:
+            raise ConfigError(f"--data {args.data!r} gave an empty data set")
+        # A seeded generator: the same order at every checkpoint (the estimator also forks the RNG).
+        gen = torch.Generator().manual_seed(args.seed)
+        return DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=len(data) >= args.batch_size,
+                          generator=gen)
+    raise ConfigError(f"--data {args.data!r} returned {type(data).__name__}; expected a Dataset or DataLoader")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from devvis.models import find_checkpoints, load_model
+    from devvis.slt import llc_trajectory
+
+    refs = find_checkpoints(args.checkpoint_path)
+    loader = _load_data(args)
+    device = torch.device(args.device) if args.device else torch.device("cpu")
+
+    def series():
+        for i, ref in enumerate(refs):
+            step = ref.step if ref.step is not None else i
+            yield step, load_model(args.model, checkpoint=ref.path, trust=args.trust_checkpoint, device=device)
+
+    out = Path(args.output_path) / "slt"
+    traj = llc_trajectory(
+        series(), loader, torch.nn.functional.cross_entropy, output_dir=out, progress=args.progress,
+        sampler=args.sampler, lr=args.lr, localization=args.localization, nbeta=args.nbeta,
+        num_chains=args.num_chains, num_draws=args.num_draws, num_burnin_steps=args.num_burnin_steps,
+        num_steps_bw_draws=args.num_steps_bw_draws, seed=args.seed, params=args.params,
+        train_mode=args.train_mode,
+    )
+    print(f"{'step':>10}  {'LLC':>10}  {'std':>8}  notes")
+    for step, res in zip(traj.steps, traj.results):
+        mean = f"{res.llc_mean:10.3f}" if math.isfinite(res.llc_mean) else f"{'nan':>10}"
+        std = f"{res.llc_std:8.3f}" if math.isfinite(res.llc_std) else f"{'-':>8}"
+        notes = "; ".join(f"{k}: chains {v}" for k, v in res.flags.items() if v) or "ok"
+        print(f"{step:>10}  {mean}  {std}  {notes}")
+    print(f"nβ = {traj.hyperparameters['nbeta']:.4g} ({traj.hyperparameters['nbeta_source']}); "
+          f"wrote {out / 'llc_trajectory.json'} and {out / 'llc_trajectory.png'}")
+    return 0
