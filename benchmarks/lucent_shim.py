@@ -16,12 +16,14 @@ Shims (each is reported in the benchmark's output, see :data:`NOTES`):
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import types
 from pathlib import Path
 from typing import Any
 
-DEPS = Path(__file__).resolve().parent / ".deps"
+#: Where setup_lucent.sh installs Lucent; DEVVIS_BENCH_DEPS overrides it (the tests point it at an empty folder).
+DEPS = Path(os.environ.get("DEVVIS_BENCH_DEPS") or Path(__file__).resolve().parent / ".deps")
 
 #: Human-readable lines describing every shim applied (printed by the harness).
 NOTES: list[str] = []

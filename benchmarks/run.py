@@ -432,6 +432,75 @@ def compare_compat(case: Case, model: nn.Module, L: Any, args: argparse.Namespac
     return list(rows.values())
 
 
+def compare_series(L: Any, args: argparse.Namespace, device: torch.device, log: Callable[[str], None],
+                   n_ckpt: int = 8, n_chan: int = 16, size: int = 32) -> tuple[list[Row], str]:
+    """8 checkpoints x 16 channels of a compact ResNet: render_series vs a loop of render() vs Lucent's loop.
+
+    The checkpoints are in memory (``CheckpointSeries.from_models``), so no tool pays for disk reads.
+    Seconds per step are for one checkpoint's batch of ``n_chan`` images (whole series time divided
+    by ``n_ckpt * steps``, set-up included).
+    """
+    from devvis.longitudinal import CheckpointSeries, render_series
+    from devvis.zoo import compact_resnet
+
+    models = {}
+    for k in range(n_ckpt):
+        torch.manual_seed(k)
+        models[100 * k] = compact_resnet(num_classes=12, width=16, blocks=(1, 1, 1)).eval().to(device)
+    layer = "layer3"
+    case = Case("series", layer, list(range(n_chan)), size, size)
+    steps = args.steps
+    kw = dict(steps=steps, transforms="standard", preprocess="imagenet", input_size=size, image_size=size, seed=0,
+              device=device, progress=False, lr=0.05)
+
+    def timed(fn: Callable[[], list[torch.Tensor]]) -> Sample:
+        with PeakMemory(device) as mem:
+            _sync(device)
+            t0 = _now()
+            imgs = fn()
+            _sync(device)
+            t1 = _now()
+        n = n_ckpt * steps
+        return Sample(((t1[0] - t0[0]) / n, (t1[1] - t0[1]) / n), mem.mib, torch.cat(imgs))
+
+    def dv_series() -> list[torch.Tensor]:
+        res = render_series(CheckpointSeries.from_models(models), case.devvis_objective(), **kw)
+        return [res[s].images for s in sorted(models)]
+
+    def dv_loop() -> list[torch.Tensor]:
+        return [dv_render(models[s], case.devvis_objective(), **kw).images for s in sorted(models)]
+
+    def lu_loop() -> list[torch.Tensor]:
+        out = []
+        for s in sorted(models):
+            np.random.seed(0)
+            torch.manual_seed(0)
+            out.append(L.render.render_vis(
+                copy.deepcopy(models[s]), case.lucent_objective(L), lambda: L.param.image(size, batch=n_chan),
+                thresholds=(steps,), progress=False, show_image=False, fixed_image_size=size)[-1])
+        return [torch.from_numpy(np.ascontiguousarray(o)).permute(0, 3, 1, 2).float() for o in out]
+
+    log(f"  case series: {n_ckpt} checkpoints x {n_chan} channels of compact_resnet {layer}, {size} px, {steps} steps")
+    runners: dict[str, Callable[[], Sample]] = {}
+    if L is not None:
+        runners["lucent loop"] = lambda: timed(lu_loop)
+    runners["devvis render_series"] = lambda: timed(dv_series)
+    runners["devvis render loop"] = lambda: timed(dv_loop)
+    res = alternate(runners, args.rounds, log)
+    name = f"series {n_ckpt}x{n_chan}"
+    rows = {n: Row(name, n, smp, n_chan) for n, smp in res.items()}
+    for n, r in rows.items():
+        imgs = r.samples[-1].images
+        vals = [value_reached(models[s], case, imgs[i * n_chan:(i + 1) * n_chan]) for i, s in enumerate(sorted(models))]
+        r.value = float(np.mean(vals))
+        if "lucent loop" in rows and n != "lucent loop":
+            r.ratio_lucent = r.s / rows["lucent loop"].s
+    loop = rows["devvis render loop"].s
+    msg = (f"series: {n_ckpt} checkpoints x {n_chan} channels (compact_resnet {layer}, {size} px); s/step is per "
+           f"checkpoint batch; render_series/render loop = {rows['devvis render_series'].s / loop:.3f}")
+    return list(rows.values()), msg
+
+
 @dataclass
 class Quality:
     case: Case
@@ -550,13 +619,13 @@ def main(args: argparse.Namespace) -> int:
 
     L, lucent_msg = (None, "Lucent skipped (--no-lucent); showing devvis against the floor only") if args.no_lucent else load_lucent()
     if args.tiny:
-        img, size, q_layer = 32, 64, "layer3.1.conv1"
+        img, size, q_layer = 16, 32, "layer3.1.conv1"
         cases = [
             Case("layer2.1", "layer2.1", [5], img, size),
-            Case("layer3.1x4", "layer3.1", list(range(4)), img, size),
+            Case("layer3.1x2", "layer3.1", [0, 1], img, size),
         ]
-        args.steps, args.rounds = min(args.steps, 3), min(args.rounds, 2)
-        args.quality_seeds, args.quality_steps = min(args.quality_seeds, 1), min(args.quality_steps, 4)
+        args.steps, args.rounds = min(args.steps, 2), min(args.rounds, 1)
+        args.quality_seeds, args.quality_steps = min(args.quality_seeds, 1), min(args.quality_steps, 2)
     else:
         img, size, q_layer = 128, 224, "layer3.1.conv1"
         cases = [
@@ -595,13 +664,11 @@ def main(args: argparse.Namespace) -> int:
 
     series_rows: list[Row] = []
     series_msg = None
-    if "series" not in args.skip:
-        try:
-            from bench_series_case import series_comparison  # noqa: F401  (added once devvis.longitudinal exists)
-        except ImportError:
-            series_comparison = None
-        if series_comparison is not None:
-            series_rows, series_msg = series_comparison(L, args, device, log)
+    has_series = importlib.util.find_spec("devvis.longitudinal") is not None
+    if "series" not in args.skip and has_series:
+        n_ckpt, n_chan = (2, 2) if args.tiny else (8, 16)
+        series_rows, series_msg = compare_series(L, args, device, log, n_ckpt=n_ckpt, n_chan=n_chan,
+                                                 size=16 if args.tiny else 32)
 
     qual = None
     if "quality" not in args.skip:

@@ -126,7 +126,8 @@ def input_errors(model: nn.Module, x: torch.Tensor) -> Iterator[None]:
             need = f"at least {least}x{least} px for its whole forward pass" if least else "a larger input"
             fix = (f"pass input_size={least} (the image is resized to it after the transforms) "
                    f"or a larger image_size" if least else "pass a larger input_size or image_size")
-        raise ConfigError(f"a {h}x{w} px input is too small for {_describe(model)}, which needs {need}; {fix} "
+        raise ConfigError(f"a {h}x{w} px model input (the image after transforms and resize) does not fit "
+                          f"{_describe(model)}, which needs {need}; {fix} "
                           f"(torch said: {msg.splitlines()[0][:160]})") from e
 
 
@@ -140,6 +141,17 @@ class Family:
     layout: str
     note: str = ""
 
+    def build(self, num_classes: int = 10, seed: int | None = 0) -> nn.Module:
+        """The torchvision model with random weights (never downloads), seeded, in eval mode."""
+        import torchvision
+
+        if seed is not None:
+            torch.manual_seed(seed)
+        # torchvision's own init of GoogLeNet/Inception draws truncated normals through scipy,
+        # which takes seconds; PyTorch's default init is as good for random-weight renders.
+        kw = {"init_weights": False} if self.model in ("googlenet", "inception_v3") else {}
+        return torchvision.models.get_model(self.model, weights=None, num_classes=num_classes, **kw).eval()
+
 
 #: The families devvis is tested on (``tests/test_architectures.py`` renders a channel of ``layer``
 #: on each, with random weights). ``layout`` is what :func:`devvis.hooks.infer_layout` detects.
@@ -147,8 +159,10 @@ FAMILIES: tuple[Family, ...] = (
     Family("ResNet", "resnet18", "layer1.0", "nchw"),
     Family("VGG", "vgg11", "features.3", "nchw", "whole forward needs >= 32 px"),
     Family("AlexNet", "alexnet", "features.3", "nchw", "whole forward needs >= 63 px"),
-    Family("GoogLeNet", "googlenet", "inception3a", "nchw", "aux heads only in train mode; rendered in eval"),
-    Family("Inception v3", "inception_v3", "Conv2d_2b_3x3", "nchw", "whole forward needs >= 75 px"),
+    Family("GoogLeNet", "googlenet", "inception3a", "nchw",
+           "aux heads only in train mode (devvis renders in eval); functional F.relu: not redirected"),
+    Family("Inception v3", "inception_v3", "Conv2d_4a_3x3", "nchw",
+           "whole forward needs >= 75 px; functional F.relu: not redirected"),
     Family("MobileNet v2", "mobilenet_v2", "features.3", "nchw", "ReLU6 (redirect_relu covers it)"),
     Family("MobileNet v3", "mobilenet_v3_small", "features.2", "nchw", "Hardswish: no ReLU to redirect"),
     Family("EfficientNet", "efficientnet_b0", "features.2", "nchw", "SiLU: no ReLU to redirect"),

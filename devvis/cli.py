@@ -23,6 +23,13 @@ from devvis.errors import DevvisError
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "devvis.commands.visualize",
     "devvis.commands.layers",
+    "devvis.commands.train",
+    "devvis.commands.activations",
+    "devvis.commands.grid",
+    "devvis.commands.track",
+    "devvis.commands.llc",
+    "devvis.commands.report",
+    "devvis.commands.demo",
 )
 
 

@@ -85,3 +85,7 @@ def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
     norm = {c.replace("_", ".").lower(): c for c in choices}
     hits = difflib.get_close_matches(name.replace("_", ".").lower(), list(norm), n=n, cutoff=0.5)
     return [norm[h] for h in hits]
+
+
+class ExecutorError(DevvisError, RuntimeError):
+    """A sweep's executor (SLURM, torchrun, worker processes) cannot run or track its jobs."""

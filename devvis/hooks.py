@@ -282,6 +282,12 @@ class ActivationRecorder:
     forward pass as soon as the last requested activation is recorded, so the
     layers after it never run.
 
+    A module that runs several times in one forward pass (torchvision's
+    ``BasicBlock.relu`` is called twice) is recorded at its *last* call, as a
+    plain forward hook would see it. The first :meth:`run` therefore runs the
+    whole model and counts the calls; later runs stop right after the last
+    needed call.
+
     ``names`` are dotted names, underscored aliases or names with a selector
     (``blocks.3.attn[0]``); ``"input"`` is ignored here (the caller adds it).
     ``layouts`` optionally fixes the layout of named layers.
@@ -311,7 +317,13 @@ class ActivationRecorder:
         self._handles: list[Any] = []
         self._store: dict[str, torch.Tensor] = {}
         self._layouts: dict[str, str] = {}
+        self._calls: dict[str, int] = {}
+        self._expected_calls: dict[str, int] | None = None
         self.stopped_early = False
+
+    def _done(self) -> bool:
+        exp = self._expected_calls
+        return exp is not None and all(self._calls.get(b, 0) >= n for b, n in exp.items())
 
     def _hook_for(self, base: str, module: nn.Module):
         wanted = self._by_module[base]
@@ -332,7 +344,8 @@ class ActivationRecorder:
                 if given is not None:
                     check_layout(given, out, name)
                 self._layouts[name] = given or infer_layout(module, out, declared=declared)
-            if self.stop_early and len(self._store) == len(self.names):
+            self._calls[base] = self._calls.get(base, 0) + 1
+            if self.stop_early and self._done():
                 raise StopForward
 
         return hook
@@ -364,12 +377,15 @@ class ActivationRecorder:
         """
         self._store = {}
         self._layouts = {}
+        self._calls = {}
         self.stopped_early = False
         if self.names:
             try:
                 self.model(x)
             except StopForward:
                 self.stopped_early = True
+            if self._expected_calls is None:  # first run: learn how often each module runs
+                self._expected_calls = dict(self._calls)
         missing = [n for n in self.names if n not in self._store]
         if missing:
             raise LayoutError(f"layers {missing} did not run during the forward pass (are they used by forward()?)")
@@ -427,7 +443,7 @@ def list_layers(model: nn.Module, input_shape: Sequence[int] | None = None, *,
     def make(name: str, mod: nn.Module):
         def hook(_m, _i, out):
             t = _first_tensor(out)
-            if t is not None and name not in outputs:
+            if t is not None:  # the last call wins, as in ActivationRecorder
                 outputs[name] = (tuple(t.shape), infer_layout(mod, t, model=model, name=name))
         return hook
 

@@ -6,6 +6,10 @@ position, with ``number_of_images`` images each). Every unit's files are
 written atomically and recorded in ``manifest.json`` only when complete, and
 each image's JSON carries the hash of the settings that made it, so re-running
 the same command skips what is done and a killed run resumes where it stopped.
+Each unit also has a small status record, ``.units/<key>.json`` (see
+:class:`UnitRecords`), written by whichever process ran it; that is what lets
+:mod:`devvis.sweep` run units in many processes or SLURM jobs at once and merge
+their results into one manifest afterwards.
 
     results/
       manifest.json
@@ -14,7 +18,7 @@ the same command skips what is done and a killed run resumes where it stopped.
 >>> import tempfile
 >>> out = tempfile.mkdtemp()
 >>> s = VisualizeSettings(model="resnet18", layer_names=["layer1.0"], channels=[0], max_iterations=2,
-...                       image_size=32, progress=False, output_path=out)
+...                       min_iterations=0, image_size=32, progress=False, output_path=out)
 >>> summary = run_visualize(s)
 >>> summary.done, summary.failed
 (1, 0)
@@ -27,8 +31,10 @@ import hashlib
 import json
 import math
 import os
+import socket
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -154,6 +160,76 @@ class Unit:
         span = f"{c[0].channel}-{c[-1].channel}" if len(c) > 1 else f"{c[0].channel}"
         extra = f"@{c[0].neuron[0]},{c[0].neuron[1]}" if c[0].neuron else ""
         return f"{self.checkpoint_dir}/{self.layer}/{span}{extra}/{len(c)}"
+
+
+def unit_key(unit: Unit, settings_hash: str) -> str:
+    """Content key of a unit: a hash of its settings hash, checkpoint, layer and components (16 hex digits).
+
+    Two runs that would write the same images share a key, so the key names the
+    unit's status record (``.units/<key>.json``) across restarts and executors.
+    """
+    return hashlib.sha256(f"{settings_hash}|{unit.id}".encode()).hexdigest()[:16]
+
+
+class UnitRecords:
+    """Per-unit status files ``<output>/.units/<key>.json``, each written atomically by the process running the unit.
+
+    A record holds ``unit`` (its id), ``status`` (``running``, ``done`` or ``failed``),
+    ``error``/``traceback``/``retryable`` for failures, ``files`` for finished units, and
+    ``attempts``: one entry per execution (worker, host, pid, start and end time,
+    outcome). One file per unit means concurrent workers never write the same file,
+    unlike a shared ``manifest.json``, which only a coordinator rewrites.
+
+    >>> import tempfile
+    >>> r = UnitRecords(tempfile.mkdtemp())
+    >>> u = Unit(0, "random_init", "layer1", (Component("layer1", 0),))
+    >>> _ = r.start(u, "abc", worker="doc"); _ = r.finish(u, "abc", "done", files=["a.jpg"])
+    >>> rec = r.read(u, "abc"); rec["status"], len(rec["attempts"])
+    ('done', 1)
+    """
+
+    def __init__(self, out: str | os.PathLike):
+        self.dir = Path(out) / ".units"
+
+    def path(self, unit: Unit, h: str) -> Path:
+        return self.dir / f"{unit_key(unit, h)}.json"
+
+    def read(self, unit: Unit, h: str) -> dict[str, Any] | None:
+        """The unit's record, or None when there is none (or it cannot be parsed)."""
+        try:
+            return dio.read_json(self.path(unit, h))
+        except (OSError, ValueError):
+            return None
+
+    def _write(self, unit: Unit, h: str, rec: dict[str, Any]) -> dict[str, Any]:
+        rec.update(unit=unit.id, key=unit_key(unit, h), settings_hash=h)
+        dio.write_json(self.path(unit, h), rec)
+        return rec
+
+    def start(self, unit: Unit, h: str, *, worker: str, log: str | None = None) -> dict[str, Any]:
+        """Mark the unit running and open a new attempt (kept if the process dies: a sign of a crash).
+
+        ``worker`` names who runs it (``slurm:1234_5``, ``torchrun:rank1``, ...); ``log`` is that worker's log file.
+        """
+        rec = self.read(unit, h) or {}
+        attempts = list(rec.get("attempts", []))
+        attempts.append({"worker": worker, "host": socket.gethostname(), "pid": os.getpid(),
+                         "started": time.time(), "finished": None, "status": "running", "log": log})
+        return self._write(unit, h, {"status": "running", "attempts": attempts})
+
+    def finish(self, unit: Unit, h: str, status: str, **fields: Any) -> dict[str, Any]:
+        """Close the unit's last attempt with ``status`` (``done``/``failed``) and extra fields."""
+        rec = self.read(unit, h) or {}
+        attempts = list(rec.get("attempts", []))
+        if attempts and attempts[-1].get("finished") is None:
+            attempts[-1].update(finished=time.time(), status=status)
+        return self._write(unit, h, {"status": status, "attempts": attempts, **fields})
+
+    def mark_done(self, unit: Unit, h: str) -> None:
+        """Record a unit found complete on disk (no new attempt) unless its record already says done."""
+        rec = self.read(unit, h)
+        if rec is None or rec.get("status") != "done":
+            self._write(unit, h, {"status": "done", "skipped": True, "attempts": (rec or {}).get("attempts", [])})
 
 
 @dataclass
@@ -327,8 +403,9 @@ def plan_components(model: nn.Module, settings: VisualizeSettings) -> dict[str, 
                 raise ChannelOutOfRangeError(f"channel {c} out of range for layer {layer!r}, which has {width} channels (valid 0..{width - 1})")
         positions: list[tuple[int, int] | None] = [None]
         if settings.neurons:
-            shape = info.output_shape
-            h, w = (shape[2], shape[3]) if info.layout == "nchw" else (shape[1], shape[2])
+            from devvis.objectives.activation import position_grid
+
+            h, w = position_grid(info.output_shape, info.layout)  # token layers: the patch grid
             for (y, x) in settings.neurons:
                 if not (0 <= y < h and 0 <= x < w):
                     raise ChannelOutOfRangeError(f"neuron ({y},{x}) out of range for layer {layer!r} with a {h}x{w} map (valid h 0..{h - 1}, w 0..{w - 1})")
@@ -432,11 +509,18 @@ def _meta(settings: VisualizeSettings, ck: CheckpointEntry, comp: Component, j: 
 
 
 class Manifest:
-    """The run's ``manifest.json``: settings, checkpoint order, and each unit's status, written atomically."""
+    """The run's ``manifest.json``: settings, checkpoint order, and each unit's status, written atomically.
+
+    Only one process (the run's coordinator) writes it; workers write
+    :class:`UnitRecords`, which :meth:`merge` folds in. A unit is ``done`` here only
+    once its files are complete.
+    """
 
     def __init__(self, out: Path, settings: VisualizeSettings, checkpoints: Sequence[CheckpointEntry],
                  units: Sequence[Unit], h: str):
         self.path = out / "manifest.json"
+        self.units = list(units)
+        self.h = h
         old = {}
         if self.path.exists():
             try:
@@ -447,13 +531,37 @@ class Manifest:
             "visualize-run", settings=dataclasses.asdict(settings), settings_hash=h,
             checkpoints=[dataclasses.asdict(c) for c in checkpoints],
             units={u.id: old.get(u.id, {"status": "pending"}) | {"checkpoint_dir": u.checkpoint_dir, "layer": u.layer,
-                   "channels": [c.channel for c in u.components]} for u in units},
+                   "channels": [c.channel for c in u.components], "key": unit_key(u, h)} for u in units},
         )
         self.save()
 
-    def set(self, unit: Unit, **fields: Any) -> None:
+    def set(self, unit: Unit, save: bool = True, **fields: Any) -> None:
         self.data["units"][unit.id].update(fields)
+        if save:
+            self.save()
+
+    def merge(self, records: UnitRecords) -> dict[str, int]:
+        """Fold the workers' unit records into the manifest, save it, and return the counts per status.
+
+        A record still ``running`` (its process died, or is still at work) leaves the unit ``pending``.
+        """
+        for u in self.units:
+            rec = records.read(u, self.h)
+            entry = self.data["units"][u.id]
+            if rec is None or rec.get("status") not in ("done", "failed"):
+                if entry.get("status") == "failed" or rec is not None:
+                    entry.clear()
+                    entry.update(checkpoint_dir=u.checkpoint_dir, layer=u.layer,
+                                 channels=[c.channel for c in u.components], key=unit_key(u, self.h))
+                entry["status"] = "pending"
+            elif rec["status"] == "done":
+                entry.pop("error", None)
+                entry.update(status="done", files=rec.get("files", entry.get("files", [])),
+                             skipped=bool(rec.get("skipped", False)), attempts=len(rec.get("attempts", [])))
+            else:
+                entry.update(status="failed", error=rec.get("error"), attempts=len(rec.get("attempts", [])))
         self.save()
+        return dict(self.data["counts"])
 
     def save(self) -> None:
         counts: dict[str, int] = {}
@@ -461,6 +569,133 @@ class Manifest:
             counts[u["status"]] = counts.get(u["status"], 0) + 1
         self.data["counts"] = counts
         dio.write_json(self.path, self.data)
+
+
+@dataclass
+class RunPlan:
+    """A planned run: checkpoints in order, the units, the settings hash, and the first loadable model.
+
+    ``first_model`` (the model of ``checkpoints[first_index]``, used to validate
+    layers and channels) is ``None`` when no checkpoint loads; ``failures`` then
+    names each checkpoint's error and ``units`` is empty.
+    """
+
+    checkpoints: list[CheckpointEntry]
+    units: list[Unit]
+    settings_hash: str
+    first_model: nn.Module | None = None
+    first_index: int = -1
+    failures: list[str] = field(default_factory=list)
+
+
+def plan_run(settings: VisualizeSettings) -> RunPlan:
+    """Validate the settings and plan the units (loading checkpoints until one loads, to check layers and channels).
+
+    Bad settings, layers or channels raise a :class:`~devvis.errors.DevvisError`
+    before any work is done.
+    """
+    settings.validate()
+    checkpoints = plan_checkpoints(settings)
+    h = settings.hash()
+    for i, ck in enumerate(checkpoints):
+        try:
+            model = load_for(settings, ck)
+        except CheckpointError:
+            continue
+        units = plan_units(checkpoints, plan_components(model, settings), settings)
+        return RunPlan(checkpoints, units, h, model, i)
+    failures = []
+    for ck in checkpoints:  # every checkpoint failed: collect each one's error
+        try:
+            load_for(settings, ck)
+        except CheckpointError as e:
+            failures.append(str(e))
+    return RunPlan(checkpoints, [], h, failures=failures)
+
+
+@dataclass
+class UnitOutcome:
+    """What happened to one unit in :func:`execute_units`.
+
+    ``status`` is ``done``, ``skipped`` (already complete on disk) or ``failed``;
+    ``scope`` is ``checkpoint`` when the failure is the checkpoint's (it did not
+    load), else ``unit``. ``retryable`` is False for devvis errors, which repeat
+    on every try (a NaN objective, a bad checkpoint), and True for anything else.
+    """
+
+    unit: Unit
+    status: str
+    error: str | None = None
+    files: list[str] = field(default_factory=list)
+    scope: str = "unit"
+    retryable: bool = False
+
+
+def execute_units(settings: VisualizeSettings, checkpoints: Sequence[CheckpointEntry], units: Sequence[Unit],
+                  h: str, *, records: UnitRecords | None = None, worker: str = "local", log: str | None = None,
+                  catch: tuple[type[BaseException], ...] = (DevvisError,),
+                  preloaded: dict[int, nn.Module] | None = None,
+                  on_outcome: Callable[[UnitOutcome], None] | None = None) -> list[UnitOutcome]:
+    """Run ``units`` (skipping those complete on disk), one checkpoint's model in memory at a time.
+
+    Each unit's files are written atomically by :func:`render_unit`; its record in
+    ``records`` is opened before and closed after it. Exceptions of the types in
+    ``catch`` fail only their unit (or, for a checkpoint that does not load, that
+    checkpoint's units); anything else propagates. ``preloaded`` maps checkpoint
+    indices to models already built (consumed, so they can be freed).
+    """
+    out = Path(settings.output_path)
+    preloaded = preloaded if preloaded is not None else {}  # popped as used, so models can be freed
+    outcomes: list[UnitOutcome] = []
+
+    def emit(o: UnitOutcome) -> None:
+        outcomes.append(o)
+        if on_outcome is not None:
+            on_outcome(o)
+
+    by_ck: dict[int, list[Unit]] = {}
+    for u in units:
+        by_ck.setdefault(u.checkpoint_index, []).append(u)
+    for ci, todo in by_ck.items():
+        ck = checkpoints[ci]
+        pending = []
+        for u in todo:
+            if not settings.overwrite and unit_complete(u, settings, out, h):
+                if records is not None:
+                    records.mark_done(u, h)
+                emit(UnitOutcome(u, "skipped"))
+            else:
+                pending.append(u)
+        if not pending:
+            preloaded.pop(ci, None)
+            continue
+        try:
+            model = preloaded.pop(ci) if ci in preloaded else load_for(settings, ck)
+        except CheckpointError as e:
+            msg = f"checkpoint {ck.path}: {e}" if ck.path and ck.path not in str(e) else str(e)
+            for u in pending:
+                if records is not None:
+                    records.finish(u, h, "failed", error=msg, retryable=False)
+                emit(UnitOutcome(u, "failed", error=msg, scope="checkpoint"))
+            continue
+        for u in pending:
+            if records is not None:
+                records.start(u, h, worker=worker, log=log)
+            try:
+                files = render_unit(model, u, ck, settings, out, h)
+            except catch as e:
+                retryable = not isinstance(e, DevvisError)
+                error = str(e) if isinstance(e, DevvisError) else f"{type(e).__name__}: {e}"
+                if records is not None:
+                    records.finish(u, h, "failed", error=error, retryable=retryable,
+                                   traceback=traceback.format_exc(limit=-8))
+                emit(UnitOutcome(u, "failed", error=error, retryable=retryable))
+            else:
+                if records is not None:
+                    records.finish(u, h, "done", files=files, skipped=False)
+                emit(UnitOutcome(u, "done", files=files))
+        del model
+    return outcomes
 
 
 def run_visualize(settings: VisualizeSettings, *, on_failure: Callable[[str], None] | None = None,
@@ -474,85 +709,57 @@ def run_visualize(settings: VisualizeSettings, *, on_failure: Callable[[str], No
     """
     from tqdm.auto import tqdm
 
-    settings.validate()
     t0 = time.time()
     out = Path(settings.output_path)
-    checkpoints = plan_checkpoints(settings)
     summary = VisualizeSummary()
     report = on_failure or (lambda msg: None)
 
     # Validate layers and channels on the architecture before any work.
-    first_model: nn.Module | None = None
-    first_idx = -1
-    for i, ck in enumerate(checkpoints):
-        try:
-            first_model, first_idx = load_for(settings, ck), i
-            break
-        except CheckpointError:
-            continue
-    if first_model is None:
-        # every checkpoint failed: report each and stop
-        for ck in checkpoints:
-            try:
-                load_for(settings, ck)
-            except CheckpointError as e:
-                summary.failures.append(str(e))
-                report(str(e))
-        summary.failed = len(checkpoints)
+    plan = plan_run(settings)
+    if plan.first_model is None:
+        for msg in plan.failures:  # every checkpoint failed: report each and stop
+            summary.failures.append(msg)
+            report(msg)
+        summary.failed = len(plan.checkpoints)
         return summary
-    components = plan_components(first_model, settings)
-    h = settings.hash()
-    units = plan_units(checkpoints, components, settings)
+    h, units = plan.settings_hash, plan.units
     out.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(out, settings, checkpoints, units, h)
+    manifest = Manifest(out, settings, plan.checkpoints, units, h)
     summary.manifest = manifest.path
 
     bar = tqdm(total=len(units), disable=not settings.progress, desc="visualize", unit="unit")
-    by_ck: dict[int, list[tuple[int, Unit]]] = {}
-    for idx, u in enumerate(units):
-        if unit_filter is None or unit_filter(idx, u):
-            by_ck.setdefault(u.checkpoint_index, []).append((idx, u))
+    mine = [u for i, u in enumerate(units) if unit_filter is None or unit_filter(i, u)]
+    bar.update(len(units) - len(mine))
+    reported: set[int] = set()
+
+    def record(o: UnitOutcome) -> None:
+        u = o.unit
+        if o.status == "skipped":
+            summary.skipped += 1
+            manifest.set(u, status="done", skipped=True)
+        elif o.status == "done":
+            summary.done += 1
+            manifest.set(u, status="done", files=o.files, skipped=False)
         else:
-            bar.update(1)
-    try:
-        for ci, todo in by_ck.items():
-            ck = checkpoints[ci]
-            pending = [(i, u) for i, u in todo if settings.overwrite or not unit_complete(u, settings, out, h)]
-            for i, u in todo:
-                if (i, u) not in pending:
-                    summary.skipped += 1
-                    manifest.set(u, status="done", skipped=True)
-                    bar.update(1)
-            if not pending:
-                continue
-            try:
-                model = first_model if ci == first_idx else load_for(settings, ck)
-            except CheckpointError as e:
-                msg = f"checkpoint {ck.path}: {e}" if ck.path and ck.path not in str(e) else str(e)
+            summary.failed += 1
+            if o.scope == "checkpoint":
+                if u.checkpoint_index not in reported:  # one message per checkpoint, not per unit
+                    reported.add(u.checkpoint_index)
+                    summary.failures.append(o.error or "")
+                    report(o.error or "")
+            else:
+                msg = f"unit {u.id}: {o.error}"
                 summary.failures.append(msg)
                 report(msg)
-                for _, u in pending:
-                    summary.failed += 1
-                    manifest.set(u, status="failed", error=msg)
-                    bar.update(1)
-                continue
-            for _, u in pending:
-                bar.set_postfix_str(f"{ck.dir} {u.layer}")
-                try:
-                    files = render_unit(model, u, ck, settings, out, h)
-                except (NonFiniteObjectiveError, DevvisError) as e:
-                    summary.failed += 1
-                    msg = f"unit {u.id}: {e}"
-                    summary.failures.append(msg)
-                    report(msg)
-                    manifest.set(u, status="failed", error=str(e))
-                else:
-                    summary.done += 1
-                    manifest.set(u, status="done", files=files, skipped=False)
-                bar.update(1)
-            del model
-            if ci == first_idx:
-                first_model = None  # one model in memory at a time
+            manifest.set(u, status="failed", error=o.error)
+        bar.set_postfix_str(f"{u.checkpoint_dir} {u.layer}")
+        bar.update(1)
+
+    preloaded = {plan.first_index: plan.first_model}
+    plan.first_model = None  # one model in memory at a time: execute_units frees it after its checkpoint
+    try:
+        execute_units(settings, plan.checkpoints, mine, h, records=UnitRecords(out), worker=f"visualize:{os.getpid()}",
+                      catch=(NonFiniteObjectiveError, DevvisError), preloaded=preloaded, on_outcome=record)
     finally:
         bar.close()
     summary.time_s = time.time() - t0

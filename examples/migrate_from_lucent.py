@@ -24,16 +24,16 @@ def main(out: str) -> None:
     set_seed(0)
 
     # 1. A channel by name, Lucent's defaults (128 px FFT image, standard transforms, upsampled to 224)
-    images = render.render_vis(model, "layer2_1_conv1:7", thresholds=(8, 16), show_image=False, progress=False,
+    images = render.render_vis(model, "layer2_1_conv1:7", thresholds=(4, 8), show_image=False, progress=False,
                                save_image=True, image_name=os.path.join(out, "layer2_1_conv1_7.jpg"))
     print("channel:", [im.shape for im in images])
 
     # 2. A batch made diverse, custom transforms, a smaller fixed model input
     obj = objectives.channel("layer3_0", 5) - 1e2 * objectives.diversity("layer2")
-    param_f = lambda: param.image(64, batch=2)  # noqa: E731
+    param_f = lambda: param.image(48, batch=2)  # noqa: E731
     transforms = [transform.pad(8, mode="constant", constant_value=0.5), transform.jitter(4),
                   transform.random_rotate(list(range(-5, 6)))]
-    images = render.render_vis(model, obj, param_f, transforms=transforms, thresholds=(16,), fixed_image_size=128,
+    images = render.render_vis(model, obj, param_f, transforms=transforms, thresholds=(8,), fixed_image_size=96,
                                show_image=False, progress=False, save_image=True,
                                image_name=os.path.join(out, "layer3_0_5_diverse.jpg"))
     print("diversity batch:", images[0].shape, "|", obj.description.replace("\n", " "))
@@ -46,16 +46,16 @@ def main(out: str) -> None:
             return -(t[:, t.shape[1] // 2, t.shape[2] // 2] - t.mean()).mean()
         return inner
 
-    images = render.render_vis(model, center_minus_mean("layer2", 3), lambda: param.cppn(64),
-                               optimizer=lambda params: torch.optim.Adam(params, 5e-3), thresholds=(16,),
-                               fixed_image_size=128, show_image=False, progress=False)
+    images = render.render_vis(model, center_minus_mean("layer2", 3), lambda: param.cppn(48),
+                               optimizer=lambda params: torch.optim.Adam(params, 5e-3), thresholds=(8,),
+                               fixed_image_size=96, show_image=False, progress=False)
     print("cppn:", images[0].shape, float(images[0].min()), float(images[0].max()))
 
     # 4. The same Lucent objective also runs through devvis's own render() (sign handled: higher is better)
     from devvis import render as devvis_render
 
-    result = devvis_render(model, objectives.channel("layer2_1_conv1", 7), steps=16, image_size=64,
-                           input_size=128, progress=False)
+    result = devvis_render(model, objectives.channel("layer2_1_conv1", 7), steps=8, image_size=64,
+                           input_size=96, progress=False)
     assert result.history[-1].sum() > result.history[0].sum()
     paths = result.save(out, names=["devvis_layer2_1_conv1_7"])
     print("devvis.render:", round(float(result.history[0].sum()), 3), "->", round(float(result.history[-1].sum()), 3))

@@ -24,13 +24,32 @@ def test_recorder_records_only_requested_and_stops_early():
     ran = []
     m.fc.register_forward_hook(lambda *a: ran.append("fc"))
     with ActivationRecorder(m, ["conv2"]) as rec:
+        rec.run(torch.rand(2, 3, 8, 8))  # the first run counts module calls and runs everything
+        assert ran == ["fc"]
         acts = rec.run(torch.rand(2, 3, 8, 8))
         assert rec.stopped_early
     assert list(acts) == ["conv2"] and acts["conv2"].shape == (2, 16, 8, 8)
-    assert ran == []  # fc never ran: the forward pass stopped after conv2
+    assert ran == ["fc"]  # fc did not run again: the forward pass stopped after conv2
     with ActivationRecorder(m, ["conv2"], stop_early=False) as rec:
         rec.run(torch.rand(1, 3, 8, 8))
-    assert ran == ["fc"]
+        rec.run(torch.rand(1, 3, 8, 8))
+    assert ran == ["fc"] * 3
+
+
+def test_module_called_twice_is_recorded_at_its_last_call(resnet18):
+    """torchvision's BasicBlock.relu runs twice; the recorded value is the block's output, as a plain hook sees it."""
+    x = torch.rand(1, 3, 32, 32)
+    seen = []
+    h = resnet18.layer1[0].relu.register_forward_hook(lambda m, i, o: seen.append(o.clone()))
+    with torch.no_grad():
+        resnet18(x)
+    h.remove()
+    assert len(seen) == 2
+    with ActivationRecorder(resnet18, ["layer1_0_relu"]) as rec, torch.no_grad():
+        first = rec.run(x)["layer1.0.relu"].clone()
+        second = rec.run(x)["layer1.0.relu"]
+        assert rec.stopped_early
+    assert torch.equal(first, seen[1]) and torch.equal(second, seen[1])
 
 
 def test_recorder_removes_only_its_hooks_even_on_exception():

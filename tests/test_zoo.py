@@ -26,6 +26,16 @@ TINY = dict(steps=60, width=8, n_train=1024, n_test=240, batch_size=32, lr=0.05,
 TINY_STEPS = [0, 1, 2, 4, 8, 16, 32, 60]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # These models are tiny: on a busy machine, intra-op threads spend far more time waiting at
+    # barriers than computing (measured 20x slower with 2 threads under load), so use one here.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tiny_series(tmp_path_factory):
     out = tmp_path_factory.mktemp("series")

@@ -13,6 +13,7 @@
 torch.Size([5, 4, 3, 3])
 """
 
+from devvis.circuits.composition import DEFAULT_RENDER, CompositionResult, UpstreamChannel, composition, plot_composition
 from devvis.circuits.expanded import IDENTITY_ACTIVATIONS, expanded_weights, linearize
 from devvis.circuits.influence import (
     METHODS,
@@ -23,6 +24,6 @@ from devvis.circuits.influence import (
 )
 
 __all__ = [
-    "IDENTITY_ACTIVATIONS", "METHODS", "InfluenceTrajectory", "channel_influence", "expanded_weights",
+    "CompositionResult", "DEFAULT_RENDER", "UpstreamChannel", "composition", "plot_composition", "IDENTITY_ACTIVATIONS", "METHODS", "InfluenceTrajectory", "channel_influence", "expanded_weights",
     "influence_trajectory", "linearize", "top_inputs",
 ]

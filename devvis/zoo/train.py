@@ -78,7 +78,7 @@ class TrainResult:
     """Outcome of :func:`train_series` (or of :func:`load_series_info`).
 
     Lists are aligned: entry ``i`` belongs to checkpoint ``steps[i]``.
-    ``train_loss`` is the cross-entropy on a fixed subset of the training set and
+    ``train_loss`` is the cross-entropy on a fixed subset of the training set (its first 500 images) and
     ``test_loss``/``test_accuracy`` on the fixed held-out set, all in eval mode.
     """
 
@@ -318,13 +318,15 @@ def train_series(
         return _series_from_json(output_dir, info, reused=True)
 
     t0 = time.perf_counter()
-    train_ds = SyntheticShapes(n_train, size, seed, "train")  # validates size
-    x_train, y_train = train_ds.tensors()
-    x_test, y_test = SyntheticShapes(n_test, size, seed, "test").tensors()
-    n_probe = min(n_train, 500)
+    # Build (and so validate) the model and the data sets before the slow part.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = compact_resnet(**model_config["kwargs"])
+    train_ds = SyntheticShapes(n_train, size, seed, "train")
+    test_ds = SyntheticShapes(n_test, size, seed, "test")
+    x_train, y_train = train_ds.tensors()
+    x_test, y_test = test_ds.tensors()
+    n_probe = min(n_train, 500)  # the fixed training subset on which train_loss is measured
 
     output_dir.mkdir(parents=True, exist_ok=True)
     _clear_stale(output_dir)

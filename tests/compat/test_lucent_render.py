@@ -203,3 +203,10 @@ def test_hook_model_names_and_cleanup():
     assert T("0_1").shape == (1, 2, 8, 8)  # Lucent's underscore names
     T.close()
     assert hook_count(seq) == 0
+
+
+def test_unknown_layer_names_the_closest():
+    from devvis.errors import LayerNotFoundError
+
+    with pytest.raises(LayerNotFoundError, match="closest: conv2"):
+        render_vis(TinyCNN(), "conv_2:1", thresholds=(1,), **_small())

@@ -18,7 +18,7 @@ from devvis.models import load_checkpoint, read_model_config, save_checkpoint
 
 from conftest import STEPS
 
-LAYER, CHANNEL, S = "layer1.0.conv1", 1, 12
+LAYER, CHANNEL, S = "layer1.0.conv1", 1, 4
 # A high learning rate so that four steps move the images far enough to tell checkpoints apart.
 RENDER = dict(steps=4, image_size=20, lr=0.5, preprocess="none", progress=False)
 

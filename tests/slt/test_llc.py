@@ -383,7 +383,7 @@ def test_cli_run_over_checkpoints(tmp_path, capsys, data):
     from devvis.zoo.resnet import compact_resnet
 
     config = {"name": "compact_resnet", "kwargs": {"width": 4, "blocks": [1, 1]}}
-    for step in (0, 50, 5000):
+    for step in (0, 5000):
         torch.manual_seed(step)
         save_checkpoint(compact_resnet(width=4, blocks=(1, 1)), tmp_path / "ckpts" / f"step_{step}.pt", step=step,
                         model_config=config)
@@ -398,7 +398,7 @@ def test_cli_run_over_checkpoints(tmp_path, capsys, data):
         warnings.simplefilter("ignore", LLCDiagnosticWarning)
         assert args.func(args) == 0
     data_json = read_json(tmp_path / "out" / "slt" / "llc_trajectory.json")
-    assert data_json["steps"] == [0, 50, 5000]
+    assert data_json["steps"] == [0, 5000]
     assert data_json["hyperparameters"]["nbeta"] == pytest.approx(16 / math.log(16))
     assert (tmp_path / "out" / "slt" / "llc_trajectory.png").exists()
     out = capsys.readouterr().out

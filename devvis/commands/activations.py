@@ -1,0 +1,106 @@
+"""``devvis activations``: one channel's response to fixed probe images at every checkpoint (PNG + JSON)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from devvis.commands._common import add_bool
+from devvis.errors import ConfigError
+
+HELP = "plot how strongly one channel responds to probe images across checkpoints"
+PREPROCESS_CHOICES = ("auto", "imagenet", "none")
+
+
+def add_series_flags(p: argparse.ArgumentParser) -> None:
+    """``--model``, ``--checkpoint-path``, ``--trust-checkpoint``, ``--preprocess`` (shared with ``devvis track``)."""
+    p.add_argument("--model", default=None,
+                   help="torchvision name, timm:NAME, package.module:callable or zoo name (optional when the "
+                        "checkpoint folder holds model_config.json)")
+    p.add_argument("--checkpoint-path", nargs="+", required=True, metavar="PATH",
+                   help="checkpoint files or folders (ordered by training step)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow checkpoints that need arbitrary unpickling (can execute code: only for files you trust)")
+    p.add_argument("--preprocess", choices=PREPROCESS_CHOICES, default="auto",
+                   help="input normalization; auto: none for devvis zoo models (trained on [0, 1] images), "
+                        "imagenet otherwise")
+
+
+def series_from_args(args: argparse.Namespace):
+    """(CheckpointSeries, preprocess) from the flags of :func:`add_series_flags`."""
+    from devvis.longitudinal import CheckpointSeries, default_preprocess
+
+    series = CheckpointSeries(args.checkpoint_path, args.model, trust=args.trust_checkpoint)
+    pre = default_preprocess(series) if args.preprocess == "auto" else args.preprocess
+    return series, pre
+
+
+def load_inputs(spec: str, n: int, size: int, seed: int) -> Any:
+    """``"synthetic"`` -> ``n`` probe images of SyntheticShapes; a ``.pt`` file -> its image tensor;
+    ``"visualizations"`` -> None (the final checkpoint's feature visualizations)."""
+    import torch
+
+    if spec == "visualizations":
+        return None
+    if spec == "synthetic":
+        from devvis.data import probe_batch
+
+        return probe_batch(n, size, seed)
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(f"--inputs {spec!r} is neither 'synthetic', 'visualizations' nor an existing .pt file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any failure to read means the same thing to the user
+        raise ConfigError(f"cannot read --inputs file {spec!r}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
+    if isinstance(obj, dict):
+        obj = obj.get("images", obj.get("inputs"))
+    if not isinstance(obj, torch.Tensor):
+        raise ConfigError(f"--inputs file {spec!r} must hold an image tensor (N, 3, H, W) or a dict with 'images'")
+    return obj
+
+
+def register(sub) -> None:
+    p = sub.add_parser("activations", help=HELP, description=HELP,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_series_flags(p)
+    p.add_argument("--layer", required=True, help="layer name, e.g. layer2.0")
+    p.add_argument("--channel", type=int, required=True, help="channel of the layer")
+    p.add_argument("--inputs", default="visualizations", metavar="synthetic|visualizations|FILE.pt",
+                   help="probe images: the final checkpoint's feature visualizations of the channel, "
+                        "held-out SyntheticShapes images, or a .pt file holding an (N, 3, H, W) tensor in [0, 1]")
+    p.add_argument("--n-inputs", type=int, default=64, help="number of synthetic probe images")
+    p.add_argument("--image-size", type=int, default=32, help="side of synthetic probe images")
+    p.add_argument("--probe-steps", type=int, default=256, help="render steps of the visualization probe")
+    p.add_argument("--probe-size", type=int, default=64, help="image size of the visualization probe")
+    p.add_argument("--probe-images", type=int, default=4, help="number of visualizations in the probe")
+    p.add_argument("--seed", type=int, default=0, help="seed of the probe images")
+    p.add_argument("--band", choices=("std", "iqr"), default="std", help="spread band: mean ± std, or 25-75th percentile")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--output-path", default="results/longitudinal", help="folder for the PNG and JSON")
+    add_bool(p, "progress", True, "progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from devvis.longitudinal import get_activations, plot_longitudinal_activations
+
+    for name in ("n_inputs", "image_size", "probe_steps", "probe_size", "probe_images", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    series, pre = series_from_args(args)
+    inputs = load_inputs(args.inputs, args.n_inputs, args.image_size, args.seed)
+    probe = None
+    if inputs is None:
+        probe = {"steps": args.probe_steps, "image_size": args.probe_size, "batch": args.probe_images, "seed": args.seed}
+    acts = get_activations(None, args.layer, args.channel, series, inputs, preprocess=pre, batch_size=args.batch_size,
+                           probe_render=probe, progress=args.progress)
+    safe = args.layer.replace("/", "_")
+    png = plot_longitudinal_activations(acts, args.layer, args.channel,
+                                        Path(args.output_path) / f"activations_{safe}_channel_{args.channel}.png",
+                                        band=args.band)
+    print(f"{len(acts.steps)} checkpoints x {acts.values.shape[1]} probe images ({acts.inputs['kind']}); "
+          f"mean activation {acts.mean[0]:.4g} at step {acts.steps[0]} -> {acts.mean[-1]:.4g} at step {acts.steps[-1]}")
+    print(f"wrote {png} and {png.with_suffix('.json')}")
+    return 0

@@ -1,0 +1,138 @@
+"""The end-to-end demo: train a small model on synthetic data, then show its features developing.
+
+``run_demo(output_dir)`` (what ``devvis demo`` and ``make demo`` run):
+
+1. trains :func:`devvis.zoo.compact_resnet` on :class:`devvis.data.SyntheticShapes`
+   and saves a log-spaced checkpoint series (reused when already complete);
+2. renders the most active channels of several layers at every checkpoint and
+   computes their feature-change metrics and settle steps (:func:`devvis.longitudinal.track`);
+3. plots each channel's activation on held-out probe images over training;
+4. estimates the local learning coefficient at every checkpoint, plotted beside
+   the feature-change curves (:func:`devvis.slt.llc_trajectory`);
+5. analyses one circuit: a late channel's strongest upstream channels, their
+   expanded weights and whether they settled earlier (:func:`devvis.circuits.composition`);
+6. writes ``report.html`` over all of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from devvis import io as dio
+
+
+@dataclass
+class DemoSettings:
+    """Demo knobs; :data:`QUICK` is the ``--quick`` variant."""
+
+    train_steps: int = 1500
+    width: int = 16
+    n_train: int = 8000
+    layers: tuple[str, ...] = ("layer1.0", "layer2.0", "layer3.0")
+    channels_per_layer: int = 4
+    render_steps: int = 96
+    image_size: int = 48
+    llc_draws: int = 100
+    llc_chains: int = 2
+    llc_batches: int = 8
+    circuit_k: int = 4
+    seed: int = 0
+
+    def quick(self) -> "DemoSettings":
+        return dataclasses.replace(self, train_steps=300, width=8, n_train=3000, channels_per_layer=3,
+                                   render_steps=48, image_size=40, llc_draws=40, circuit_k=3)
+
+
+def _top_channels(series: Any, layer: str, n: int, probe: torch.Tensor) -> list[int]:
+    """The ``n`` channels of ``layer`` most active on ``probe`` at the final checkpoint (the live ones)."""
+    from devvis.hooks import ActivationRecorder
+
+    model = series.at(len(series) - 1)
+    with ActivationRecorder(model, [layer], detach=True) as rec, torch.no_grad():
+        a = rec.run(probe)[layer]
+    score = a.mean(dim=(0, 2, 3))
+    return sorted(score.argsort(descending=True)[:n].tolist())
+
+
+def run_demo(output_dir: str | Path, *, quick: bool = False, progress: bool = True,
+             settings: DemoSettings | None = None, log=print) -> Path:
+    """Run the whole demo into ``output_dir``; returns the report's path."""
+    from devvis.circuits import composition
+    from devvis.data import SyntheticShapes, probe_batch
+    from devvis.longitudinal import CheckpointSeries, get_activations, plot_longitudinal_activations, track
+    from devvis.report import write_report
+    from devvis.slt import llc_trajectory
+    from devvis.zoo import train_series
+
+    s = settings or DemoSettings()
+    if quick:
+        s = s.quick()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t_all = time.time()
+
+    def stage(name: str):
+        log(f"[devvis demo] {name}")
+        return time.time()
+
+    t = stage("1/6 training the compact ResNet on synthetic shapes (reused if already trained)")
+    trained = train_series(out / "checkpoints", steps=s.train_steps, width=s.width, n_train=s.n_train, seed=s.seed,
+                           progress=progress)
+    timings["train_s"] = time.time() - t
+    log(f"    {len(trained.steps)} checkpoints, held-out accuracy {trained.final_accuracy:.1%}"
+        f"{' (reused)' if trained.reused else ''}")
+
+    series = CheckpointSeries(out / "checkpoints")
+    size = int(trained.settings.get("size", 32))
+    probe = probe_batch(32, size=size, seed=s.seed)
+    components = [(layer, c) for layer in s.layers for c in _top_channels(series, layer, s.channels_per_layer, probe)]
+
+    t = stage(f"2/6 rendering {len(components)} channels at {len(series)} checkpoints and measuring feature change")
+    tracked = track(series, components, out / "longitudinal", steps=s.render_steps, image_size=s.image_size,
+                    seed=s.seed, preprocess="none", progress=progress)
+    timings["features_s"] = time.time() - t
+
+    t = stage("3/6 activation trajectories on held-out probe images")
+    for layer, c in components:
+        acts = get_activations(None, layer, c, series, inputs=probe, preprocess="none")
+        plot_longitudinal_activations(acts, layer, c, out / "longitudinal" / "activations" / f"{layer}_channel_{c}.png")
+    timings["activations_s"] = time.time() - t
+
+    t = stage("4/6 local learning coefficient at every checkpoint (SGLD)")
+    data = SyntheticShapes(s.llc_batches * 64, size=size, seed=s.seed, split="train")
+    loader = torch.utils.data.DataLoader(data, batch_size=64, shuffle=False)
+    curves = {label: (fc.steps, fc.similarity) for label, fc in tracked.changes.items()}
+    llc = llc_trajectory(series, loader, torch.nn.CrossEntropyLoss(), feature_curves=curves, output_dir=out / "slt",
+                         num_chains=s.llc_chains, num_draws=s.llc_draws, lr=1e-3, localization=100.0,
+                         seed=s.seed, progress=False)
+    timings["llc_s"] = time.time() - t
+
+    t = stage("5/6 one circuit: where the most active late channel comes from")
+    target_layer, source_layer = s.layers[-1], s.layers[-2]
+    target = next(c for layer, c in components if layer == target_layer)
+    comp = composition(series, target_layer, target, source_layer, k=s.circuit_k, inputs=probe,
+                       output_dir=out / "circuits",
+                       render_kwargs={"steps": s.render_steps, "image_size": s.image_size, "preprocess": "none",
+                                      "seed": s.seed})
+    timings["circuits_s"] = time.time() - t
+
+    t = stage("6/6 writing the report")
+    timings["total_s"] = time.time() - t_all
+    summary = (f"compact ResNet (width {s.width}) trained {s.train_steps} steps on SyntheticShapes: held-out accuracy "
+               f"{trained.final_accuracy:.1%}; {len(series)} checkpoints; demo took {timings['total_s']:.0f} s"
+               f"{' (quick)' if quick else ''}")
+    dio.write_json(out / "demo.json", dio.metadata(
+        "demo", summary=summary, quick=quick, settings=dataclasses.asdict(s), timings_s=timings,
+        accuracy=trained.final_accuracy, steps=series.steps, components=[f"{l}:{c}" for l, c in components],
+        settle_steps={k: v.settle_step for k, v in tracked.changes.items()},
+        llc=dict(zip(map(str, llc.steps), llc.llc_mean))))
+    report = write_report(out, title="devvis demo: features developing over training")
+    log(f"    wrote {report} ({summary})")
+    return report

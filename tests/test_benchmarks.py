@@ -1,0 +1,70 @@
+"""The benchmark harness runs (so it does not rot). No timing assertions: only that it works.
+
+Lucent is deliberately hidden (``DEVVIS_BENCH_DEPS`` points at an empty folder): the tiny run must
+print the devvis-against-floor rows and say that Lucent is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "run.py"
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_without_lucent_prints_devvis_and_floor_rows(tmp_path: Path) -> None:
+    out_json = tmp_path / "bench.json"
+    env = {**os.environ, "DEVVIS_BENCH_DEPS": str(tmp_path / "no-lucent-here"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--json", str(out_json)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "Lucent is not installed" in out
+    for case in ("layer2.1", "layer3.1x2"):
+        for tool in ("devvis", "devvis bf16", "floor", "floor bf16"):
+            assert f"| {case} | {tool} |" in out, f"row {case}/{tool} missing from:\n{out}"
+        assert f"| {case} | lucent |" not in out
+    assert "| case | tool | s/step (cpu) | devvis/Lucent | over floor | images/s | peak MiB | objective |" in out
+    assert "quality at equal steps" in out
+
+    data = json.loads(out_json.read_text())
+    rows = {(r["case"], r["tool"]): r for r in data["rows"]}
+    assert len(rows) == 8
+    for (case, tool), r in rows.items():
+        assert r["s_per_step"] > 0 and r["images_per_s"] > 0
+        assert r["ratio_lucent"] is None  # no Lucent, no ratio
+        if tool.startswith("devvis"):
+            assert r["over_floor"] > 0
+            assert r["value"] is not None and abs(r["value"]) < 1e3
+        else:
+            assert r["over_floor"] is None and r["value"] is None
+    # channels(): the 2-image case records one value per image, so its mean is a finite number
+    assert set(data["quality"]["values"]) == {"devvis", "devvis bf16"}
+
+
+def test_truncated_model_matches_recorded_activation() -> None:
+    """The floor's truncated model computes exactly the activation devvis records."""
+    import torch
+    import torchvision
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import run as bench
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    model = torchvision.models.resnet18(weights=None).eval()
+    case = bench.Case("t", "layer2.1", [3], image=16, input_size=32)
+    bench.check_floor(model, case, torch.device("cpu"))  # raises if they differ
+    trunc = bench.truncate(model, "layer2.1")
+    assert [type(m).__name__ for m in trunc][-2:] == ["BasicBlock", "BasicBlock"]
+    assert len(trunc) == 7  # conv1, bn1, relu, maxpool, layer1, layer2[0], layer2[1]
+    with pytest.raises(ValueError, match="cannot truncate inside BasicBlock"):
+        bench.truncate(model, "layer2.1.conv1")
