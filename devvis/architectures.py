@@ -56,7 +56,7 @@ MIN_INPUT_SIZES: dict[str, int] = {
 _SIZE_ERRORS = re.compile(
     r"Output size is too small|Kernel size can't be greater than actual input size|"
     r"Wrong image (?:height|width)|Input image size .* doesn't match model|"
-    r"Expected more than 1 value per channel|non-positive output size|smaller than kernel",
+    r"non-positive output size|smaller than kernel",
     re.IGNORECASE,
 )
 

@@ -28,6 +28,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "devvis.commands.grid",
     "devvis.commands.track",
     "devvis.commands.llc",
+    "devvis.commands.circuits",
     "devvis.commands.report",
     "devvis.commands.demo",
 )

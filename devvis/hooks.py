@@ -330,6 +330,8 @@ class ActivationRecorder:
         declared = declared_layout(self.model, base)  # structural, so worked out once, not per forward
 
         def hook(_mod: nn.Module, _inp: Any, output: Any) -> None:
+            self._calls[base] = self._calls.get(base, 0) + 1
+            stopping = self.stop_early and self._done()
             for name, keys in wanted:
                 out = _select(output, keys, name) if keys else output
                 if not isinstance(out, torch.Tensor):
@@ -339,13 +341,18 @@ class ActivationRecorder:
                             f"layer {name!r} returns {type(out).__name__}, not a tensor; "
                             f"name an element with a selector such as '{name}[0]'")
                     out = t
-                self._store[name] = out.detach() if self.detach else out
+                if self.detach:
+                    out = out.detach()
+                if not stopping:
+                    # the forward goes on, and a later in-place op (ResNet's ReLU(inplace=True) after a
+                    # BatchNorm, Inception's F.relu(x, inplace=True)) would overwrite what was recorded
+                    out = out.clone()
+                self._store[name] = out
                 given = self._given_layouts.get(name)
                 if given is not None:
                     check_layout(given, out, name)
                 self._layouts[name] = given or infer_layout(module, out, declared=declared)
-            self._calls[base] = self._calls.get(base, 0) + 1
-            if self.stop_early and self._done():
+            if stopping:
                 raise StopForward
 
         return hook
@@ -383,6 +390,13 @@ class ActivationRecorder:
             try:
                 self.model(x)
             except StopForward:
+                self.stopped_early = True
+            except Exception:
+                # The first run goes through the whole model to count calls. A failure after every
+                # needed layer was recorded (an input too small for later layers, which an early
+                # exit never reaches: shallow layers of Inception at 32 px) ends the count there.
+                if self._expected_calls is not None or any(n not in self._store for n in self.names):
+                    raise
                 self.stopped_early = True
             if self._expected_calls is None:  # first run: learn how often each module runs
                 self._expected_calls = dict(self._calls)

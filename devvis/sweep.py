@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from devvis import io as dio
-from devvis.errors import ConfigError, DevvisError, ExecutorError, OutputError, closest
+from devvis.errors import ConfigError, ExecutorError, OutputError, closest
 from devvis.visualize import (
     CheckpointEntry,
     Manifest,
@@ -358,7 +358,7 @@ def _mark_lost(records: UnitRecords, units: Sequence[Unit], h: str, reason: Call
     for u in units:
         rec = records.read(u, h)
         if not _final(rec):
-            records.finish(u, h, "failed", error=reason(u), retryable=True)
+            records.finish(u, h, "failed", error=reason(u), retryable=True, attempt_status="lost")
             n += 1
     return n
 
@@ -421,8 +421,6 @@ def run_sweep(settings: VisualizeSettings, options: ExecutorOptions | None = Non
     plan = plan_run(settings)
     summary = SweepSummary(units=len(plan.units), executor=executor)
     if plan.first_model is None:
-        for msg in plan.failures:
-            log(f"error: {msg}")
         summary.failed = len(plan.checkpoints)
         summary.failures = {ck.dir: msg for ck, msg in zip(plan.checkpoints, plan.failures)}
         return summary
@@ -441,10 +439,13 @@ def run_sweep(settings: VisualizeSettings, options: ExecutorOptions | None = Non
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(plan.units), initial=summary.skipped, disable=not progress, desc="sweep", unit="unit")
+    bar = _Progress(tqdm(total=len(plan.units), initial=summary.skipped, disable=not progress, desc="sweep",
+                         unit="unit"), manifest, records)
     try:
         queue, attempt = todo, 0
         while queue:
+            for u in queue:
+                records.queue(u, h, by=f"{executor} try {attempt + 1}")
             if executor == "slurm":
                 _dispatch_slurm(settings, options, plan.checkpoints, queue, h, records, bar, attempt)
             else:
@@ -462,6 +463,27 @@ def run_sweep(settings: VisualizeSettings, options: ExecutorOptions | None = Non
     _summarize(summary, records, plan.units, h)
     summary.time_s = time.time() - t0
     return summary
+
+
+class _Progress:
+    """The coordinator's progress bar; it also folds finished units into the manifest now and then.
+
+    Merging reads every unit's record, so it is throttled (``every_s``) to keep
+    huge sweeps linear; ``--status`` reads the records directly and is always current.
+    """
+
+    def __init__(self, bar: Any, manifest: Manifest, records: UnitRecords, every_s: float = 30.0):
+        self.bar, self.manifest, self.records, self.every_s = bar, manifest, records, every_s
+        self.last = time.time()
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+        if n > 0 and time.time() - self.last >= self.every_s:
+            self.manifest.merge(self.records)
+            self.last = time.time()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _pending_units(settings: VisualizeSettings, units: Sequence[Unit], records: UnitRecords, h: str) -> list[Unit]:
@@ -585,7 +607,19 @@ def _dispatch_slurm(settings: VisualizeSettings, options: ExecutorOptions, check
     watch = {job.job_id: (job, spec) for job, spec in zip(jobs, specs)}
     base = jobs[0].job_id.split("_")[0] if jobs else "?"
     print(f"sweep: submitted SLURM job array {base} ({len(jobs)} tasks, try {attempt + 1}); "
-          f"logs in {out / '.slurm' / base}", file=sys.stderr)
+          f"logs in {out / '.slurm'}/{base}_*", file=sys.stderr)
+    try:
+        _watch_slurm(watch, options, records, h, bar, base)
+    except BaseException:
+        # Interrupted (Ctrl-C) or lost track of the queue: stop the array rather than leave it running
+        # unobserved; units that finished are recorded, so a restart runs only the rest.
+        subprocess.run(["scancel", base], capture_output=True, timeout=60)
+        raise
+
+
+def _watch_slurm(watch: dict[str, Any], options: ExecutorOptions, records: UnitRecords, h: str, bar: Any,
+                 base: str) -> None:
+    """Follow the array until every task has recorded its units or has ended and been given up as lost."""
     ended_at: dict[str, float] = {}
     squeue_failed_since: float | None = None
     counted: set[Unit] = set()
@@ -654,8 +688,6 @@ def _run_torchrun(settings: VisualizeSettings, options: ExecutorOptions, dist_en
         plan = plan_run(settings)
         summary = SweepSummary(units=len(plan.units), executor="torchrun")
         if plan.first_model is None:
-            for msg in plan.failures:
-                say(f"error: {msg}")
             summary.failed = len(plan.checkpoints)
             summary.failures = {ck.dir: msg for ck, msg in zip(plan.checkpoints, plan.failures)}
             return summary
@@ -669,6 +701,8 @@ def _run_torchrun(settings: VisualizeSettings, options: ExecutorOptions, dist_en
             summary.manifest = manifest.path
         tdist.barrier()  # every rank sees the same files when it decides what is left to do
         todo = _pending_units(settings, plan.units, records, h) if rank == 0 else None
+        for u in todo or []:
+            records.queue(u, h, by="torchrun try 1")
         holder = [todo]
         tdist.broadcast_object_list(holder, src=0)  # one view of what is done, so the shares partition it
         queue: list[Unit] = holder[0]
@@ -678,14 +712,24 @@ def _run_torchrun(settings: VisualizeSettings, options: ExecutorOptions, dist_en
         preloaded = {plan.first_index: plan.first_model}
         plan.first_model = None
         attempt = 0
+        from tqdm.auto import tqdm
+
         while queue:
             mine = queue[rank::world]
-            execute_units(settings, plan.checkpoints, mine, h, records=records, worker=f"torchrun:rank{rank}",
-                          catch=(Exception,), preloaded=preloaded)
+            # One bar, rank 0's share (the ranks' shares are the same size within one unit).
+            bar = tqdm(total=len(mine), disable=not (progress and rank == 0), desc=f"sweep (rank 0 of {world})",
+                       unit="unit")
+            try:
+                execute_units(settings, plan.checkpoints, mine, h, records=records, worker=f"torchrun:rank{rank}",
+                              catch=(Exception,), preloaded=preloaded, on_outcome=lambda o: bar.update(1))
+            finally:
+                bar.close()
             preloaded = {}
             tdist.barrier()
             attempt += 1
             holder = [_retry_queue(records, queue, h) if rank == 0 and attempt <= options.retries else []]
+            for u in holder[0]:
+                records.queue(u, h, by=f"torchrun try {attempt + 1}")
             tdist.broadcast_object_list(holder, src=0)
             queue = holder[0]
             if queue:
@@ -780,6 +824,8 @@ def sweep_status(run_dir: str | os.PathLike) -> SweepStatus:
             states.append(UnitState(uid, "done", attempts=len(attempts)))
         elif rec.get("status") == "failed":
             states.append(UnitState(uid, "failed", rec.get("error"), last.get("log"), len(attempts)))
+        elif rec.get("status") == "queued":
+            states.append(UnitState(uid, "pending", f"queued ({rec.get('queued_by')})", attempts=len(attempts)))
         else:
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.get("started") or 0))
             note = (f"running, or interrupted, on {last.get('worker')} ({last.get('host')}, pid {last.get('pid')}) "

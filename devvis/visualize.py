@@ -174,7 +174,7 @@ def unit_key(unit: Unit, settings_hash: str) -> str:
 class UnitRecords:
     """Per-unit status files ``<output>/.units/<key>.json``, each written atomically by the process running the unit.
 
-    A record holds ``unit`` (its id), ``status`` (``running``, ``done`` or ``failed``),
+    A record holds ``unit`` (its id), ``status`` (``queued``, ``running``, ``done`` or ``failed``),
     ``error``/``traceback``/``retryable`` for failures, ``files`` for finished units, and
     ``attempts``: one entry per execution (worker, host, pid, start and end time,
     outcome). One file per unit means concurrent workers never write the same file,
@@ -217,13 +217,20 @@ class UnitRecords:
                          "started": time.time(), "finished": None, "status": "running", "log": log})
         return self._write(unit, h, {"status": "running", "attempts": attempts})
 
-    def finish(self, unit: Unit, h: str, status: str, **fields: Any) -> dict[str, Any]:
-        """Close the unit's last attempt with ``status`` (``done``/``failed``) and extra fields."""
+    def finish(self, unit: Unit, h: str, status: str, *, attempt_status: str | None = None,
+               **fields: Any) -> dict[str, Any]:
+        """Close the unit's last attempt with ``status`` (``done``/``failed``; the attempt gets ``attempt_status``
+        if given, e.g. ``lost`` when a coordinator closes it for a dead worker) and extra fields."""
         rec = self.read(unit, h) or {}
         attempts = list(rec.get("attempts", []))
         if attempts and attempts[-1].get("finished") is None:
-            attempts[-1].update(finished=time.time(), status=status)
+            attempts[-1].update(finished=time.time(), status=attempt_status or status)
         return self._write(unit, h, {"status": status, "attempts": attempts, **fields})
+
+    def queue(self, unit: Unit, h: str, *, by: str) -> None:
+        """Mark the unit handed to a worker (``by``: which job or round) so an earlier outcome is not taken for this one."""
+        rec = self.read(unit, h) or {}
+        self._write(unit, h, {"status": "queued", "queued_by": by, "attempts": rec.get("attempts", [])})
 
     def mark_done(self, unit: Unit, h: str) -> None:
         """Record a unit found complete on disk (no new attempt) unless its record already says done."""

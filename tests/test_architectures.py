@@ -75,6 +75,29 @@ def test_too_small_input_names_the_minimum_and_a_larger_input_size_fixes_it():
     assert r.config["input_size"] == 75 and torch.isfinite(r.history).all()
 
 
+def test_shallow_layers_render_on_inputs_too_small_for_the_whole_model():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(4), nn.MaxPool2d(4))  # needs >= 16 px
+    r = render(m, O.channel("0", 2), steps=3, image_size=8, transforms="none", progress=False)
+    assert r.history[-1] > r.history[0]  # the forward pass stops after "0" and never reaches the failing pool
+    with pytest.raises(ConfigError, match=r"8x8 px model input .* does not fit Sequential, which needs a larger input"):
+        render(m, O.channel("2", 0), steps=1, image_size=8, transforms="none", progress=False)
+
+
+def test_recorded_activations_survive_later_inplace_relus():
+    # ResNet's ReLU(inplace=True) follows bn1, Inception's BasicConv2d ends in F.relu(x, inplace=True);
+    # the recorder's first run goes through the whole model, past those in-place ops
+    m = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        direct = m.bn1(m.conv1(x))
+        with ActivationRecorder(m, ["bn1"]) as rec:
+            first, second = rec.run(x)["bn1"], rec.run(x)["bn1"]
+    assert direct.min() < 0
+    torch.testing.assert_close(first, direct)
+    torch.testing.assert_close(second, direct)
+
+
 def test_timm_style_patch_embedding_fixes_the_input_size():
     class PatchEmbed(nn.Module):
         def __init__(self, strict: bool, dynamic: bool = False):

@@ -29,15 +29,20 @@ def test_tiny_benchmark_without_lucent_prints_devvis_and_floor_rows(tmp_path: Pa
     out = proc.stdout
     assert "Lucent is not installed" in out
     for case in ("layer2.1", "layer3.1x2"):
-        for tool in ("devvis", "devvis bf16", "floor", "floor bf16"):
+        for tool in ("devvis", "devvis bf16", "floor", "floor bf16", "floor cl", "floor bf16 cl"):
             assert f"| {case} | {tool} |" in out, f"row {case}/{tool} missing from:\n{out}"
         assert f"| {case} | lucent |" not in out
     assert "| case | tool | s/step (cpu) | devvis/Lucent | over floor | images/s | peak MiB | objective |" in out
     assert "quality at equal steps" in out
 
+    # the series section: render_series against a loop of render() (2 checkpoints x 2 channels when tiny)
+    assert "| series 2x2 | devvis render_series |" in out and "| series 2x2 | devvis render loop |" in out
+
     data = json.loads(out_json.read_text())
     rows = {(r["case"], r["tool"]): r for r in data["rows"]}
-    assert len(rows) == 8
+    series = {k: rows.pop(k) for k in list(rows) if k[0].startswith("series")}
+    assert len(series) == 2 and all(r["s_per_step"] > 0 and r["value"] is not None for r in series.values())
+    assert len(rows) == 12
     for (case, tool), r in rows.items():
         assert r["s_per_step"] > 0 and r["images_per_s"] > 0
         assert r["ratio_lucent"] is None  # no Lucent, no ratio

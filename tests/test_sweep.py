@@ -27,34 +27,52 @@ ZOO_CONFIG = {"name": "compact_resnet", "kwargs": {"num_classes": 3, "width": 4,
 #: Small and quick, but with the full transform stack so equal images mean equal random streams.
 FAST = {"image_size": 32, "max_iterations": 4, "min_iterations": 0, "progress": False}
 
-#: A model whose layers fail in two honest ways while being visualized. ``probe`` passes its input
-#: through except channel 1, the square root of a negative number: NaN whenever it is optimized (a
-#: numerical blow-up, a devvis error). ``boom`` is model code with a bug that raises only when
-#: gradients flow (so listing layers works, rendering fails). ``crash`` kills its own process, as the
-#: out-of-memory killer would. The rest of the network never reads their outputs.
+#: A model whose layers fail in three honest ways, each only when that layer is being visualized
+#: (the rest of the network never reads their outputs, and a backward pass reaches them only when
+#: the objective does). ``probe`` passes its input through except channel 1, a dead unit computed
+#: as 0/0: NaN, so optimizing it fails (a numerical blow-up, a devvis error) while channel 0 works.
+#: ``boom`` is a custom autograd op whose backward has a bug (it raises). ``crash``'s backward kills
+#: its own process, as the out-of-memory killer would.
 FAULTY_SOURCE = '''
 import os, signal
 import torch
 from torch import nn
 
 
+class BrokenBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("boom: this layer's backward has a bug")
+
+
+class KilledBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Probe(nn.Module):
     def forward(self, x):
-        return torch.cat([x[:, :1], torch.sqrt(-(x[:, 1:2].abs() + 1)), x[:, 2:]], dim=1)
+        dead = torch.zeros_like(x[:, 1:2])
+        return torch.cat([x[:, :1], dead / dead, x[:, 2:]], dim=1)
 
 
 class Boom(nn.Module):
     def forward(self, x):
-        if torch.is_grad_enabled():
-            raise RuntimeError("boom: this layer's code has a bug")
-        return x
+        return BrokenBackward.apply(x)
 
 
 class Crash(nn.Module):
     def forward(self, x):
-        if torch.is_grad_enabled():
-            os.kill(os.getpid(), signal.SIGKILL)
-        return x
+        return KilledBackward.apply(x)
 
 
 class Faulty(nn.Module):
@@ -181,10 +199,10 @@ def test_units_are_deterministic_and_chunks_stay_within_a_checkpoint(series, tmp
 def test_killed_sweep_resumes_without_redoing_units_or_corrupt_files(series, tmp_path):
     out = tmp_path / "run"
     cfg = write_config(tmp_path / "sweep.yaml", model="compact_resnet", checkpoint_paths=[str(series)],
-                       layer_names=["layer1", "layer2"], channels=[0, 1, 2], batch_size=1, max_iterations=12,
+                       layer_names=["layer1", "layer2"], channels=[0, 1], batch_size=1, max_iterations=10,
                        output_path=str(out), **{k: v for k, v in FAST.items() if k != "max_iterations"},
                        executor={"executor": "local", "workers": 1})
-    total = 3 * 2 * 3
+    total = 3 * 2 * 2
     proc = subprocess.Popen([sys.executable, "-m", "devvis.cli", "sweep", str(cfg)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 300
@@ -245,7 +263,7 @@ def test_failing_units_are_reported_with_errors_and_the_rest_complete(tmp_path):
     assert "became [nan]" in nan["error"] and not nan["retryable"] and len(nan["attempts"]) == 1
     boom = recs["random_init/boom/0/1"]
     # model code errors may be transient (out of memory, a flaky file system): retried once, then reported
-    assert boom["error"] == "RuntimeError: boom: this layer's code has a bug" and boom["retryable"]
+    assert boom["error"] == "RuntimeError: boom: this layer's backward has a bug" and boom["retryable"]
     assert len(boom["attempts"]) == 2 and "Traceback" in boom["traceback"]
     assert {a["worker"].split(":")[0] for a in boom["attempts"]} == {"local"}
     errors = [l for l in r.stderr.splitlines() if l.startswith("devvis: error: unit ")]
@@ -259,7 +277,7 @@ def test_failing_units_are_reported_with_errors_and_the_rest_complete(tmp_path):
     st = sweep_status(out)
     assert st.counts() == {"done": 3, "pending": 0, "failed": 3}
     text = st.format()
-    assert "failed:" in text and "random_init/boom/1/1: RuntimeError: boom: this layer's code has a bug" in text
+    assert "failed:" in text and "random_init/boom/1/1: RuntimeError: boom: this layer's backward has a bug" in text
     cli = devvis("sweep", "--status", str(out))
     assert cli.returncode == 0 and cli.stdout.strip() == text
 

@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     summary = run_sweep(settings, options, log=lambda msg: print(msg, flush=True))
     if summary.executor != "torchrun" or os.environ.get("RANK", "0") == "0":  # one report, not one per rank
         for uid, err in summary.failures.items():
-            sys.stderr.write(f"devvis: error: unit {uid}: {str(err).splitlines()[0] if err else 'failed'}\n")
+            what = f"unit {uid}: " if summary.units else ""  # no units: every checkpoint failed to load
+            sys.stderr.write(f"devvis: error: {what}{str(err).splitlines()[0] if err else 'failed'}\n")
         print(f"sweep: {summary.done} of {summary.units} units done ({summary.skipped} were already complete), "
               f"{summary.failed} failed, {summary.pending} pending; manifest: {summary.manifest}; "
               f"{summary.time_s:.1f} s")

@@ -265,9 +265,9 @@ class CheckpointSeries:
             models = {s: self._models[s] for s in steps} if self._in_memory else {}
             sub._init(refs, models, self.model_fn, self.template, self.trust, self.device, self.keep_in_memory)
             return sub
-        if isinstance(key, bool) or not isinstance(key, int):
+        if isinstance(key, bool) or not hasattr(key, "__index__"):
             raise StepNotFoundError(f"index a series by training step (int) or by a slice of positions; got {key!r}")
-        return self.at(self.index(key))
+        return self.at(self.index(key.__index__()))
 
     def __iter__(self) -> Iterator[tuple[int, nn.Module]]:
         for i, step in enumerate(self._steps):

@@ -8,7 +8,7 @@ early in training. The output folder holds
   statistics and ``num_batches_tracked`` included) with safetensors metadata
   ``{"step": "<step>", "devvis_model_config": "<JSON of model_config.json>"}``;
 * ``model_config.json`` — ``{"name": "compact_resnet", "kwargs": {...}}``, enough
-  to rebuild the architecture with :func:`devvis.zoo.build_model`;
+  for ``devvis.load_model(None, checkpoint=path)`` to rebuild the model;
 * ``series.json`` — the settings, and per checkpoint its step, file, training
   loss, held-out loss and held-out accuracy.
 
@@ -39,15 +39,16 @@ from torch import nn
 
 from devvis.data.synthetic import SyntheticShapes, num_classes
 from devvis.errors import CheckpointError, ConfigError, OutputError, closest
-from devvis.io import atomic_write_bytes, metadata, read_json, write_json
+from devvis.io import metadata, read_json, write_json
+from devvis.models import save_checkpoint
 
 #: File names inside a series folder.
 SERIES_FILE = "series.json"
 MODEL_CONFIG_FILE = "model_config.json"
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.safetensors$")
 
-#: Settings of the quick series (about 30 s on two CPU cores; clearly above chance).
-QUICK_SETTINGS: dict[str, Any] = {"steps": 400, "width": 8, "n_train": 4000, "batch_size": 64}
+#: Settings of the quick series: about 20 s of one CPU core, ~80% held-out accuracy (chance: 8%).
+QUICK_SETTINGS: dict[str, Any] = {"steps": 300, "width": 8, "n_train": 3000}
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -223,15 +224,6 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2
     return loss_sum / n, correct / n
 
 
-def _save_checkpoint(path: Path, model: nn.Module, step: int, model_config: dict[str, Any]) -> None:
-    from safetensors.torch import save
-
-    # safetensors refuses shared or non-contiguous storage; a contiguous copy of each tensor is safe.
-    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    meta = {"step": str(step), "devvis_model_config": json.dumps(model_config, sort_keys=True)}
-    atomic_write_bytes(path, save(tensors, metadata=meta))
-
-
 def _lr_at(step: int, steps: int, lr: float) -> float:
     """Linear warm-up over the first 3% of steps, then cosine decay to zero."""
     warm = max(1, int(0.03 * steps))
@@ -255,6 +247,7 @@ def train_series(
     n_train: int = 10000,
     n_test: int = 500,
     seed: int = 0,
+    threads: int | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train :func:`~devvis.zoo.compact_resnet` on :class:`~devvis.data.SyntheticShapes`, saving a checkpoint series.
@@ -270,6 +263,9 @@ def train_series(
         size: image side in pixels.
         n_train, n_test: training images (generated once, flipped left-right at random) and held-out images.
         seed: fixes data, initialization and data order.
+        threads: torch intra-op threads while training (restored afterwards); ``None`` keeps the
+            current setting. ``1`` is fastest for these small models on a busy shared machine, where
+            threads mostly wait for each other. Not part of the settings that decide reuse.
         progress: show a tqdm bar with the running loss and last held-out accuracy.
 
     If ``output_dir`` already holds a finished series with the same settings, it
@@ -296,8 +292,8 @@ def train_series(
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"unknown optimizer {optimizer!r}{hint}; valid: {', '.join(OPTIMIZERS)}")
     ck_steps = _resolve_checkpoint_steps(steps, checkpoint_steps)
-
-    from devvis.zoo.resnet import compact_resnet
+    if threads is not None:
+        threads = _check_int("threads", threads, 1)
 
     model_config = {
         "name": "compact_resnet",
@@ -317,6 +313,25 @@ def train_series(
     if info is not None:
         return _series_from_json(output_dir, info, reused=True)
 
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _train(output_dir, settings, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(output_dir: Path, settings: dict[str, Any], progress: bool) -> TrainResult:
+    """The training loop of :func:`train_series`, for validated ``settings``."""
+    from tqdm.auto import tqdm
+
+    from devvis.zoo.resnet import compact_resnet
+
+    model_config = settings["model_config"]
+    steps, ck_steps, batch_size = settings["steps"], settings["checkpoint_steps"], settings["batch_size"]
+    n_train, n_test, size, lr, seed = (settings[k] for k in ("n_train", "n_test", "size", "lr", "seed"))
+
     t0 = time.perf_counter()
     # Build (and so validate) the model and the data sets before the slow part.
     with torch.random.fork_rng(devices=[]):
@@ -333,11 +348,11 @@ def train_series(
     write_json(output_dir / MODEL_CONFIG_FILE, model_config)
 
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         # Weight decay on conv/linear weights only; decaying BN scales and biases only slows learning.
         (decay if p.ndim > 1 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if optimizer == "sgd":
+    groups = [{"params": decay, "weight_decay": settings["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    if settings["optimizer"] == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
     else:
         opt = torch.optim.AdamW(groups, lr=lr)
@@ -346,6 +361,7 @@ def train_series(
     order = torch.randperm(n_train, generator=gen)
     cursor = 0
     records: list[dict[str, Any]] = []
+    save_at = set(ck_steps)
 
     def write_series(complete: bool) -> None:
         write_json(output_dir / SERIES_FILE, metadata(
@@ -355,15 +371,13 @@ def train_series(
 
     def checkpoint(step: int) -> float:
         fname = checkpoint_file(step)
-        _save_checkpoint(output_dir / fname, model, step, model_config)
+        save_checkpoint(model, output_dir / fname, step=step, model_config=model_config)
         train_loss, _ = _evaluate(model, x_train[:n_probe], y_train[:n_probe])
         test_loss, test_acc = _evaluate(model, x_test, y_test)
         records.append({"step": step, "file": fname, "train_loss": train_loss, "test_loss": test_loss,
                         "test_accuracy": test_acc})
         write_series(complete=False)
         return test_acc
-
-    from tqdm.auto import tqdm
 
     model.train()
     acc = checkpoint(0) if ck_steps[0] == 0 else float("nan")
@@ -390,7 +404,7 @@ def train_series(
             if not math.isfinite(li):
                 raise ConfigError(f"training diverged at step {step} (loss {li}); lower the learning rate (lr={lr})")
             running = li if math.isnan(running) else 0.95 * running + 0.05 * li
-            if step in ck_steps:
+            if step in save_at:
                 acc = checkpoint(step)
             bar.update(1)
             bar.set_postfix(loss=f"{running:.3f}", acc=f"{acc:.3f}", refresh=False)
