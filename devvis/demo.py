@@ -117,10 +117,8 @@ def run_demo(output_dir: str | Path, *, quick: bool = False, progress: bool = Tr
     t = stage("5/6 one circuit: where the most active late channel comes from")
     target_layer, source_layer = s.layers[-1], s.layers[-2]
     target = next(c for layer, c in components if layer == target_layer)
-    comp = composition(series, target_layer, target, source_layer, k=s.circuit_k, inputs=probe,
-                       output_dir=out / "circuits",
-                       render_kwargs={"steps": s.render_steps, "image_size": s.image_size, "preprocess": "none",
-                                      "seed": s.seed})
+    composition(series, target_layer, target, source_layer, k=s.circuit_k, inputs=probe, output_dir=out / "circuits",
+                render_kwargs={"steps": s.render_steps, "image_size": s.image_size}, preprocess="none", seed=s.seed)
     timings["circuits_s"] = time.time() - t
 
     t = stage("6/6 writing the report")

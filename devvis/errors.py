@@ -89,3 +89,10 @@ def closest(name: str, choices: Iterable[str], n: int = 5) -> list[str]:
 
 class ExecutorError(DevvisError, RuntimeError):
     """A sweep's executor (SLURM, torchrun, worker processes) cannot run or track its jobs."""
+
+
+class StepNotFoundError(DevvisError, LookupError):
+    """A training step is not in a checkpoint series (the message lists the valid steps)."""
+
+    def __str__(self) -> str:  # LookupError would repr() the message otherwise
+        return self.args[0]

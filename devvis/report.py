@@ -89,6 +89,11 @@ def _read(path: Path) -> Any:
         return None
 
 
+def _num(v: Any, fmt: str = ".3f") -> str:
+    """A number for the page; JSON null (NaN when written) shows as n/a."""
+    return "n/a" if v is None else format(v, fmt)
+
+
 def _step_label(step: Any) -> str:
     return "init" if step is None else f"{step:,}"
 
@@ -213,8 +218,8 @@ def _development(root: Path, nav: list[tuple[str, str]]) -> str:
         stem = fc_path.name[: -len("_feature_change.json")]
         sim = [v for v in fc.get("similarity", []) if v is not None]
         rows.append(f"<tr><td>{html.escape(label)}</td><td>{_step_label(fc.get('settle_step')) if fc.get('settle_step') is not None else 'not settled'}</td>"
-                    f"<td>{fc.get('threshold')}</td><td>{(sim[0] if sim else float('nan')):.3f}</td>"
-                    f"<td>{fc.get('final_activation', float('nan')):.3g}</td></tr>")
+                    f"<td>{fc.get('threshold')}</td><td>{_num(sim[0] if sim else None)}</td>"
+                    f"<td>{_num(fc.get('final_activation'), '.3g')}</td></tr>")
         figs = [(lon / f"{stem}_similarity.png", f"{label}: similarity to the final feature (settle step marked)"),
                 (lon / f"{stem}_matrix.png", f"{label}: cross-checkpoint matrix M[i, j]"),
                 (lon / "activations" / f"{stem}.png", f"{label}: activation on probe images over training")]
@@ -245,8 +250,7 @@ def _llc(root: Path, nav: list[tuple[str, str]]) -> str:
     if png.exists():
         parts.append(f"<div class='figs'>{_figure(png, 'LLC against training step, beside the feature-change curves')}</div>")
     if data:
-        rows = "".join(f"<tr><td>{_step_label(s)}</td><td>{m:.3f}</td><td>{sd:.3f}</td></tr>" if m is not None else
-                       f"<tr><td>{_step_label(s)}</td><td>n/a</td><td>n/a</td></tr>"
+        rows = "".join(f"<tr><td>{_step_label(s)}</td><td>{_num(m)}</td><td>{_num(sd)}</td></tr>"
                        for s, m, sd in zip(data.get("steps", []), data.get("llc_mean", []), data.get("llc_std", [])))
         parts.append("<table class='data'><tr><th>step</th><th>LLC (mean over chains)</th><th>std</th></tr>"
                      + rows + "</table>")
@@ -271,13 +275,14 @@ def _circuits(root: Path, nav: list[tuple[str, str]]) -> str:
         cap = p.stem.replace("_", " ")
         table = ""
         if meta and "upstream" in meta:
+            src = html.escape(str(meta.get("source_layer", "")))
             rows = "".join(
-                f"<tr><td>{html.escape(str(u.get('layer', '')))}:{u.get('channel')}</td><td>{u.get('influence', float('nan')):.3g}</td>"
-                f"<td>{_step_label(u.get('settle_step')) if u.get('settle_step') is not None else 'not settled'}</td>"
+                f"<tr><td>{src}:{u.get('channel')}</td><td>{_num(u.get('influence'), '.3g')}</td>"
+                f"<td>{_step_label(u['settle_step']) if u.get('settle_step') is not None else 'not settled'}</td>"
                 f"<td>{'yes' if u.get('earlier') else 'no'}</td></tr>" for u in meta["upstream"])
-            tgt = meta.get("target", {})
-            table = (f"<p>Target {html.escape(str(tgt.get('layer')))}:{tgt.get('channel')} settles at "
-                     f"{_step_label(tgt.get('settle_step')) if tgt.get('settle_step') is not None else 'never'}.</p>"
+            tgt_settle = (meta.get("target") or {}).get("settle_step")
+            table = (f"<p>Target {html.escape(str(meta.get('target_layer')))}:{meta.get('target_channel')} settles at "
+                     f"{_step_label(tgt_settle) if tgt_settle is not None else 'no checkpoint (never settled)'}.</p>"
                      "<table class='data'><tr><th>upstream channel</th><th>influence (final)</th><th>settle step</th>"
                      "<th>settles before the target</th></tr>" + rows + "</table>")
         parts.append(f"<h3>{html.escape(cap)}</h3>{table}<div class='figs'>{_figure(p, cap)}</div>")

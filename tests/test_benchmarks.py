@@ -32,7 +32,7 @@ def test_tiny_benchmark_without_lucent_prints_devvis_and_floor_rows(tmp_path: Pa
         for tool in ("devvis", "devvis bf16", "floor", "floor bf16", "floor cl", "floor bf16 cl"):
             assert f"| {case} | {tool} |" in out, f"row {case}/{tool} missing from:\n{out}"
         assert f"| {case} | lucent |" not in out
-    assert "| case | tool | s/step (cpu) | devvis/Lucent | over floor | images/s | peak MiB | objective |" in out
+    assert "| case | tool | s/step (cpu) | devvis/Lucent | over floor | over floor cl | images/s | peak MiB |" in out
     assert "quality at equal steps" in out
 
     # the series section: render_series against a loop of render() (2 checkpoints x 2 channels when tiny)
@@ -47,7 +47,7 @@ def test_tiny_benchmark_without_lucent_prints_devvis_and_floor_rows(tmp_path: Pa
         assert r["s_per_step"] > 0 and r["images_per_s"] > 0
         assert r["ratio_lucent"] is None  # no Lucent, no ratio
         if tool.startswith("devvis"):
-            assert r["over_floor"] > 0
+            assert r["over_floor"] > 0 and r["over_floor_cl"] > 0
             assert r["value"] is not None and abs(r["value"]) < 1e3
         else:
             assert r["over_floor"] is None and r["value"] is None

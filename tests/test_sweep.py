@@ -185,6 +185,27 @@ def test_config_file_keys_types_and_executor_section(tmp_path):
         load_config(tmp_path / "f.yaml")
 
 
+def test_flags_override_the_config_only_where_given(tmp_path):
+    import argparse
+
+    from devvis.commands import sweep as cmd
+
+    cfg = write_config(tmp_path / "a.yaml", model="compact_resnet", max_iterations=40, min_iterations=0,
+                       channels=[1], output_path="from_config", executor={"executor": "slurm", "partition": "gpu"})
+    parser = argparse.ArgumentParser()
+    cmd.register(parser.add_subparsers())
+    s, o = cmd.resolve(parser.parse_args(["sweep", str(cfg), "--max-iterations", "6", "--slurm-gpus", "2",
+                                          "--slurm-param", "account=lab"]))
+    assert (s.max_iterations, s.min_iterations, s.channels, s.output_path) == (6, 0, [1], "from_config")
+    assert (o.executor, o.partition, o.gpus_per_node, o.slurm_parameters) == ("slurm", "gpu", 2, {"account": "lab"})
+    s, o = cmd.resolve(parser.parse_args(["sweep", "--model", "resnet18", "--executor", "local", "--workers", "3"]))
+    assert s.model == "resnet18" and s.max_iterations == 256 and (o.executor, o.workers) == ("local", 3)
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        cmd.resolve(parser.parse_args(["sweep", "--slurm-param", "account"]))
+    with pytest.raises(ConfigError, match="workers 0"):
+        cmd.resolve(parser.parse_args(["sweep", "--workers", "0"]))
+
+
 def test_units_are_deterministic_and_chunks_stay_within_a_checkpoint(series, tmp_path):
     s = VisualizeSettings(model="compact_resnet", checkpoint_paths=[str(series)], layer_names=["layer1", "layer2"],
                           channels=[0, 1, 2], batch_size=2, output_path=str(tmp_path), **FAST)
@@ -196,6 +217,7 @@ def test_units_are_deterministic_and_chunks_stay_within_a_checkpoint(series, tmp
     assert all(len({u.checkpoint_index for u in c}) == 1 and len(c) <= 3 for c in chunks)
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_without_redoing_units_or_corrupt_files(series, tmp_path):
     out = tmp_path / "run"
     cfg = write_config(tmp_path / "sweep.yaml", model="compact_resnet", checkpoint_paths=[str(series)],
@@ -245,6 +267,7 @@ def test_killed_sweep_resumes_without_redoing_units_or_corrupt_files(series, tmp
     assert st.returncode == 0 and f"{total} units: {total} done, 0 pending, 0 failed" in st.stdout
 
 
+@pytest.mark.slow
 def test_failing_units_are_reported_with_errors_and_the_rest_complete(tmp_path):
     spec = write_faulty_module(tmp_path)
     out = tmp_path / "run"

@@ -101,16 +101,13 @@ def _overlay(base, flags, defaults):
     return dataclasses.replace(base, **changed)
 
 
-def run(args: argparse.Namespace) -> int:
-    from devvis.errors import ConfigError
-    from devvis.sweep import load_config, run_sweep, sweep_status
+def resolve(args: argparse.Namespace):
+    """Settings and executor options of a ``devvis sweep`` call: the config file (if any), then the flags.
 
-    if args.status is not None:
-        if args.config is not None:
-            raise ConfigError(f"--status {args.status!r} reads a run folder; do not also give a config "
-                              f"({args.config!r})")
-        print(sweep_status(args.status).format())
-        return 0
+    A flag overrides the config when its value differs from the flag's default.
+    """
+    from devvis.sweep import load_config
+
     settings, options = settings_from_args(args), options_from_args(args)
     if args.config is not None:
         d = _defaults()
@@ -123,6 +120,20 @@ def run(args: argparse.Namespace) -> int:
         options = _overlay(file_options, options, options_from_args(d))
     settings.validate()
     options.validate()
+    return settings, options
+
+
+def run(args: argparse.Namespace) -> int:
+    from devvis.errors import ConfigError
+    from devvis.sweep import run_sweep, sweep_status
+
+    if args.status is not None:
+        if args.config is not None:
+            raise ConfigError(f"--status {args.status!r} reads a run folder; do not also give a config "
+                              f"({args.config!r})")
+        print(sweep_status(args.status).format())
+        return 0
+    settings, options = resolve(args)
     summary = run_sweep(settings, options, log=lambda msg: print(msg, flush=True))
     if summary.executor != "torchrun" or os.environ.get("RANK", "0") == "0":  # one report, not one per rank
         for uid, err in summary.failures.items():

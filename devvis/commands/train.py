@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--output-path", required=True, help="folder for the checkpoints, model_config.json and series.json")
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=64, help="images per step")
-    p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (warm-up, then cosine decay)")
+    p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (warm-up, then cosine decay); about 0.003 suits adam")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="SGD with Nesterov momentum, or AdamW")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay of conv and linear weights")
     p.add_argument("--width", type=int, default=16, help="channels of the first stage (doubling per stage)")

@@ -27,17 +27,10 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Union, overload
 import torch
 from torch import nn
 
-from devvis.errors import CheckpointError, ConfigError, DevvisError
+from devvis.errors import CheckpointError, ConfigError, DevvisError, StepNotFoundError
 
 ModelFn = Union[Callable[[], nn.Module], str, None]
 PathsOrRefs = Union[str, os.PathLike, Iterable[Any]]
-
-
-class StepNotFoundError(DevvisError, LookupError):
-    """A training step is not in the checkpoint series (the message lists the valid steps)."""
-
-    def __str__(self) -> str:  # LookupError would repr() the message otherwise
-        return self.args[0]
 
 
 def _format_steps(steps: list[int], n: int = 12) -> str:

@@ -257,8 +257,9 @@ def train_series(
         steps: optimizer steps (one batch each).
         checkpoint_steps: steps to save; default :func:`log_spaced_steps` (0, 1, 2, 4, ..., ``steps``).
             ``steps`` itself is always saved. Step 0 is the initialization.
-        batch_size, lr, optimizer, weight_decay: SGD (Nesterov momentum 0.9) or Adam(W); the
-            learning rate warms up over 3% of the steps, then decays along a cosine to zero.
+        batch_size, lr, optimizer, weight_decay: SGD (Nesterov momentum 0.9) or AdamW (``"adam"``,
+            for which an ``lr`` near 0.003 suits); the learning rate warms up over 3% of the
+            steps, then decays along a cosine to zero.
         width, blocks: architecture (channels of ``layer1``; BasicBlocks per stage).
         size: image side in pixels.
         n_train, n_test: training images (generated once, flipped left-right at random) and held-out images.

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # a subprocess: imports torch and devvis afresh (about 10 s)
 def test_bench_series_tiny_prints_ratios():
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_series.py"), "--tiny", "--threads", "1"],
                          capture_output=True, text=True, timeout=300, cwd=REPO)
