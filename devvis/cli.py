@@ -29,6 +29,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "devvis.commands.track",
     "devvis.commands.llc",
     "devvis.commands.circuits",
+    "devvis.commands.sweep",
     "devvis.commands.report",
     "devvis.commands.demo",
 )

@@ -31,7 +31,7 @@ from devvis import io as dio
 class DemoSettings:
     """Demo knobs; :data:`QUICK` is the ``--quick`` variant."""
 
-    train_steps: int = 1500
+    train_steps: int = 1000
     width: int = 16
     n_train: int = 8000
     layers: tuple[str, ...] = ("layer1.0", "layer2.0", "layer3.0")
