@@ -79,6 +79,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # output piped into `head` and friends
         return 0
+    except Exception as e:  # noqa: BLE001 - the CLI promises one line, not a traceback, for every failure
+        if args.debug:
+            traceback.print_exc()
+        sys.stderr.write(f"devvis: error: {_one_line(e)}\n")
+        return 2
+
+
+def _one_line(e: BaseException) -> str:
+    """A one-line message for an error devvis did not raise on purpose (an OS error, or a bug)."""
+    if isinstance(e, OSError) and e.strerror:
+        # e.g. an output path under a regular file: "Not a directory: 'notes.txt/results'"
+        where = f": {e.filename!r}" if e.filename is not None else ""
+        return f"{e.strerror}{where}"
+    text = " ".join(str(e).split())[:500]
+    return f"unexpected {type(e).__name__}: {text} (run 'devvis --debug ...' for the traceback)"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -49,6 +49,7 @@ from devvis.hooks import list_layers, resolve_name
 
 AGGREGATIONS = ("average", "single", "sum")
 LR_SCHEDULES = ("none", "exponential", "cosine")
+PREPROCESS = ("auto", "imagenet", "none")
 #: Settings that do not change an image (excluded from the settings hash).
 _NOT_HASHED = {"output_path", "overwrite", "progress", "device", "checkpoint_paths", "batch_size", "trust_checkpoint",
                "layer_names", "channels", "neurons", "executor_note"}
@@ -75,6 +76,7 @@ class VisualizeSettings:
     lr_warmup_steps: int = 0
     image_size: int = 128
     input_size: int | None = None
+    preprocess: str = "auto"
     reg_lambda: float = 0.0
     tv_weight: float = 0.0
     l1_weight: float = 0.0
@@ -114,12 +116,23 @@ class VisualizeSettings:
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
             raise bad("--scale-range", list(self.scale_range), "needs 0 < MIN <= MAX")
+        if self.preprocess not in PREPROCESS:
+            raise bad("--preprocess", self.preprocess, f"choose one of {PREPROCESS}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise bad("--precision", self.precision, "choose fp32, bf16 or fp16")
         if self.diversity_weight and self.number_of_images < 2:
             raise ConfigError(f"--diversity-weight {self.diversity_weight} needs --number-of-images >= 2 "
                               f"(got {self.number_of_images}): diversity compares images of one component")
-        if self.jitter * 2 + 4 >= self.image_size + 2 * self.pad:
+        # Checked here, before any model loads, so a typo fails at once and not in every unit.
+        for name in ("jitter", "pad", "lr_warmup_steps", "blur", "rotate_degrees"):
+            if not getattr(self, name) >= 0:
+                raise bad("--" + name.replace("_", "-"), getattr(self, name), "must be >= 0")
+        if self.input_size is not None and (not isinstance(self.input_size, int) or self.input_size < 1):
+            raise bad("--input-size", self.input_size, "must be a positive integer (or unset)")
+        for name in ("convergence_threshold", "reg_lambda", "tv_weight", "l1_weight", "diversity_weight"):
+            if not math.isfinite(getattr(self, name)):
+                raise bad("--" + name.replace("_", "-"), getattr(self, name), "must be a finite number")
+        if self.jitter and self.jitter * 2 + 4 >= self.image_size + 2 * self.pad:
             raise bad("--jitter", self.jitter, f"too large for --image-size {self.image_size} with --pad {self.pad}")
         if self.neurons and self.aggregation != "average":
             raise ConfigError("--neurons picks positions itself; do not combine it with --aggregation "
@@ -468,6 +481,21 @@ def load_for(settings: VisualizeSettings, ck: CheckpointEntry) -> nn.Module:
     return load_model(settings.model, checkpoint=ck.path, trust=settings.trust_checkpoint, device=settings.device)
 
 
+def resolve_preprocess(settings: VisualizeSettings, checkpoint: str | None) -> str:
+    """``--preprocess auto``: ``none`` for devvis zoo models (trained on raw [0, 1] images), else ``imagenet``."""
+    if settings.preprocess != "auto":
+        return settings.preprocess
+    name = settings.model
+    if name is None and checkpoint is not None:
+        from devvis.models import read_model_config
+
+        cfg = read_model_config(checkpoint, trust=settings.trust_checkpoint)
+        name = cfg["name"] if cfg else None
+    from devvis.zoo import MODELS
+
+    return "none" if name in MODELS else "imagenet"
+
+
 def render_unit(model: nn.Module, unit: Unit, ck: CheckpointEntry, settings: VisualizeSettings, out: Path,
                 h: str) -> list[str]:
     """Render one unit and write its images and JSONs; returns the files written."""
@@ -486,7 +514,7 @@ def render_unit(model: nn.Module, unit: Unit, ck: CheckpointEntry, settings: Vis
     try:
         result = render(model, unit_objective(unit, settings), p, steps=settings.max_iterations,
                         optimizer=make_opt, transforms=build_transforms(settings), input_size=settings.input_size,
-                        seed=settings.seed, device=settings.device, precision=settings.precision, progress=False,
+                        preprocess=resolve_preprocess(settings, ck.path), seed=settings.seed, device=settings.device, precision=settings.precision, progress=False,
                         callbacks=[sched_cb], stop_when=stop)
     except NonFiniteObjectiveError as e:
         # Record the failure honestly: a JSON with status "nan" and no image.

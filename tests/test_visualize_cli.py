@@ -140,3 +140,17 @@ def test_layers_command_lists_shapes_and_channels():
 def test_help_shows_defaults():
     r = devvis("visualize", "--help")
     assert r.returncode == 0 and "--max-iterations" in r.stdout and "(default: 256)" in r.stdout
+
+
+def test_preprocess_auto_follows_the_model(tmp_path):
+    from devvis.models import save_checkpoint
+    from devvis.visualize import VisualizeSettings, resolve_preprocess
+    from devvis.zoo import compact_resnet
+
+    p = tmp_path / "step_5.safetensors"
+    save_checkpoint(compact_resnet(width=4), p, step=5, model_config={"name": "compact_resnet", "kwargs": {"width": 4}})
+    assert resolve_preprocess(VisualizeSettings(), str(p)) == "none"  # zoo models see raw [0, 1] images
+    assert resolve_preprocess(VisualizeSettings(model="resnet18"), None) == "imagenet"
+    assert resolve_preprocess(VisualizeSettings(model="resnet18", preprocess="none"), None) == "none"
+    with pytest.raises(Exception, match="--preprocess"):
+        VisualizeSettings(preprocess="zscore").validate()

@@ -26,8 +26,9 @@ def run(args: argparse.Namespace) -> int:
     if args.filter:
         rows = [r for r in rows if args.filter in r.name]
     width = max([len(r.name) for r in rows] + [4])
-    print(f"{'name':<{width}}  {'type':<24} {'output shape':<22} channels")
+    print(f"{'name':<{width}}  {'type':<24} {'output shape':<22} {'layout':<7} channels")
     for r in rows:
         shape = "x".join(map(str, r.output_shape)) if r.output_shape else "-"
-        print(f"{r.name:<{width}}  {r.type:<24} {shape:<22} {r.channels if r.channels is not None else '-'}")
+        print(f"{r.name:<{width}}  {r.type:<24} {shape:<22} {r.layout or '-':<7} "
+              f"{r.channels if r.channels is not None else '-'}")
     return 0

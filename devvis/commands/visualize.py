@@ -40,6 +40,9 @@ def add_visualize_flags(p: argparse.ArgumentParser) -> None:
     o.add_argument("--lr-warmup-steps", type=int, default=d.lr_warmup_steps, help="linear warm-up steps")
     o.add_argument("--image-size", type=int, default=d.image_size, help="feature image size (pixels)")
     o.add_argument("--input-size", type=int, default=d.input_size, help="resize to the model's input size after transforms")
+    o.add_argument("--preprocess", choices=("auto", "imagenet", "none"), default=d.preprocess,
+                   help="input normalization; auto: none for devvis zoo models (trained on [0, 1] images), "
+                        "imagenet otherwise")
     o.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=d.precision, help="autocast precision of the model")
     o.add_argument("--seed", type=int, default=d.seed, help="seeds the initial image and the transforms")
     o.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
@@ -72,7 +75,7 @@ def settings_from_args(args: argparse.Namespace):
         number_of_images=args.number_of_images, batch_size=args.batch_size, max_iterations=args.max_iterations,
         min_iterations=min(args.min_iterations, args.max_iterations), convergence_threshold=args.convergence_threshold,
         convergence_window=args.convergence_window, learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
-        lr_warmup_steps=args.lr_warmup_steps, image_size=args.image_size, input_size=args.input_size,
+        lr_warmup_steps=args.lr_warmup_steps, image_size=args.image_size, input_size=args.input_size, preprocess=args.preprocess,
         reg_lambda=args.reg_lambda, tv_weight=args.tv_weight, l1_weight=args.l1_weight, jitter=args.jitter,
         pad=args.pad, scale_range=tuple(args.scale_range), rotate_degrees=args.rotate_degrees, blur=args.blur,
         decorrelate=args.decorrelate, fft=args.fft, diversity_weight=args.diversity_weight,
