@@ -893,6 +893,35 @@ def _files_in(folder: Path) -> list[tuple[Path, str]]:
     return found
 
 
+def _prefer_safetensors(candidates: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """Drop a pickle-based file when a ``.safetensors`` twin sits in the same folder.
+
+    Twins share the name without suffix (``step_10.pt`` / ``step_10.safetensors``) or the step
+    their names give (Hugging Face's ``checkpoint-500/pytorch_model.bin`` / ``model.safetensors``).
+    The safetensors file is the one to read: it cannot run code, and both hold the same weights.
+    """
+    def is_st(p: Path) -> bool:
+        return p.name.lower().endswith(".safetensors")
+
+    twins: set[tuple[Path, str]] = set()
+    for path, label in candidates:
+        if is_st(path):
+            step = parse_step(label)
+            twins.add((path.parent, _SUFFIX_RE.sub("", path.name)))
+            if step is not None:
+                twins.add((path.parent, f"step={step}"))
+    if not twins:
+        return candidates
+    kept = []
+    for path, label in candidates:
+        step = parse_step(label)
+        if not is_st(path) and ((path.parent, _SUFFIX_RE.sub("", path.name)) in twins
+                                or (step is not None and (path.parent, f"step={step}") in twins)):
+            continue
+        kept.append((path, label))
+    return kept
+
+
 def find_checkpoints(
     paths: str | os.PathLike | Iterable[str | os.PathLike], *, read_metadata: bool = True
 ) -> list[CheckpointRef]:
@@ -901,6 +930,8 @@ def find_checkpoints(
     ``paths`` are files or folders; a folder contributes its ``*.pt, *.pth,
     *.ckpt, *.bin, *.safetensors`` files and those of its direct subfolders
     (``train_500/model.pt``). Hidden files and ``*.tmp`` are ignored.
+    A ``.pt``/``.bin``/... file with a ``.safetensors`` twin beside it (same name or
+    step) is left out: the safetensors file is read instead, since it cannot run code.
 
     Order: by the step parsed from the name (:func:`parse_step`), else (with
     ``read_metadata``) the step stored in the file (:func:`read_checkpoint_step`,
@@ -943,7 +974,7 @@ def find_checkpoints(
     seen: set[Path] = set()
     stepped: list[CheckpointRef] = []
     unstepped: list[Path] = []
-    for path, label in candidates:
+    for path, label in _prefer_safetensors(candidates):
         key = path.resolve()
         if key in seen:
             continue

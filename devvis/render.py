@@ -396,6 +396,13 @@ def render(
                     bar.close()
             with torch.no_grad():
                 images = param().detach().float().cpu()
+            if not torch.isfinite(images).all():
+                # A NaN gradient at the last step leaves finite values but a NaN image, which
+                # would otherwise be saved (as black) under a "completed" status.
+                raise NonFiniteObjectiveError(
+                    f"objective {objective.description!r}: the image became NaN or infinite after step {len(history)} "
+                    "(its gradient was not finite); lower the learning rate or check the objective for divisions "
+                    "by zero or square roots of zero")
     finally:
         for p, rg in saved_rg:
             p.requires_grad_(rg)

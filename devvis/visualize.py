@@ -425,6 +425,9 @@ def plan_components(model: nn.Module, settings: VisualizeSettings) -> dict[str, 
         if settings.neurons:
             from devvis.objectives.activation import position_grid
 
+            if info.layout not in ("nchw", "nhwc", "tokens"):  # flat [B, D]: no positions to pick
+                raise ConfigError(f"--neurons needs a layer with spatial positions, but {layer!r} has layout "
+                                  f"{info.layout} (shape {tuple(info.output_shape)}); drop --neurons for it")
             h, w = position_grid(info.output_shape, info.layout)  # token layers: the patch grid
             for (y, x) in settings.neurons:
                 if not (0 <= y < h and 0 <= x < w):
@@ -517,8 +520,9 @@ def render_unit(model: nn.Module, unit: Unit, ck: CheckpointEntry, settings: Vis
                         preprocess=resolve_preprocess(settings, ck.path), seed=settings.seed, device=settings.device, precision=settings.precision, progress=False,
                         callbacks=[sched_cb], stop_when=stop)
     except NonFiniteObjectiveError as e:
-        # Record the failure honestly: a JSON with status "nan" and no image.
+        # Record the failure honestly: a JSON with status "nan" and no image (not even an older one).
         for comp, j, stem in unit_files(unit, settings):
+            (folder / f"{stem}.jpg").unlink(missing_ok=True)
             dio.write_json(folder / f"{stem}.json", _meta(settings, ck, comp, j, h, status="nan", error=str(e)))
         raise
     if result.interrupted:

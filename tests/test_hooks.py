@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import TinyCNN, hook_count
+from tinymodels import TinyCNN, hook_count
 
 from devvis import ActivationRecorder, list_layers
 from devvis.errors import LayerNotFoundError

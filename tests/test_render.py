@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TinyCNN, hook_count
+from tinymodels import TinyCNN, hook_count
 from PIL import Image
 
 from devvis import Convergence, objectives, param, render

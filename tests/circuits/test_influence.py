@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import TinyCNN, hook_count
+from tinymodels import TinyCNN, hook_count
 from torch import nn
 
 from devvis.circuits import InfluenceTrajectory, channel_influence, influence_trajectory, top_inputs

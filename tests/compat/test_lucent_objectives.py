@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import TinyCNN
+from tinymodels import TinyCNN
 
 from devvis import render
 from devvis.compat.lucent import objectives as lo

@@ -7,7 +7,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from conftest import TinyCNN, hook_count
+from tinymodels import TinyCNN, hook_count
 from PIL import Image
 from torch import nn
 

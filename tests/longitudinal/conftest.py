@@ -13,7 +13,7 @@ from devvis.zoo import train_series
 #: Tiny on purpose: the series only has to be real (trained, saved, rediscovered), not good.
 SERIES_SETTINGS = dict(steps=24, checkpoint_steps=[0, 4, 8, 12, 16, 20], width=4, blocks=(1, 1), n_train=128,
                        n_test=12, batch_size=16, seed=0, progress=False)
-STEPS = [0, 4, 8, 12, 16, 20, 24]
+from long_series_steps import STEPS  # noqa: E402
 
 
 @contextlib.contextmanager

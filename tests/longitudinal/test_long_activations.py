@@ -16,7 +16,7 @@ from devvis.longitudinal import (CheckpointSeries, LongitudinalActivations, get_
 from devvis.models import load_model
 from devvis.zoo import compact_resnet
 
-from conftest import STEPS
+from long_series_steps import STEPS
 
 LAYER, CHANNEL = "layer2.0.conv1", 3
 

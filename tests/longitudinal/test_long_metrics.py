@@ -16,7 +16,7 @@ from devvis.longitudinal import (CheckpointSeries, cross_checkpoint_matrix, feat
                                  plot_similarity, render_series, settle_step, top_k_examples, track)
 from devvis.models import load_checkpoint, read_model_config, save_checkpoint
 
-from conftest import STEPS
+from long_series_steps import STEPS
 
 LAYER, CHANNEL, S = "layer1.0.conv1", 1, 4
 # A high learning rate so that four steps move the images far enough to tell checkpoints apart.

@@ -13,7 +13,7 @@ from devvis.longitudinal import CheckpointSeries, SeriesResult, StepNotFoundErro
 from devvis.models import find_checkpoints, load_checkpoint
 from devvis.zoo import compact_resnet
 
-from conftest import STEPS
+from long_series_steps import STEPS
 
 RENDER = dict(steps=3, image_size=16, preprocess="none", progress=False)
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import TinyCNN
+from tinymodels import TinyCNN
 
 from devvis import objectives as obj
 from devvis import param, render
