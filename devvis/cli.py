@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DevvisError as e:
         if args.debug:
             traceback.print_exc()
-        sys.stderr.write(f"devvis: error: {e}\n")
+        sys.stderr.write("devvis: error: " + " ".join(str(e).splitlines()) + "\n")  # one line, always
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("devvis: error: interrupted\n")
@@ -89,9 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _one_line(e: BaseException) -> str:
     """A one-line message for an error devvis did not raise on purpose (an OS error, or a bug)."""
     if isinstance(e, OSError) and e.strerror:
-        # e.g. an output path under a regular file: "Not a directory: 'notes.txt/results'"
-        where = f": {e.filename!r}" if e.filename is not None else ""
-        return f"{e.strerror}{where}"
+        # e.g. an output path under a regular file: "cannot access 'notes.txt/results': Not a directory"
+        return f"cannot access {e.filename!r}: {e.strerror}" if e.filename is not None else e.strerror
     text = " ".join(str(e).split())[:500]
     return f"unexpected {type(e).__name__}: {text} (run 'devvis --debug ...' for the traceback)"
 

@@ -894,32 +894,22 @@ def _files_in(folder: Path) -> list[tuple[Path, str]]:
 
 
 def _prefer_safetensors(candidates: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
-    """Drop a pickle-based file when a ``.safetensors`` twin sits in the same folder.
+    """Drop pickle-based weight files from a checkpoint folder that also holds a ``.safetensors`` file.
 
-    Twins share the name without suffix (``step_10.pt`` / ``step_10.safetensors``) or the step
-    their names give (Hugging Face's ``checkpoint-500/pytorch_model.bin`` / ``model.safetensors``).
-    The safetensors file is the one to read: it cannot run code, and both hold the same weights.
+    This is the one-checkpoint-per-folder layout (Hugging Face's ``checkpoint-500/model.safetensors``
+    beside ``pytorch_model.bin``): the folder's name gives the step and the files' names give none,
+    so they are one checkpoint in two formats. The safetensors file is the one read: it cannot run
+    code. Files whose own names carry a step (``step_5.pt``, ``step_5.safetensors``) are separate
+    files the user named, and all are kept.
     """
-    def is_st(p: Path) -> bool:
-        return p.name.lower().endswith(".safetensors")
+    def folder_checkpoint(path: Path, label: str) -> bool:
+        return parse_step(path.name) is None and parse_step(label) is not None
 
-    twins: set[tuple[Path, str]] = set()
-    for path, label in candidates:
-        if is_st(path):
-            step = parse_step(label)
-            twins.add((path.parent, _SUFFIX_RE.sub("", path.name)))
-            if step is not None:
-                twins.add((path.parent, f"step={step}"))
-    if not twins:
-        return candidates
-    kept = []
-    for path, label in candidates:
-        step = parse_step(label)
-        if not is_st(path) and ((path.parent, _SUFFIX_RE.sub("", path.name)) in twins
-                                or (step is not None and (path.parent, f"step={step}") in twins)):
-            continue
-        kept.append((path, label))
-    return kept
+    with_st = {path.parent for path, label in candidates
+               if path.name.lower().endswith(".safetensors") and folder_checkpoint(path, label)}
+    return [(path, label) for path, label in candidates
+            if path.name.lower().endswith(".safetensors") or path.parent not in with_st
+            or not folder_checkpoint(path, label)]
 
 
 def find_checkpoints(
@@ -930,8 +920,8 @@ def find_checkpoints(
     ``paths`` are files or folders; a folder contributes its ``*.pt, *.pth,
     *.ckpt, *.bin, *.safetensors`` files and those of its direct subfolders
     (``train_500/model.pt``). Hidden files and ``*.tmp`` are ignored.
-    A ``.pt``/``.bin``/... file with a ``.safetensors`` twin beside it (same name or
-    step) is left out: the safetensors file is read instead, since it cannot run code.
+    In a checkpoint folder that holds a ``.safetensors`` file beside ``pytorch_model.bin`` and
+    the like (``checkpoint-500/``), only the safetensors file is listed: it cannot run code.
 
     Order: by the step parsed from the name (:func:`parse_step`), else (with
     ``read_metadata``) the step stored in the file (:func:`read_checkpoint_step`,

@@ -763,6 +763,9 @@ def run_visualize(settings: VisualizeSettings, *, on_failure: Callable[[str], No
         return summary
     h, units = plan.settings_hash, plan.units
     out.mkdir(parents=True, exist_ok=True)
+    from devvis.sweep import _remove_stale_temp_files  # lazy: devvis.sweep imports this module
+
+    _remove_stale_temp_files(out)  # left by writes a kill interrupted; this process is the folder's only writer
     manifest = Manifest(out, settings, plan.checkpoints, units, h)
     summary.manifest = manifest.path
 
