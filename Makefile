@@ -6,6 +6,7 @@ PIP    := $(PY) -m pip
 # torch/torchvision pinned to the releases this project is tested with; elsewhere pip gets them from the index.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: venv install demo test test-fast bench clean
 
@@ -32,8 +33,10 @@ test: install
 test-fast: install
 	cd tests && ../$(VENV)/bin/pytest -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
+# Installs torch-lucent (--no-deps) into benchmarks/.deps for the comparison; never a devvis dependency.
 bench: install
-	$(PY) benchmarks/run.py
+	bash benchmarks/setup_lucent.sh $(PY)
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo_output

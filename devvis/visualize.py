@@ -710,7 +710,7 @@ def execute_units(settings: VisualizeSettings, checkpoints: Sequence[CheckpointE
             continue
         try:
             model = preloaded.pop(ci) if ci in preloaded else load_for(settings, ck)
-        except CheckpointError as e:
+        except DevvisError as e:  # not only CheckpointError: e.g. this file alone lacks a model config
             msg = f"checkpoint {ck.path}: {e}" if ck.path and ck.path not in str(e) else str(e)
             for u in pending:
                 if records is not None:

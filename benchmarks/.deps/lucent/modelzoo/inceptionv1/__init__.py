@@ -1,1 +1,0 @@
-from lucent.modelzoo.inceptionv1.InceptionV1 import *
