@@ -221,5 +221,5 @@ def test_layers_command_shows_vit_token_shapes(capsys):
 
     assert main(["layers", "--model", "vit_b_16", "--filter", "encoder_layer_0"]) == 0
     lines = {ln.split()[0]: ln.split() for ln in capsys.readouterr().out.splitlines()[1:]}
-    assert lines["encoder.layers.encoder_layer_0"][1:] == ["EncoderBlock", "1x197x768", "768"]
-    assert lines["encoder.layers.encoder_layer_0.mlp.0"][2:] == ["1x197x3072", "3072"]
+    assert lines["encoder.layers.encoder_layer_0"][1:] == ["EncoderBlock", "1x197x768", "tokens", "768"]
+    assert lines["encoder.layers.encoder_layer_0.mlp.0"][2:] == ["1x197x3072", "tokens", "3072"]
