@@ -104,5 +104,5 @@ def run(args: argparse.Namespace) -> int:
 
     summary = run_visualize(settings, on_failure=report)
     print(f"done {summary.done} units, skipped {summary.skipped} already complete, failed {summary.failed}; "
-          f"manifest: {summary.manifest}")
+          f"manifest: {summary.manifest or 'none written (no checkpoint loaded)'}")
     return 2 if summary.failed else 0

@@ -106,4 +106,6 @@ class MagnitudeConstrainedBasis(nn.Module):
     def forward(self) -> torch.Tensor:
         spec = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
         img = torch.fft.irfft2(spec, s=(self.h, self.w), norm="ortho")
+        if self.h * self.w == 1:  # one pixel has no spread to normalize by (its std would be NaN)
+            return img
         return img / (img.std(dim=(-2, -1), keepdim=True) + 1e-6)

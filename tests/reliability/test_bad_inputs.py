@@ -273,10 +273,11 @@ def test_cli_case_table_covers_every_subcommand():
 
 def test_every_failed_checkpoint_is_one_line_each(world):
     """A folder of corrupt files: one line per checkpoint (no traceback), exit 2, nothing else on stderr."""
-    rc, _, err = cli("visualize", "--checkpoint-path", str(world / "all_corrupt"), "--layer-names", "layer1", *FAST,
-                     "--output-path", str(world / "corrupt_out"))
+    rc, out, err = cli("visualize", "--checkpoint-path", str(world / "all_corrupt"), "--layer-names", "layer1", *FAST,
+                       "--output-path", str(world / "corrupt_out"))
     lines = err.splitlines()
     assert rc == 2 and len(lines) == 2 and "Traceback" not in err
+    assert "failed 2; manifest: none written (no checkpoint loaded)" in out
     assert all(line.startswith("devvis: error: checkpoint ") and "corrupt" in line for line in lines)
     assert "step_1.pt" in lines[0] and "step_2.pt" in lines[1]
 

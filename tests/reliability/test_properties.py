@@ -7,7 +7,7 @@ tests/objectives/test_algebra.py, tests/param/test_param.py and tests/test_check
 from __future__ import annotations
 
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from devvis import objectives as O
@@ -147,6 +147,10 @@ def test_weighted_sum_of_random_weights_is_linear(ws, seed):
 @given(w=st.integers(1, 40), h=st.integers(1, 40), batch=st.integers(1, 3), channels=st.integers(1, 4),
        fft=st.booleans(), decorrelate=st.booleans(), seed=st.integers(0, 1000),
        kind=st.sampled_from(["image", "laplacian", "maco", "cppn"]))
+@example(w=1, h=1, batch=1, channels=1, fft=False, decorrelate=False, seed=0, kind="maco")  # was NaN (std of 1 px)
+@example(w=1, h=1, batch=2, channels=3, fft=True, decorrelate=True, seed=0, kind="image")
+@example(w=1, h=1, batch=1, channels=3, fft=True, decorrelate=True, seed=0, kind="laplacian")
+@example(w=1, h=1, batch=1, channels=3, fft=True, decorrelate=True, seed=0, kind="cppn")
 def test_any_parameterization_gives_valid_images(w, h, batch, channels, fft, decorrelate, seed, kind):
     if kind == "image":
         p = P.image(w, h, batch=batch, channels=channels, fft=fft, decorrelate=decorrelate, seed=seed)
