@@ -36,9 +36,10 @@ class DemoSettings:
     n_train: int = 8000
     layers: tuple[str, ...] = ("layer1.0", "layer2.0", "layer3.0")
     channels_per_layer: int = 4
-    render_steps: int = 96
+    render_steps: int = 64
     image_size: int = 48
-    llc_draws: int = 100
+    llc_draws: int = 60
+    llc_lr: float = 1e-4
     llc_chains: int = 2
     llc_batches: int = 8
     circuit_k: int = 4
@@ -46,7 +47,7 @@ class DemoSettings:
 
     def quick(self) -> "DemoSettings":
         return dataclasses.replace(self, train_steps=300, width=8, n_train=3000, channels_per_layer=3,
-                                   render_steps=48, image_size=40, llc_draws=40, circuit_k=3)
+                                   render_steps=40, image_size=40, llc_draws=30, circuit_k=3)
 
 
 def _top_channels(series: Any, layer: str, n: int, probe: torch.Tensor) -> list[int]:
@@ -106,11 +107,12 @@ def run_demo(output_dir: str | Path, *, quick: bool = False, progress: bool = Tr
     timings["activations_s"] = time.time() - t
 
     t = stage("4/6 local learning coefficient at every checkpoint (SGLD)")
-    data = SyntheticShapes(s.llc_batches * 64, size=size, seed=s.seed, split="train")
-    loader = torch.utils.data.DataLoader(data, batch_size=64, shuffle=False)
+    # generated once: every SGLD step then reads tensors instead of drawing new images
+    x, y = SyntheticShapes(s.llc_batches * 64, size=size, seed=s.seed, split="train").tensors()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64, shuffle=False)
     curves = {label: (fc.steps, fc.similarity) for label, fc in tracked.changes.items()}
     llc = llc_trajectory(series, loader, torch.nn.CrossEntropyLoss(), feature_curves=curves, output_dir=out / "slt",
-                         num_chains=s.llc_chains, num_draws=s.llc_draws, lr=1e-3, localization=100.0,
+                         num_chains=s.llc_chains, num_draws=s.llc_draws, lr=s.llc_lr, localization=100.0,
                          seed=s.seed, progress=False)
     timings["llc_s"] = time.time() - t
 
