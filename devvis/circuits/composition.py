@@ -255,13 +255,9 @@ def _image(ax: Any, img: torch.Tensor) -> None:
 
 
 def _step_axis(ax: Any, steps: Sequence[int]) -> None:
-    from devvis.longitudinal import step_scale
+    from devvis.longitudinal.plots import set_step_axis
 
-    scale = step_scale(steps)
-    if scale == "symlog":
-        ax.set_xscale("symlog", linthresh=1.0)
-    elif scale == "log":
-        ax.set_xscale("log")
+    set_step_axis(ax, steps, label=False)
 
 
 def _mark_settle(ax: Any, step: int | None, **style: Any) -> None:

@@ -51,13 +51,15 @@ def _pyplot():
     return plt
 
 
-def _set_step_axis(ax: Any, steps: Sequence[int]) -> str:
+def set_step_axis(ax: Any, steps: Sequence[int], label: bool = True) -> str:
+    """Give ``ax`` the x scale :func:`step_scale` picks for ``steps`` (and label it); returns the scale."""
     scale = step_scale(steps)
     if scale == "symlog":
         ax.set_xscale("symlog", linthresh=1.0)
     elif scale == "log":
         ax.set_xscale("log")
-    ax.set_xlabel(f"training step ({scale} axis)")
+    if label:
+        ax.set_xlabel(f"training step ({scale} axis)")
     return scale
 
 
@@ -108,7 +110,7 @@ def plot_longitudinal_activations(activations: Any, layer_name: str, channel: in
     x = np.asarray(acts.steps, dtype=float)
     ax.fill_between(x, lo, hi, alpha=0.25, color="tab:blue", label=band_label)
     ax.plot(x, mean, "o-", color="tab:blue", label="mean activation")
-    scale = _set_step_axis(ax, acts.steps)
+    scale = set_step_axis(ax, acts.steps)
     ax.set_ylabel("mean channel activation")
     probe = (acts.inputs or {}).get("kind", "given inputs")
     ax.set_title(f"{layer_name} channel {channel} (probe: {probe}, n={acts.values.shape[1]})", fontsize=9)
@@ -134,7 +136,7 @@ def plot_similarity(change: Any, output_path: str | os.PathLike) -> Path:
     ax.axhline(change.threshold, color="grey", ls="--", lw=1, label=f"threshold {change.threshold:g}")
     if change.settle_step is not None:
         ax.axvline(change.settle_step, color="tab:red", lw=1.5, label=f"settles at step {change.settle_step}")
-    scale = _set_step_axis(ax, change.steps)
+    scale = set_step_axis(ax, change.steps)
     ax.set_ylabel("act. under final model / final feature's")
     ax.set_title(f"{change.layer} channel {change.channel}: when the feature settles", fontsize=9)
     ax.legend(fontsize=8)
