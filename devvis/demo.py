@@ -125,9 +125,10 @@ def run_demo(output_dir: str | Path, *, quick: bool = False, progress: bool = Tr
 
     t = stage("6/6 writing the report")
     timings["total_s"] = time.time() - t_all
+    took = (f"analysis took {timings['total_s'] - timings['train_s']:.0f} s, training reused" if trained.reused
+            else f"demo took {timings['total_s']:.0f} s (training {timings['train_s']:.0f} s)")
     summary = (f"compact ResNet (width {s.width}) trained {s.train_steps} steps on SyntheticShapes: held-out accuracy "
-               f"{trained.final_accuracy:.1%}; {len(series)} checkpoints; demo took {timings['total_s']:.0f} s"
-               f"{' (quick)' if quick else ''}")
+               f"{trained.final_accuracy:.1%}; {len(series)} checkpoints; {took}{' (quick)' if quick else ''}")
     dio.write_json(out / "demo.json", dio.metadata(
         "demo", summary=summary, quick=quick, settings=dataclasses.asdict(s), timings_s=timings,
         accuracy=trained.final_accuracy, steps=series.steps, components=[f"{l}:{c}" for l, c in components],
