@@ -10,21 +10,28 @@ median of the rounds is reported.
 from __future__ import annotations
 
 import argparse
-import functools
 import statistics
 import time
 
 import torch
 import torchvision
 
-import devvis.render as R
+import importlib
+
+R = importlib.import_module("devvis.render")  # the module (devvis.render the attribute is the function)
 from devvis import objectives, render
 
 
 def run(model: torch.nn.Module, steps: int, early: bool) -> float:
     original = R.ActivationRecorder
-    if not early:  # the same recorder, told never to stop the forward pass
-        R.ActivationRecorder = functools.partial(original, stop_early=False)
+    if not early:  # the same recorder, told never to stop the forward pass (render passes stop_early=True)
+
+        class FullForward(original):  # type: ignore[misc, valid-type]
+            def __init__(self, *a, **k):
+                k["stop_early"] = False
+                super().__init__(*a, **k)
+
+        R.ActivationRecorder = FullForward
     try:
         t0 = time.perf_counter()
         render(model, objectives.channel("layer2.1", 5), steps=steps, image_size=128, input_size=224,

@@ -73,3 +73,16 @@ def test_truncated_model_matches_recorded_activation() -> None:
     assert len(trunc) == 7  # conv1, bn1, relu, maxpool, layer1, layer2[0], layer2[1]
     with pytest.raises(ValueError, match="cannot truncate inside BasicBlock"):
         bench.truncate(model, "layer2.1.conv1")
+
+
+def test_early_stop_benchmark_runs_and_reports_a_ratio():
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "early_stop.py"
+    out = subprocess.run([sys.executable, str(script), "--rounds", "1", "--steps", "2"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert re.search(r"ratio early/full: \d+\.\d{3}", out.stdout)
