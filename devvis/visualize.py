@@ -154,8 +154,10 @@ class Component:
 
     def stem(self, aggregation: str, j: int) -> str:
         """File stem: ``layer_{layer}_channel_{c}_{aggregation}-{j}`` (``neuron-{h}-{w}`` for neurons)."""
+        from devvis.render import component_stem
+
         agg = aggregation if self.neuron is None else f"neuron-{self.neuron[0]}-{self.neuron[1]}"
-        return f"layer_{self.layer}_channel_{self.channel}_{agg}-{j}"
+        return component_stem(self.layer, self.channel, agg, j)
 
 
 @dataclass(frozen=True)
