@@ -1,0 +1,71 @@
+"""state.frozen: a borrowed model comes back exactly as it was."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from devvis.errors import ConfigError
+from devvis.state import frozen, model_device
+
+
+def _mixed() -> nn.Sequential:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1)).train()
+    net[1].eval()                       # frozen BN inside a model in train mode
+    net[3].weight.requires_grad_(False)  # a partly frozen model
+    net[0].weight.grad = torch.ones_like(net[0].weight)
+    return net
+
+
+def _state(net: nn.Module):
+    return ([m.training for m in net.modules()], [p.requires_grad for p in net.parameters()],
+            [None if p.grad is None else p.grad.clone() for p in net.parameters()])
+
+
+@pytest.mark.parametrize("mode", ["eval", "train", "keep"])
+def test_round_trip_keeps_every_submodule_mode_flags_and_grads(mode):
+    net = _mixed()
+    before = _state(net)
+    with frozen(net, mode=mode) as m:
+        assert m is net
+        assert all(not p.requires_grad for p in net.parameters())
+        if mode == "eval":
+            assert not any(x.training for x in net.modules())
+        if mode == "train":
+            assert all(x.training for x in net.modules())
+    after = _state(net)
+    assert after[0] == before[0] == [True, True, False, True, True]
+    assert after[1] == before[1] == [True, True, True, True, False, True]
+    assert torch.equal(after[2][0], before[2][0]) and after[2][1] is None
+
+
+def test_restores_on_error_and_values_when_asked():
+    net = _mixed()
+    w = net[0].weight.detach().clone()
+    rm = net[1].running_mean.clone()
+    with pytest.raises(RuntimeError):
+        with frozen(net, mode="train", restore_values=True):
+            with torch.no_grad():
+                net[0].weight.add_(1.0)
+            net(torch.randn(2, 3, 8, 8))          # train-mode BN updates its running stats
+            assert not torch.equal(net[1].running_mean, rm)
+            raise RuntimeError("boom")
+    assert torch.equal(net[0].weight, w) and torch.equal(net[1].running_mean, rm)
+    assert net.training and not net[1].training
+
+
+def test_values_are_not_restored_by_default_and_bad_mode_is_named():
+    net = _mixed()
+    with frozen(net):
+        with torch.no_grad():
+            net[3].weight.zero_()
+    assert float(net[3].weight.abs().sum()) == 0.0
+    with pytest.raises(ConfigError, match="'training'.*eval, train, keep"):
+        with frozen(net, mode="training"):
+            pass
+
+
+def test_model_device_of_stateless_module_is_cpu():
+    assert model_device(nn.ReLU()) == torch.device("cpu")
+    assert model_device(nn.Linear(2, 2)) == torch.device("cpu")
