@@ -35,7 +35,7 @@ class StopForward(Exception):
     """Raised inside a hook to end the forward pass once every needed activation is recorded."""
 
 
-def _split_selector(name: str) -> tuple[str, list[int | str]]:
+def split_selector(name: str) -> tuple[str, list[int | str]]:
     """``'blocks.3.attn[0]'`` -> ``('blocks.3.attn', [0])``; ``"heads['x']"`` -> ``('heads', ['x'])``."""
     m = _SELECTOR.match(name)
     if not m:
@@ -68,7 +68,7 @@ def resolve_name(model: nn.Module, name: str) -> str:
     """
     if name == INPUT:
         return name
-    base, keys = _split_selector(name)
+    base, keys = split_selector(name)
     names = module_names(model)
     if base in names:
         return name
@@ -81,7 +81,7 @@ def resolve_name(model: nn.Module, name: str) -> str:
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
     """The submodule called ``name`` (dotted or underscored; selectors ignored)."""
-    base, _ = _split_selector(resolve_name(model, name))
+    base, _ = split_selector(resolve_name(model, name))
     return model.get_submodule(base)
 
 
@@ -181,7 +181,7 @@ def _context_layout(model: nn.Module, name: str) -> _Declared | None:
 
 def declared_layout(model: nn.Module, name: str) -> _Declared | None:
     """What the model's structure says about the layout of a 4-D output of ``name`` (None: nothing)."""
-    base, _ = _split_selector(name)
+    base, _ = split_selector(name)
     module = model.get_submodule(base)
     found = _declared_layout(module)
     if found is None and not list(module.children()):
@@ -312,7 +312,7 @@ class ActivationRecorder:
                 raise LayoutError(f"layout {v!r} given for layer {k!r} is not valid; choose one of {LAYOUTS}")
         self._by_module: dict[str, list[tuple[str, list[int | str]]]] = {}
         for n in self.names:
-            base, keys = _split_selector(n)
+            base, keys = split_selector(n)
             self._by_module.setdefault(base, []).append((n, keys))
         self._handles: list[Any] = []
         self._store: dict[str, torch.Tensor] = {}

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from devvis.errors import ConfigError, LayoutError
-from devvis.hooks import INPUT, StopForward, _split_selector, infer_layout, resolve_name
+from devvis.hooks import INPUT, StopForward, split_selector, infer_layout, resolve_name
 
 #: Layouts a circuit endpoint may have: conv maps ``[B, C, H, W]`` or flat features ``[B, C]``.
 SUPPORTED_LAYOUTS = ("nchw", "flat")
@@ -56,7 +56,7 @@ def model_device(model: nn.Module) -> torch.device:
 def check_layer(model: nn.Module, name: str, role: str) -> str:
     """Canonical name of a circuit endpoint; selectors (``blocks.3[0]``) are refused with the reason."""
     canonical = resolve_name(model, name)
-    if canonical != INPUT and _split_selector(canonical)[1]:
+    if canonical != INPUT and split_selector(canonical)[1]:
         raise ConfigError(f"{role} layer {name!r}: circuits need a module whose output is one tensor; "
                           "selectors such as '[0]' are not supported here")
     return canonical

@@ -28,7 +28,7 @@ def evaluate(objective: Any, model: nn.Module, images: torch.Tensor, *, preproce
     >>> objectives.evaluate("layer1.0:3", m, torch.rand(2, 3, 32, 32)).shape
     torch.Size([2])
     """
-    from devvis.render import _discover_layers, _model_device
+    from devvis.render.loop import _discover_layers, _model_device
 
     objective = as_objective(objective)
     dev = _model_device(model)

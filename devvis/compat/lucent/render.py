@@ -34,7 +34,8 @@ from devvis.compat.lucent import objectives, param, transform
 from devvis.errors import ConfigError, LayoutError
 from devvis.hooks import ActivationRecorder, module_names, resolve_name
 from devvis.objectives import Objective as DevvisObjective
-from devvis.render import _model_device, render
+from devvis.render import render
+from devvis.state import model_device as _model_device
 
 __all__ = ["render_vis", "hook_model", "tensor_to_img_array", "view", "export", "show", "ModelHook"]
 
