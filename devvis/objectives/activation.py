@@ -102,9 +102,15 @@ def _check_channel(t: torch.Tensor, n: int, layer: str, layout: str = "nchw", sh
             f"{tuple(shape) if shape is not None else tuple(t.shape)}), which has {c} {what} (valid 0..{c - 1})")
 
 
-def _reduce(t: torch.Tensor) -> torch.Tensor:
-    """Mean over every dim but the batch: ``[B, ...] -> [B]``."""
-    return t.reshape(t.shape[0], -1).mean(dim=1)
+REDUCTIONS = ("mean", "sum")
+
+
+def _reduce(t: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Mean (or sum) over every dim but the batch: ``[B, ...] -> [B]``."""
+    if reduction not in REDUCTIONS:
+        raise ObjectiveError(f"reduction {reduction!r} is not valid; choose one of {', '.join(REDUCTIONS)}")
+    flat = t.reshape(t.shape[0], -1)
+    return flat.sum(dim=1) if reduction == "sum" else flat.mean(dim=1)
 
 
 def token_grid(num_tokens: int) -> tuple[int, int] | None:
@@ -142,16 +148,21 @@ def position_grid(shape: Sequence[int], layout: str) -> tuple[int, int]:
 
 
 @wrap_objective
-def channel(layer: str, n: int, batch: int | None = None, token: str = "all", layout: str | None = None):
+def channel(layer: str, n: int, batch: int | None = None, token: str = "all", layout: str | None = None,
+            reduction: str = "mean"):
     """Mean activation of channel ``n`` of ``layer`` over all positions (or tokens).
 
     On token layers (``[B, T, D]``) ``n`` is an embedding dimension; ``token``
     chooses the tokens averaged: ``"all"``, ``"patches"`` (not the class token) or ``"cls"``.
+    ``reduction="sum"`` sums over positions instead (the CLI's ``--aggregation sum``).
     """
+    if reduction not in REDUCTIONS:
+        raise ObjectiveError(f"reduction {reduction!r} is not valid; choose one of {', '.join(REDUCTIONS)}")
+
     def inner(acts):
         t = channels_first(acts, layer, token, layout)
         _check_channel(t, n, layer, _layout_of(acts, layer, layout), acts[layer].shape)
-        return _reduce(t[:, n])
+        return _reduce(t[:, n], reduction)
     return inner
 
 
