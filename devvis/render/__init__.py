@@ -5,7 +5,8 @@
   shared with ``objectives.evaluate``, circuits and activations.
 """
 
-from devvis.render.loop import PRECISIONS, Convergence, RenderResult, component_stem, render
+from devvis.render.loop import PRECISIONS, Convergence, component_stem, render
+from devvis.render.result import RenderResult
 from devvis.render.pipeline import ModelInput, resolve_preprocess
 
 __all__ = ["render", "RenderResult", "Convergence", "PRECISIONS", "component_stem", "ModelInput",
