@@ -64,11 +64,20 @@ _SIZE_ERRORS = re.compile(
 def fixed_input_size(model: nn.Module) -> tuple[int, int] | None:
     """The one input size ``(h, w)`` the model accepts, or None when it accepts many.
 
-    Knows torchvision's ``VisionTransformer`` (``model.image_size``) and
-    timm-style models whose ``patch_embed`` has an ``img_size`` and
-    ``strict_img_size=True`` (and no ``dynamic_img_size``). torchvision's Swin
-    pads its windows and accepts any size, so it has none.
+    A model built by :func:`devvis.models.load_model` (or a registered builder) says so in
+    ``model.devvis_cfg["input_size"]``; otherwise the architecture is inspected. Known:
+    torchvision's ``VisionTransformer`` (``model.image_size``) and timm-style models whose
+    ``patch_embed`` has an ``img_size`` and ``strict_img_size=True`` (and no
+    ``dynamic_img_size``). torchvision's Swin pads its windows and accepts any size, so it has none.
+
+    >>> import torchvision
+    >>> fixed_input_size(torchvision.models.vit_b_16(weights=None))
+    (224, 224)
     """
+    cfg = getattr(model, "devvis_cfg", None)
+    declared = cfg.get("input_size") if isinstance(cfg, dict) else None
+    if isinstance(declared, (tuple, list)) and len(declared) == 2:
+        return (int(declared[0]), int(declared[1]))
     size = getattr(model, "image_size", None)
     if type(model).__name__ == "VisionTransformer" and isinstance(size, int):
         return (size, size)

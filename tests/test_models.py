@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import textwrap
-import types
 
 import pytest
 import torch
@@ -13,7 +12,20 @@ from torch import nn
 
 from devvis.errors import CheckpointError, ConfigError, ModelNotFoundError
 from devvis.io import write_json
-from devvis.models import apply_state_dict, infer_num_classes, load_model, save_checkpoint
+from devvis.architectures import fixed_input_size, resolve_input_size
+from devvis.models import (
+    ModelDefaults,
+    apply_state_dict,
+    infer_num_classes,
+    list_models,
+    load_model,
+    model_entry,
+    register_model,
+    save_checkpoint,
+    unregister_model,
+)
+from devvis.render.pipeline import ModelInput, resolve_preprocess
+from devvis.zoo import compact_resnet
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +191,16 @@ def user_module(tmp_path, monkeypatch):
         def fixed_head(width=4):
             return nn.Sequential(nn.Conv2d(3, width, 3), nn.Flatten(), nn.Linear(width, 2))
 
+        def small_vit(num_classes=3):
+            from torchvision.models import VisionTransformer
+            return VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=1, hidden_dim=8,
+                                     mlp_dim=8, num_classes=num_classes)
+
+        def already_tagged():
+            net = nn.Identity()
+            net.devvis_cfg = {"preprocess": "none", "input_size": None}
+            return net
+
         NOT_CALLABLE = 3
         """
     ))
@@ -217,28 +239,120 @@ def test_user_callable_errors(user_module):
         load_model(f"{user_module}:tiny_cnn", depth=3)
 
 
-def test_zoo_names(monkeypatch, tmp_path):
-    def tiny_zoo_net(num_classes: int = 10) -> nn.Module:
-        return nn.Sequential(nn.Flatten(), nn.Linear(12, num_classes))
+@pytest.fixture
+def registered(request):
+    """Register builders under test names and unregister them afterwards."""
+    names: list[str] = []
 
-    fake = types.ModuleType("devvis.zoo")
-    fake.MODELS = {"tiny_zoo_net": tiny_zoo_net}
-    monkeypatch.setitem(sys.modules, "devvis.zoo", fake)
-    assert load_model("tiny_zoo_net")[1].out_features == 10
-    src = tiny_zoo_net(num_classes=5)
+    def register(name, builder, **defaults):
+        register_model(name, **defaults)(builder)
+        names.append(name)
+        return model_entry(name).builder
+
+    yield register
+    for name in names:
+        if name in list_models():
+            unregister_model(name)
+
+
+def tiny_registered_net(num_classes: int = 10) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, num_classes))
+
+
+def test_registered_names(registered, tmp_path):
+    build = registered("tiny_registered_net", tiny_registered_net, preprocess="none")
+    assert "tiny_registered_net" in list_models() and "tiny_registered_net" in list_models("REGISTERED")
+    assert load_model("tiny_registered_net")[1].out_features == 10
+    src = build(num_classes=5)
     p = tmp_path / "zoo.safetensors"
-    save_checkpoint(src, p, model_config={"name": "tiny_zoo_net", "kwargs": {}})
+    save_checkpoint(src, p, model_config={"name": "tiny_registered_net", "kwargs": {}})
     net = load_model(None, checkpoint=p)  # name from the checkpoint's metadata, classes inferred
     assert net[1].out_features == 5 and same_weights(net, src)
-    with pytest.raises(ModelNotFoundError, match="tiny_zoo_net"):
-        load_model("tiny_zoo_nte")
+    assert net.devvis_cfg == {"preprocess": "none", "input_size": None}
+    with pytest.raises(ModelNotFoundError, match="tiny_registered_net"):
+        load_model("tiny_registered_nte")
 
 
-def test_zoo_unavailable_is_reported_only_for_unknown_names(monkeypatch):
-    monkeypatch.setitem(sys.modules, "devvis.zoo", None)
-    assert load_model("resnet18").fc.out_features == 1000
-    with pytest.raises(ModelNotFoundError, match="devvis.zoo could not be imported"):
-        load_model("compact_resnet_x")
+def test_registered_defaults_land_on_devvis_cfg(registered):
+    build = registered("tiny_fixed_48", tiny_registered_net, preprocess="none", input_size=48)
+    expected = {"preprocess": "none", "input_size": (48, 48)}
+    by_name, direct = load_model("tiny_fixed_48", num_classes=3), build(num_classes=3)
+    assert by_name.devvis_cfg == expected and direct.devvis_cfg == expected
+    assert by_name.devvis_cfg is not direct.devvis_cfg  # each model owns its dict
+    assert model_entry("tiny_fixed_48").defaults == ModelDefaults(preprocess="none", input_size=(48, 48))
+    # The declared input size is the size every render resizes to.
+    assert fixed_input_size(by_name) == (48, 48) and resolve_input_size(by_name, None) == (48, 48)
+    assert resolve_input_size(by_name, 64) == 64
+    x = torch.rand(2, 3, 20, 20)
+    assert ModelInput(by_name)(x).shape == (2, 3, 48, 48)
+
+
+def test_preprocess_auto_follows_the_registry():
+    x = torch.rand(2, 3, 16, 16)
+    zoo_net = load_model("compact_resnet", width=4)
+    assert zoo_net.devvis_cfg == {"preprocess": "none", "input_size": None}
+    assert torch.equal(resolve_preprocess("auto", zoo_net)(x), x)  # raw [0, 1] input
+    assert torch.equal(resolve_preprocess("auto", compact_resnet(width=4))(x), x)  # built directly
+    resnet = load_model("resnet18")
+    assert resnet.devvis_cfg == {"preprocess": "imagenet", "input_size": None}
+    normalized = resolve_preprocess("auto", resnet)(x)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    assert torch.allclose(normalized, (x - mean) / std, atol=1e-6)
+
+
+def test_unregistered_models_get_imagenet_and_their_fixed_size(user_module):
+    vit = load_model(f"{user_module}:small_vit")
+    assert vit.devvis_cfg == {"preprocess": "imagenet", "input_size": (32, 32)}
+    kept = load_model(f"{user_module}:already_tagged")  # a callable's own devvis_cfg is kept
+    assert kept.devvis_cfg == {"preprocess": "none", "input_size": None}
+
+
+def test_unknown_registered_name_lists_close_names():
+    with pytest.raises(ModelNotFoundError) as info:
+        model_entry("compact_resnt")
+    assert "'compact_resnt'" in str(info.value) and "compact_resnet" in str(info.value)
+    with pytest.raises(ModelNotFoundError) as info:
+        load_model("compact_resnt")
+    assert "compact_resnet" in str(info.value) and "timm:" in str(info.value)
+    with pytest.raises(ModelNotFoundError, match="compact_resnet"):
+        unregister_model("compact_resnte")
+
+
+def test_registering_a_name_twice_raises(registered):
+    first = registered("tiny_twice", tiny_registered_net)
+    with pytest.raises(ConfigError, match="'tiny_twice' is already registered"):
+        register_model("tiny_twice", preprocess="none")(tiny_registered_net)
+    assert model_entry("tiny_twice").builder is first  # the first registration is kept
+    assert model_entry("tiny_twice").defaults.preprocess == "imagenet"
+    with pytest.raises(ConfigError, match="already registered"):
+        register_model("compact_resnet")(tiny_registered_net)
+
+
+@pytest.mark.parametrize("defaults, match", [
+    ({"preprocess": "imagnet"}, "unknown default preprocess 'imagnet'"),
+    ({"input_size": (0, 32)}, "input_size"),
+    ({"input_size": "224"}, "input_size"),
+])
+def test_register_model_rejects_bad_defaults(defaults, match):
+    with pytest.raises(ConfigError, match=match):
+        register_model("tiny_bad_defaults", **defaults)
+    assert "tiny_bad_defaults" not in list_models()
+
+
+def test_registry_never_imports_model_files():
+    import ast
+    from pathlib import Path
+
+    import devvis.models
+
+    folder = Path(devvis.models.__file__).parent
+    for name in ("registry", "checkpoints", "state_dict", "discovery"):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+        assert not any(m and m.startswith("devvis.zoo") for m in imported), name
+        assert "devvis.models.factory" not in imported, name
 
 
 def test_model_config_json_beside_checkpoint(net7, tmp_path):

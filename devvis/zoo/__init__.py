@@ -1,8 +1,11 @@
 """Small architectures for demos and tests, and the training that makes checkpoint series.
 
-``MODELS`` maps a name to its constructor; ``model_config.json`` files (and the
-``devvis_model_config`` metadata in each checkpoint) name one of them, so
-``devvis.load_model(None, checkpoint=path)`` rebuilds a trained model on its own.
+Each model is registered with :func:`devvis.models.register_model` where it is defined
+(``compact_resnet``: ``preprocess="none"``, it takes raw [0, 1] images), so
+``devvis.load_model("compact_resnet")`` builds it; ``MODELS`` maps the zoo's names to those
+registered builders. ``model_config.json`` files (and the ``devvis_model_config`` metadata in
+each checkpoint) name one of them, so ``devvis.load_model(None, checkpoint=path)`` rebuilds a
+trained model on its own.
 
 >>> import torch
 >>> m = MODELS["compact_resnet"](num_classes=12, width=8)
@@ -26,7 +29,8 @@ from devvis.zoo.train import (
     train_series,
 )
 
-#: Constructors by name; every one takes keyword arguments only and returns an ``nn.Module``.
+#: The zoo's registered builders by name; each takes keyword arguments and returns an ``nn.Module``
+#: carrying its registry defaults (``model.devvis_cfg``).
 MODELS: dict[str, Callable[..., nn.Module]] = {"compact_resnet": compact_resnet}
 
 __all__ = [

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from devvis.errors import ConfigError
+from devvis.models.registry import register_model
 
 
 class BasicBlock(nn.Module):
@@ -94,6 +95,7 @@ class CompactResNet(nn.Module):
         return self.fc(x)
 
 
+@register_model("compact_resnet", preprocess="none")  # trained on raw [0, 1] images (devvis.data)
 def compact_resnet(
     num_classes: int = 12, width: int = 16, blocks: Sequence[int] = (1, 1, 1), in_channels: int = 3
 ) -> CompactResNet:
@@ -104,9 +106,14 @@ def compact_resnet(
     defaults it has about 78k parameters; at 32x32 input the stages output
     ``layer1`` (16, 32, 32), ``layer2`` (32, 16, 16), ``layer3`` (64, 8, 8).
 
+    Registered as ``"compact_resnet"`` with ``preprocess="none"``: it takes raw images in
+    [0, 1] (no normalisation), and the model it returns says so in ``model.devvis_cfg``.
+
     >>> m = compact_resnet(num_classes=10, width=8, blocks=(1, 1))
     >>> m(torch.zeros(1, 3, 32, 32)).shape
     torch.Size([1, 10])
+    >>> m.devvis_cfg["preprocess"]
+    'none'
     """
     for name, v in (("num_classes", num_classes), ("width", width), ("in_channels", in_channels)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:

@@ -40,11 +40,10 @@ from torch import nn
 from devvis.data.synthetic import SyntheticShapes, num_classes
 from devvis.errors import CheckpointError, ConfigError, OutputError, closest
 from devvis.io import metadata, read_json, write_json
-from devvis.models import save_checkpoint
+from devvis.models.checkpoints import MODEL_CONFIG_FILE, save_checkpoint
 
 #: File names inside a series folder.
 SERIES_FILE = "series.json"
-MODEL_CONFIG_FILE = "model_config.json"
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.safetensors$")
 
 #: Settings of the quick series: about 20 s of one CPU core, ~80% held-out accuracy (chance: 8%).
