@@ -86,21 +86,16 @@ def _load_data(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from devvis.models import find_checkpoints, load_model
+    from devvis.longitudinal import CheckpointSeries
     from devvis.slt import llc_trajectory
 
-    refs = find_checkpoints(args.checkpoint_path)
-    loader = _load_data(args)
     device = torch.device(args.device) if args.device else torch.device("cpu")
-
-    def series():
-        for i, ref in enumerate(refs):
-            step = ref.step if ref.step is not None else i
-            yield step, load_model(args.model, checkpoint=ref.path, trust=args.trust_checkpoint, device=device)
-
+    # the one checkpoint series: steps from names or metadata, one model in memory at a time
+    series = CheckpointSeries(args.checkpoint_path, args.model, trust=args.trust_checkpoint, device=device)
+    loader = _load_data(args)
     out = Path(args.output_path) / "slt"
     traj = llc_trajectory(
-        series(), loader, torch.nn.functional.cross_entropy, output_dir=out, progress=args.progress,
+        series, loader, torch.nn.functional.cross_entropy, output_dir=out, progress=args.progress,
         sampler=args.sampler, lr=args.lr, localization=args.localization, nbeta=args.nbeta,
         num_chains=args.num_chains, num_draws=args.num_draws, num_burnin_steps=args.num_burnin_steps,
         num_steps_bw_draws=args.num_steps_bw_draws, seed=args.seed, params=args.params,

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 from torch import nn
 
 from devvis.errors import ConfigError
-from devvis.slt.llc import LLCResult, estimate_llc, plot_traces_on
+from devvis.slt.batches import Criterion, Loader
+from devvis.slt.llc import estimate_llc
+from devvis.slt.result import LLCResult, plot_traces_on
+from devvis.typing import PathLike
 
 __all__ = ["llc_sweep"]
 
@@ -42,13 +44,13 @@ def _values(name: str, values: Sequence[float] | None) -> list[float | None]:
 
 def llc_sweep(
     model: nn.Module,
-    loader: Iterable,
-    criterion: Callable,
+    loader: Loader,
+    criterion: Criterion,
     *,
     lrs: Sequence[float],
     localizations: Sequence[float] | None = None,
     nbetas: Sequence[float] | None = None,
-    output_path: str | os.PathLike | None = None,
+    output_dir: PathLike | None = None,
     progress: bool = True,
     **llc_kwargs: Any,
 ) -> list[LLCResult]:
@@ -59,7 +61,7 @@ def llc_sweep(
         lrs: step sizes to try.
         localizations: γ values to try (default: ``llc_kwargs["localization"]`` or the estimator's default).
         nbetas: nβ values to try (default: ``llc_kwargs["nbeta"]`` or the estimator's default).
-        output_path: folder; when given, writes ``llc_sweep.png`` (rows: lr; columns:
+        output_dir: folder; when given, writes ``llc_sweep.png`` (rows: lr; columns:
             γ × nβ; one subplot of loss traces each, titled with the estimate) and
             ``llc_sweep.json`` (each setting's numbers and diagnostics, without traces).
         progress: progress bar per estimate.
@@ -89,8 +91,8 @@ def llc_sweep(
             kwargs["nbeta"] = nbeta
         results.append(estimate_llc(model, loader, criterion, progress=progress, **kwargs))
 
-    if output_path is not None:
-        _write(Path(output_path), results, len(lr_values), len(gammas) * len(betas))
+    if output_dir is not None:
+        _write(Path(output_dir), results, len(lr_values), len(gammas) * len(betas))
     return results
 
 

@@ -15,20 +15,24 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from torch import nn
 
 from devvis.errors import ConfigError
-from devvis.slt.llc import LLCResult, estimate_llc
+from devvis.longitudinal.plots import set_step_axis
+from devvis.slt.batches import Criterion, Loader
+from devvis.slt.llc import estimate_llc
+from devvis.slt.result import LLCResult
+from devvis.typing import PathLike
 
 __all__ = ["LLCTrajectory", "llc_trajectory", "plot_trajectory"]
 
 FeatureCurves = Mapping[str, tuple[Sequence[float], Sequence[float]]]
+"""``{label: (steps, values)}``: curves drawn beside the LLC on the same step axis."""
 
 
 @dataclass
@@ -60,7 +64,7 @@ class LLCTrajectory:
             ],
         }
 
-    def save(self, output_dir: str | os.PathLike, feature_curves: FeatureCurves | None = None) -> None:
+    def save(self, output_dir: PathLike, feature_curves: FeatureCurves | None = None) -> None:
         """Write ``llc_trajectory.json`` and ``llc_trajectory.png`` into ``output_dir``."""
         from devvis.io import metadata, write_json
 
@@ -71,11 +75,11 @@ class LLCTrajectory:
 
 def llc_trajectory(
     series: Iterable[tuple[int, nn.Module]],
-    loader: Iterable,
-    criterion: Callable,
+    loader: Loader,
+    criterion: Criterion,
     *,
     feature_curves: FeatureCurves | None = None,
-    output_dir: str | os.PathLike | None = None,
+    output_dir: PathLike | None = None,
     progress: bool = True,
     **llc_kwargs: Any,
 ) -> LLCTrajectory:
@@ -123,22 +127,11 @@ def llc_trajectory(
     return traj
 
 
-def _step_axis(ax: Any, steps: Sequence[float]) -> None:
-    """Log x when the positive steps span more than two decades; symlog when step 0 is present."""
-    arr = np.asarray(steps, dtype=float)
-    pos = arr[arr > 0]
-    if len(pos) == 0 or pos.max() / pos.min() <= 100:
-        return
-    if (arr <= 0).any():
-        ax.set_xscale("symlog", linthresh=float(pos.min()))
-    else:
-        ax.set_xscale("log")
-
-
 def plot_trajectory(
-    traj: LLCTrajectory, path: str | os.PathLike, feature_curves: FeatureCurves | None = None
+    traj: LLCTrajectory, output_path: PathLike, *, feature_curves: FeatureCurves | None = None
 ) -> None:
-    """PNG of LLC vs step (error bars: std over chains); a second panel of ``feature_curves`` if given."""
+    """Write a PNG of LLC vs step to ``output_path`` (error bars: std over chains); a second panel of
+    ``feature_curves`` if given. The step axis follows :func:`devvis.longitudinal.plots.step_scale`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,7 +168,7 @@ def plot_trajectory(
         fax.set_ylabel("feature curves")
         fax.legend(fontsize=7)
     axes[-1][0].set_xlabel("training step")
-    _step_axis(ax, all_steps)  # shared x: setting it once applies to both panels
+    set_step_axis(ax, all_steps, label=False)  # shared x: setting it once applies to both panels
     if not any(math.isfinite(v) for v in mean):
         ax.text(0.5, 0.5, "no finite estimate", transform=ax.transAxes, ha="center")
-    write_figure(path, fig)
+    write_figure(output_path, fig)

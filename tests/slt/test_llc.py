@@ -13,7 +13,7 @@ from torch import nn
 from devvis.errors import ConfigError, LayerNotFoundError
 from devvis.io import read_json, write_json
 from devvis.slt import LLCDiagnosticWarning, default_nbeta, estimate_llc, llc_sweep, llc_trajectory
-from devvis.slt.trajectory import _step_axis
+from devvis.longitudinal.plots import set_step_axis
 
 FAST = dict(lr=1e-3, localization=10.0, num_chains=2, num_draws=15, progress=False)
 
@@ -63,6 +63,34 @@ def test_weights_buffers_grads_and_modes_restored_bit_exactly():
         assert torch.equal(model[0].weight.grad, grad_before)
         assert model[0].bias.grad is None and model[3].weight.grad is None and model[3].bias.grad is None
         assert model[3].bias.requires_grad is False and model[0].weight.requires_grad is True
+
+
+def test_frozen_batchnorm_inside_a_train_mode_model_comes_back_exactly():
+    """A model in train mode holding a BatchNorm in eval mode (a frozen BN) keeps every submodule's
+    own mode, every value bit-exact and every requires_grad flag, whichever mode sampling used."""
+    model = bn_net()
+    x, y = small_data()
+    model.train()
+    model(x)  # non-trivial running statistics
+    model[1].eval()  # the frozen BatchNorm
+    model[3].weight.requires_grad_(False)
+    model[0].bias.grad = torch.full_like(model[0].bias, -2.0)
+    snap = snapshot(model)
+    modes = {name: m.training for name, m in model.named_modules()}
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    assert modes[""] and not modes["1"]
+    for train_mode in (False, True):
+        seen: list[bool] = []
+        handle = model[1].register_forward_hook(lambda m, i, o: seen.append(m.training))
+        res = estimate_llc(model, loader_of(x, y), ce, train_mode=train_mode, **FAST)
+        handle.remove()
+        assert math.isfinite(res.llc_mean)
+        assert seen and all(t == train_mode for t in seen)  # today's sampling mode: one mode for all
+        assert {name: m.training for name, m in model.named_modules()} == modes
+        assert {name: p.requires_grad for name, p in model.named_parameters()} == flags
+        assert_same(model, snap)
+        assert torch.equal(model[0].bias.grad, torch.full_like(model[0].bias, -2.0))
+        assert all(p.grad is None for n, p in model.named_parameters() if n != "0.bias")
 
 
 def test_eval_mode_during_sampling_unless_train_mode():
@@ -321,7 +349,7 @@ def test_result_json_and_trace_plot(tmp_path):
 def test_sweep_grid_outputs(tmp_path):
     x, y = small_data()
     results = llc_sweep(bn_net(), loader_of(x, y), ce, lrs=[1e-4, 1e-3], localizations=[1.0, 10.0, 100.0],
-                        output_path=tmp_path, num_chains=1, num_draws=10, progress=False)
+                        output_dir=tmp_path, num_chains=1, num_draws=10, progress=False)
     assert [(r.hyperparameters["lr"], r.hyperparameters["localization"]) for r in results] == [
         (1e-4, 1.0), (1e-4, 10.0), (1e-4, 100.0), (1e-3, 1.0), (1e-3, 10.0), (1e-3, 100.0)]
     data = read_json(tmp_path / "llc_sweep.json")
@@ -361,9 +389,9 @@ def test_step_axis_scale_choice():
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3)
-    _step_axis(axes[0], [0, 10, 100_000])
-    _step_axis(axes[1], [10, 100_000])
-    _step_axis(axes[2], [10, 20, 500])
+    # the LLC plot uses the longitudinal plots' step axis (one rule for every step axis)
+    for ax, steps in zip(axes, ([0, 10, 100_000], [10, 100_000], [10, 20, 500])):
+        set_step_axis(ax, steps, label=False)
     assert [a.get_xscale() for a in axes] == ["symlog", "log", "linear"]
     plt.close(fig)
 

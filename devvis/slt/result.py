@@ -1,0 +1,125 @@
+"""What an LLC estimate returns: :class:`LLCResult` (numbers, traces, settings, findings) and its plot.
+
+>>> import numpy as np
+>>> res = LLCResult(llc_mean=2.0, llc_std=0.1, llc_per_chain=[1.9, 2.1], loss_traces=np.ones((2, 5)),
+...                 num_burnin_steps=1, init_loss=0.9, nbeta=10.0, hyperparameters={})
+>>> res.ok, res.draw_traces.shape
+(True, (2, 4))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from devvis.typing import PathLike
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from matplotlib.axes import Axes
+
+__all__ = ["LLCResult", "plot_traces_on", "format_estimate"]
+
+
+@dataclass
+class LLCResult:
+    """Outcome of :func:`~devvis.slt.estimate_llc`.
+
+    Attributes:
+        llc_mean: mean of the per-chain estimates over the finite chains (NaN if none).
+        llc_std: sample standard deviation (ddof=1) over the finite chains; NaN with
+            fewer than two finite chains.
+        llc_per_chain: one estimate per chain, NaN for chains stopped by a NaN/inf loss.
+        loss_traces: float64 array ``(num_chains, num_burnin_steps + num_draws)``: the
+            minibatch loss at every burn-in step, then at every draw. Columns before
+            ``num_burnin_steps`` are burn-in (not used in the estimate). A chain stopped
+            early is NaN from the step that failed onwards.
+        num_burnin_steps: number of leading burn-in columns in ``loss_traces``.
+        init_loss: ``L_n(w*)``, the mean loss over the loader at the given weights.
+        nbeta: the inverse temperature ``nβ`` used.
+        hyperparameters: every setting (sampler, lr, localization, nbeta and its
+            source, chains, draws, burn-in, thinning, seed, mode, sampled parameters).
+        diagnostics: human-readable findings, one string each (empty when all is well).
+        flags: ``{"nan": [...], "diverged": [...], "trending": [...]}``: chain indices.
+        time_s: wall time of the whole estimate.
+    """
+
+    llc_mean: float
+    llc_std: float
+    llc_per_chain: list[float]
+    loss_traces: np.ndarray
+    num_burnin_steps: int
+    init_loss: float
+    nbeta: float
+    hyperparameters: dict[str, Any]
+    diagnostics: list[str] = field(default_factory=list)
+    flags: dict[str, list[int]] = field(default_factory=dict)
+    time_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the estimate is finite and no chain diverged."""
+        return math.isfinite(self.llc_mean) and not self.flags.get("diverged")
+
+    @property
+    def draw_traces(self) -> np.ndarray:
+        """The loss at the draws only (burn-in removed): ``(num_chains, num_draws)``."""
+        return self.loss_traces[:, self.num_burnin_steps :]
+
+    def to_dict(self, include_traces: bool = True) -> dict[str, Any]:
+        """JSON-ready dictionary (NaN stays NaN here; :func:`devvis.io.write_json` writes null)."""
+        out: dict[str, Any] = {
+            "llc_mean": float(self.llc_mean),
+            "llc_std": float(self.llc_std),
+            "llc_per_chain": [float(v) for v in self.llc_per_chain],
+            "init_loss": float(self.init_loss),
+            "nbeta": float(self.nbeta),
+            "ok": self.ok,
+            "hyperparameters": dict(self.hyperparameters),
+            "diagnostics": list(self.diagnostics),
+            "flags": {k: list(v) for k, v in self.flags.items()},
+            "time_s": float(self.time_s),
+            "num_burnin_steps": int(self.num_burnin_steps),
+        }
+        if include_traces:
+            out["loss_traces"] = self.loss_traces.tolist()
+        return out
+
+    def plot_traces(self, output_path: PathLike, title: str | None = None) -> None:
+        """Write a PNG of the loss traces to ``output_path`` (one line per chain; burn-in shaded; L(w*) dashed)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from devvis.io import write_figure
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        plot_traces_on(ax, self)
+        ax.set_title(title or f"LLC = {format_estimate(self.llc_mean)} ± {format_estimate(self.llc_std)}  "
+                              f"(nβ = {self.nbeta:.4g})")
+        ax.legend(loc="best", fontsize=7)
+        write_figure(output_path, fig)
+
+
+def plot_traces_on(ax: "Axes", result: LLCResult) -> None:
+    """Draw ``result``'s loss traces on a matplotlib axis (used by the sweep grid too)."""
+    steps = np.arange(result.loss_traces.shape[1])
+    for c, trace in enumerate(result.loss_traces):
+        ax.plot(steps, trace, lw=0.8, label=f"chain {c}")
+    if result.num_burnin_steps:
+        ax.axvspan(0, result.num_burnin_steps, color="0.9", label="burn-in")
+    ax.axhline(result.init_loss, color="k", ls="--", lw=0.8, label="L(w*)")
+    ax.set_xlabel("step (burn-in, then draws)")
+    ax.set_ylabel("minibatch loss")
+
+
+def format_estimate(v: float) -> str:
+    """Three significant digits, or ``"nan"``.
+
+    >>> format_estimate(2.34567), format_estimate(float("nan"))
+    ('2.35', 'nan')
+    """
+    return f"{v:.3g}" if math.isfinite(v) else "nan"
