@@ -7,7 +7,10 @@ Builds devvis's compact ResNet (random weights, torchvision layer names), then
    linearized copy (ReLU -> identity), residual shortcut included;
 2. the influence of every ``layer1.0`` channel on ``layer2.0`` channel 3 on probe images, with
    gradient x activation and integrated gradients, and the top upstream channels;
-and writes the numbers to ``OUTPUT_DIR/circuits_example.json``.
+3. what a shared module's name means: each block calls its ``relu`` twice, and ``layer1.0.relu``
+   is its last call, the block's output (the tensor ``render`` records under that name);
+and writes the numbers to ``OUTPUT_DIR/circuits_example.json``. The probe images are in [0, 1]; the
+default ``preprocess="auto"`` feeds them raw to zoo models (ImageNet normalization for others).
 """
 
 import sys
@@ -19,6 +22,7 @@ import torch
 from devvis import io as dio
 from devvis.circuits import InfluenceTrajectory, channel_influence, expanded_weights, top_inputs
 from devvis.data import probe_batch
+from devvis.hooks import count_calls
 from devvis.zoo import compact_resnet
 
 
@@ -54,6 +58,12 @@ def main(out: str) -> None:
     traj = InfluenceTrajectory([0], gxa.unsqueeze(0), "layer1.0", "layer2.0", 3)
     top = top_inputs(traj, k=3)[0]
     print("top 3 upstream channels of layer2.0:3:", ", ".join(f"{c} ({v:+.4f})" for c, v in top))
+
+    relu = channel_influence(model, "layer1.0.relu", "layer2.0", images, target_channel=3)
+    print(f"layer1.0.relu runs {count_calls(model, ['layer1.0.relu'], images).runs('layer1.0.relu')} times per "
+          f"forward pass; its name means the last call, the block output: same influence as layer1.0: "
+          f"{torch.allclose(relu, gxa)}")
+    assert torch.allclose(relu, gxa, rtol=1e-6, atol=1e-9)
 
     path = Path(out) / "circuits_example.json"
     dio.write_json(path, dio.metadata("circuits_example", expanded_weights=w[3], influence_grad_x_act=gxa,

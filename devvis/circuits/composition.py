@@ -22,7 +22,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -31,9 +31,16 @@ from devvis import io as dio
 from devvis.circuits.expanded import expanded_weights
 from devvis.circuits.influence import InfluenceTrajectory, influence_trajectory
 from devvis.errors import ConfigError
+from devvis.typing import PathLike, PreprocessLike, SeriesLike
+
+if TYPE_CHECKING:  # pragma: no cover - names for type checkers only
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from devvis.longitudinal import FeatureChange, SeriesResult
 
 #: Render settings of :func:`composition` unless ``render_kwargs`` says otherwise: small, for the CPU.
-DEFAULT_RENDER: dict[str, Any] = {"steps": 64, "image_size": 48}
+DEFAULT_RENDER: dict[str, int] = {"steps": 64, "image_size": 48}
 
 
 @dataclass
@@ -84,9 +91,9 @@ class CompositionResult:
     trajectory: InfluenceTrajectory
     threshold: float
     settings: dict[str, Any]
-    target: Any = None
-    sources: list[Any] = field(default_factory=list)
-    renders: dict[str, Any] = field(default_factory=dict)
+    target: FeatureChange | None = None
+    sources: list[FeatureChange] = field(default_factory=list)
+    renders: dict[str, SeriesResult] = field(default_factory=dict)
     figure_path: Path | None = None
     json_path: Path | None = None
 
@@ -128,16 +135,16 @@ def _stem(text: str) -> str:
 
 
 def composition(
-    series: Any,
+    series: SeriesLike,
+    source_layer: str,
     target_layer: str,
     target_channel: int,
-    source_layer: str,
-    k: int = 6,
     *,
+    k: int = 6,
     inputs: torch.Tensor | None = None,
-    output_dir: str | Path | None = None,
-    render_kwargs: dict[str, Any] | None = None,
-    preprocess: Any = None,
+    output_dir: PathLike | None = None,
+    render_kwargs: Mapping[str, object] | None = None,
+    preprocess: PreprocessLike = "auto",
     method: str = "grad_x_act",
     threshold: float = 0.8,
     crop: int = 5,
@@ -158,9 +165,10 @@ def composition(
         Passed to :func:`~devvis.longitudinal.render_series` (default
         ``steps=64, image_size=48``; small, for the CPU).
     preprocess:
-        Model-input preprocessing for influences, renders and metrics; default
-        the series' own (:func:`~devvis.longitudinal.default_preprocess`:
-        ``"none"`` for devvis zoo models, ``"imagenet"`` otherwise).
+        Model-input preprocessing for influences, renders and metrics
+        (:func:`~devvis.render.pipeline.resolve_preprocess`): ``"auto"``, the
+        model's own default (raw [0, 1] input for devvis zoo models, ImageNet
+        normalization otherwise); ``"imagenet"``; ``None``/``"none"``, as given; or a callable.
     method:
         Influence method (see :func:`~devvis.circuits.channel_influence`).
     threshold:
@@ -178,21 +186,30 @@ def composition(
     >>> from torch import nn
     >>> nets = {s: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1))
     ...         for s in (0, 10)}
-    >>> res = composition(nets, "2", 0, "1", k=2, render_kwargs={"steps": 2, "image_size": 16})
+    >>> res = composition(nets, "1", "2", 0, k=2, render_kwargs={"steps": 2, "image_size": 16})
     >>> len(res.upstream), tuple(res.upstream[0].expanded_weight.shape)
     (2, (5, 5))
     """
-    from devvis.longitudinal import default_preprocess, feature_change, render_series
+    from devvis.longitudinal import feature_change, render_series
     from devvis.longitudinal.series import as_series
     from devvis.objectives import channel as channel_objective
     from devvis.objectives import channels as channels_objective
 
+    for role, layer in (("source_layer", source_layer), ("target_layer", target_layer)):
+        if not isinstance(layer, str):
+            raise ConfigError(f"{role} must be a layer name; got {layer!r}. The order is "
+                              "composition(series, source_layer, target_layer, target_channel, k=...)")
+    if not isinstance(target_channel, int) or isinstance(target_channel, bool):
+        raise ConfigError(f"target_channel must be an integer; got {target_channel!r}. The order is "
+                          "composition(series, source_layer, target_layer, target_channel, k=...)")
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ConfigError(f"k must be a positive integer (upstream channels to show); got {k!r}")
     if not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
         raise ConfigError(f"threshold must be a finite number; got {threshold!r}")
     s = as_series(series)
-    pre = preprocess if preprocess is not None else default_preprocess(s)
+    # None and "none" both mean the images as given; spelled "none" so that the renders' metadata and
+    # the metrics (where None means "the renders' own") read it as identity too
+    preprocess = "none" if preprocess is None else preprocess
     if inputs is None:
         from devvis.data import probe_batch
 
@@ -202,14 +219,14 @@ def composition(
         raise ConfigError(f"inputs must be images (N, C, H, W); got {shape}")
 
     traj = influence_trajectory(s, source_layer, target_layer, target_channel, inputs, method=method,
-                                preprocess=pre, progress=progress)
+                                preprocess=preprocess, progress=progress)
     top = traj.top(k)
     chans = [c for c, _ in top]
     final_step = traj.steps[-1]
     weights = expanded_weights(s[final_step], source_layer, target_layer, crop=crop,
                                input_shape=tuple(inputs.shape[1:]), target_channels=[target_channel])[0]
 
-    rk = {**DEFAULT_RENDER, "preprocess": pre, **(render_kwargs or {})}
+    rk: dict[str, Any] = {**DEFAULT_RENDER, "preprocess": preprocess, **(render_kwargs or {})}
     for reserved in ("seed", "progress", "param"):
         if reserved in rk:
             raise ConfigError(f"render_kwargs may not set {reserved!r}; composition() takes "
@@ -248,24 +265,24 @@ def composition(
     return result
 
 
-def _image(ax: Any, img: torch.Tensor) -> None:
+def _image(ax: Axes, img: torch.Tensor) -> None:
     ax.imshow(img.detach().float().clamp(0, 1).permute(1, 2, 0).numpy())
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def _step_axis(ax: Any, steps: Sequence[int]) -> None:
+def _step_axis(ax: Axes, steps: Sequence[int]) -> None:
     from devvis.longitudinal.plots import set_step_axis
 
     set_step_axis(ax, steps, label=False)
 
 
-def _mark_settle(ax: Any, step: int | None, **style: Any) -> None:
+def _mark_settle(ax: Axes, step: int | None, **style: object) -> None:
     if step is not None:
         ax.axvline(step, **style)
 
 
-def plot_composition(result: CompositionResult) -> Any:
+def plot_composition(result: CompositionResult) -> Figure:
     """The figure of a :class:`CompositionResult` (a matplotlib ``Figure``; see the module docstring)."""
     import matplotlib
 

@@ -28,8 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from devvis.circuits.path import Cut, check_layer, model_device, source_to_target
+from devvis.circuits.path import Cut, check_layer, plan_calls, source_to_target
 from devvis.errors import ChannelOutOfRangeError, ConfigError, LayoutError
+from devvis.hooks import CallPlan
+from devvis.state import model_device
 
 #: Activation modules replaced by the identity: each has slope 1 (or close to it) for inputs that
 #: pass, which is the linear path a feature's weights describe. (PReLU/LeakyReLU/ELU/CELU/SELU,
@@ -164,24 +166,24 @@ def _crop(grad: torch.Tensor, ys: int, xs: int, k: int) -> torch.Tensor:
 
 
 def _cut_batch(lin: nn.Module, source: str, target: str, shape: tuple[int, ...], n: int,
-               device: torch.device) -> Cut:
+               device: torch.device, plan: CallPlan) -> Cut:
     """A cut with ``n`` copies of the source activation, running the layers upstream of it once if possible."""
     try:
-        return source_to_target(lin, source, target, torch.zeros(1, *shape, device=device), expand=n)
+        return source_to_target(lin, source, target, torch.zeros(1, *shape, device=device), expand=n, plan=plan)
     except RuntimeError:
         # A path that bypasses the source (DenseNet's concatenation, an in-place add onto a
         # shortcut) met the expanded batch with batch 1: run n copies of the input instead.
-        return source_to_target(lin, source, target, torch.zeros(n, *shape, device=device))
+        return source_to_target(lin, source, target, torch.zeros(n, *shape, device=device), plan=plan)
 
 
 def expanded_weights(
     model: nn.Module,
     source_layer: str,
     target_layer: str,
+    *,
     crop: int = 5,
     position: str | Sequence[int] = "center",
     input_shape: Sequence[int] | None = None,
-    *,
     target_channels: Sequence[int] | None = None,
     batch_size: int = 64,
 ) -> torch.Tensor:
@@ -209,7 +211,11 @@ def expanded_weights(
     ``batch_size`` target channels (one forward pass each, stopped at the target).
 
     ``model`` is not modified: not its parameters, ``requires_grad``, mode or
-    hooks. ``source_layer`` may be ``"input"`` (weights from the RGB channels).
+    hooks (the linearized copy is a deep copy). ``source_layer`` may be
+    ``"input"`` (weights from the RGB channels). A layer whose module runs
+    several times in the forward pass means its last call, the tensor render
+    records under that name (:mod:`devvis.hooks.calls`): ``layer1.0.relu`` of a
+    torchvision ResNet is the block's output.
 
     Raises :class:`~devvis.errors.LayerNotFoundError` (unknown layer, with the
     closest names), :class:`~devvis.errors.LayoutError` (a layer whose output is
@@ -232,7 +238,9 @@ def expanded_weights(
     lin = linearize(model)
     device = model_device(lin)
 
-    probe = source_to_target(lin, source, target, torch.zeros(1, *shape, device=device))
+    zeros = torch.zeros(1, *shape, device=device)
+    plan = plan_calls(lin, source, target, zeros)  # the copy runs its modules as often as the model does
+    probe = source_to_target(lin, source, target, zeros, plan=plan)
     for name, role, t in ((source, "source", probe.source), (target, "target", probe.target)):
         if t.dim() != 4:
             raise LayoutError(f"{role} layer {name!r} has an activation of shape {tuple(t.shape)}; expanded weights "
@@ -257,7 +265,7 @@ def expanded_weights(
         n = len(chans)
         # One copy of the source activation per target channel: row i of the batch carries the
         # gradient of channel chans[i] alone (eval-mode BatchNorm never mixes the batch).
-        cut = _cut_batch(lin, source, target, shape, n, device)
+        cut = _cut_batch(lin, source, target, shape, n, device, plan)
         picked = cut.target[torch.arange(n, device=device), chans, y, x]
         grad = None
         if picked.requires_grad:

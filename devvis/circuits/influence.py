@@ -17,7 +17,6 @@ torch.Size([5, 4])
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -25,8 +24,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from devvis.circuits.path import analysis_mode, check_layer, model_device, per_channel, source_to_target
+from devvis.circuits.path import check_layer, per_channel, plan_calls, source_to_target
 from devvis.errors import ChannelOutOfRangeError, ConfigError, closest
+from devvis.hooks import CallPlan
+from devvis.render.pipeline import ModelInput
+from devvis.state import frozen, model_device
+from devvis.typing import PreprocessLike, SeriesLike
 
 #: Attribution methods of :func:`channel_influence`.
 METHODS = ("grad_x_act", "integrated_gradients")
@@ -51,7 +54,7 @@ def _target_means(target: torch.Tensor) -> torch.Tensor:
 
 
 def _batch_attribution(model: nn.Module, source: str, target: str, x: torch.Tensor, channels: list[int] | None,
-                       method: str, steps: int) -> torch.Tensor:
+                       method: str, steps: int, plan: CallPlan) -> torch.Tensor:
     """Attributions summed over the batch ``x``: ``[C_t, C_s]``, or ``[len(channels), C_s]``."""
     alphas = [1.0] if method == "grad_x_act" else [(i + 0.5) / steps for i in range(steps)]
     total: torch.Tensor | None = None
@@ -64,7 +67,7 @@ def _batch_attribution(model: nn.Module, source: str, target: str, x: torch.Tens
             seen["actual"] = s
             return s if a == 1.0 else a * s
 
-        cut = source_to_target(model, source, target, x, transform=scaled)
+        cut = source_to_target(model, source, target, x, transform=scaled, plan=plan)
         actual = per_channel(seen["actual"])  # [B, C_s, P]
         means = _target_means(cut.target)  # [B, C_t]
         if channels is not None:
@@ -98,7 +101,7 @@ def channel_influence(
     *,
     method: str = "grad_x_act",
     steps: int = 16,
-    preprocess: Any = None,
+    preprocess: PreprocessLike = "auto",
     batch_size: int = 32,
 ) -> torch.Tensor:
     """Influence of each source channel on each target channel, float32 ``[C_target, C_source]`` (CPU).
@@ -115,11 +118,16 @@ def channel_influence(
     (completeness). For a model that is linear between the two layers both
     methods agree exactly.
 
-    ``inputs``: images ``(N, C, H, W)`` as the model expects them, after
-    ``preprocess`` (``None``/``"none"``: as given; ``"imagenet"``; or a
-    callable). They go through the model in batches of ``batch_size``, in eval
-    mode with frozen parameters (restored afterwards; the model is otherwise
-    not touched). Layers may be conv maps ``[B, C, H, W]`` or flat ``[B, C]``.
+    ``inputs``: images ``(N, C, H, W)`` in [0, 1]; the model sees them through
+    :class:`~devvis.render.pipeline.ModelInput` (resize to the model's fixed
+    input size if it has one, then ``preprocess``: ``"auto"``, the model's own
+    default; ``"imagenet"``; ``None``/``"none"``, as given; or a callable).
+    They go through the model in batches of ``batch_size``, borrowed with
+    :func:`devvis.state.frozen` (eval mode, frozen parameters; every submodule's
+    mode and ``requires_grad`` restored afterwards). Layers may be conv maps
+    ``[B, C, H, W]`` or flat ``[B, C]``. A layer whose module runs several times
+    in the forward pass means its last call, the tensor render records under
+    that name (:mod:`devvis.hooks.calls`).
 
     >>> import torch, torchvision
     >>> m = torchvision.models.resnet18(weights=None)
@@ -136,19 +144,20 @@ def channel_influence(
         raise ConfigError(f"inputs must be a batch of images (N, C, H, W) with N >= 1; got {shape}")
     source = check_layer(model, source_layer, "source")
     target = check_layer(model, target_layer, "target")
-    from devvis.transforms import get_preprocess
-
-    pre = get_preprocess(preprocess)
+    model_input = ModelInput(model, preprocess=preprocess)
     device = model_device(model)
     channels = None if target_channel is None else [target_channel]
     if target_channel is not None and (not isinstance(target_channel, int) or isinstance(target_channel, bool)
                                        or target_channel < 0):
         raise ChannelOutOfRangeError(f"target_channel must be a non-negative integer; got {target_channel!r}")
     total: torch.Tensor | None = None
-    with analysis_mode(model):
+    plan: CallPlan | None = None
+    with frozen(model):
         for start in range(0, inputs.shape[0], batch_size):
-            x = pre(inputs[start:start + batch_size].to(device=device, dtype=torch.float32))
-            part = _batch_attribution(model, source, target, x, channels, method, steps)
+            x = model_input(inputs[start:start + batch_size].to(device=device, dtype=torch.float32))
+            if plan is None:  # which call each name means: counted once, on the first batch
+                plan = plan_calls(model, source, target, x)
+            part = _batch_attribution(model, source, target, x, channels, method, steps, plan)
             total = part if total is None else total + part
     assert total is not None
     result = (total / inputs.shape[0]).float().cpu()
@@ -197,40 +206,38 @@ class InfluenceTrajectory:
         }
 
 
-def iterate_series(series: Any) -> Iterator[tuple[int, nn.Module]]:
-    """``(step, model)`` pairs of a :class:`~devvis.longitudinal.CheckpointSeries` or a ``{step: model}`` mapping."""
-    if isinstance(series, Mapping):
-        for step in sorted(series):
-            yield int(step), series[step]
-        return
-    try:
-        it = iter(series)
-    except TypeError:
-        raise ConfigError(f"expected a CheckpointSeries or a {{step: model}} mapping; got {type(series).__name__}") \
-            from None
-    for item in it:
-        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], nn.Module)):
-            raise ConfigError("expected a CheckpointSeries (yielding (step, model)) or a {step: model} mapping; "
-                              f"iteration gave {type(item).__name__}")
-        yield int(item[0]), item[1]
+def iterate_series(series: SeriesLike) -> Iterator[tuple[int, nn.Module]]:
+    """``(step, model)`` pairs of a series, in step order, one model in memory at a time.
+
+    ``series``: a :class:`~devvis.longitudinal.CheckpointSeries`, a ``{step: model}``
+    mapping, a folder or a list of checkpoint files (see :func:`devvis.longitudinal.series.as_series`).
+    """
+    from devvis.longitudinal.series import as_series
+
+    yield from as_series(series)
 
 
 def influence_trajectory(
-    series: Any,
+    series: SeriesLike,
     source_layer: str,
     target_layer: str,
     target_channel: int,
     inputs: torch.Tensor,
     *,
+    method: str = "grad_x_act",
+    steps: int = 16,
+    preprocess: PreprocessLike = "auto",
+    batch_size: int = 32,
     progress: bool = False,
-    **kw: Any,
 ) -> InfluenceTrajectory:
     """:func:`channel_influence` of every source channel on ``target_channel`` at each checkpoint of ``series``.
 
     ``series``: a :class:`~devvis.longitudinal.CheckpointSeries` (iterating
-    yields ``(step, model)``, one model in memory at a time) or a
-    ``{step: model}`` mapping. ``kw`` go to :func:`channel_influence`
-    (``method``, ``steps``, ``preprocess``, ``batch_size``).
+    yields ``(step, model)``, one model in memory at a time), a
+    ``{step: model}`` mapping, or checkpoint paths. ``inputs``: images
+    ``(N, C, H, W)`` in [0, 1]. ``method``, ``steps``, ``preprocess`` and
+    ``batch_size`` go to :func:`channel_influence`. Returns an
+    :class:`InfluenceTrajectory` whose ``influence`` is ``[n_checkpoints, C_source]``.
 
     >>> import torch
     >>> from torch import nn
@@ -239,24 +246,26 @@ def influence_trajectory(
     >>> traj.steps, tuple(traj.influence.shape)
     ([0, 10], (2, 4))
     """
-    steps: list[int] = []
+    found: list[int] = []
     rows: list[torch.Tensor] = []
     for step, model in tqdm(iterate_series(series), disable=not progress, desc="influence", leave=False):
-        rows.append(channel_influence(model, source_layer, target_layer, inputs, target_channel, **kw))
-        steps.append(step)
+        rows.append(channel_influence(model, source_layer, target_layer, inputs, target_channel, method=method,
+                                      steps=steps, preprocess=preprocess, batch_size=batch_size))
+        found.append(step)
     if not rows:
         raise ConfigError("the checkpoint series is empty; influence_trajectory needs at least one checkpoint")
-    method = kw.get("method", "grad_x_act")
-    settings = {k: v for k, v in kw.items() if k in ("steps", "batch_size") or (k == "preprocess" and isinstance(v, str))}
-    return InfluenceTrajectory(steps, torch.stack(rows), source_layer, target_layer, int(target_channel), method,
+    settings: dict[str, Any] = {"steps": steps, "batch_size": batch_size}
+    if preprocess is None or isinstance(preprocess, str):
+        settings["preprocess"] = preprocess
+    return InfluenceTrajectory(found, torch.stack(rows), source_layer, target_layer, int(target_channel), method,
                                int(inputs.shape[0]), settings)
 
 
 def top_inputs(
-    trajectory_or_series: Any,
-    *args: Any,
+    trajectory_or_series: InfluenceTrajectory | SeriesLike,
+    *args: str | int | torch.Tensor,
     k: int = 6,
-    **kw: Any,
+    **kw: object,
 ) -> dict[int, list[tuple[int, float]]]:
     """The ``k`` strongest upstream channels of a target channel at each checkpoint, by ``|influence|``.
 
@@ -277,5 +286,5 @@ def top_inputs(
             raise ConfigError("top_inputs(trajectory, k=...) takes no other arguments when given a trajectory")
         traj = trajectory_or_series
     else:
-        traj = influence_trajectory(trajectory_or_series, *args, **kw)
+        traj = influence_trajectory(trajectory_or_series, *args, **kw)  # type: ignore[arg-type]
     return {step: traj.top(k, step) for step in traj.steps}

@@ -18,15 +18,14 @@ is a constant.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
 from devvis.errors import ConfigError, LayoutError
-from devvis.hooks import INPUT, StopForward, split_selector, infer_layout, resolve_name
+from devvis.hooks import INPUT, CallPlan, StopForward, count_calls, infer_layout, resolve_name, split_selector
+from devvis.typing import TensorFn
 
 #: Layouts a circuit endpoint may have: conv maps ``[B, C, H, W]`` or flat features ``[B, C]``.
 SUPPORTED_LAYOUTS = ("nchw", "flat")
@@ -43,14 +42,6 @@ class Cut:
 
     source: torch.Tensor
     target: torch.Tensor
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter (or buffer); CPU for a model with neither."""
-    p = next(model.parameters(), None)
-    if p is None:
-        p = next(model.buffers(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def check_layer(model: nn.Module, name: str, role: str) -> str:
@@ -73,16 +64,43 @@ def _endpoint_tensor(module: nn.Module | None, out: object, name: str, role: str
     return out
 
 
+def _order_error(plan: CallPlan, source: str, target: str) -> ConfigError:
+    repeated = [d for d in (plan.describe(source), plan.describe(target)) if d]
+    if not repeated:
+        return ConfigError(f"target layer {target!r} runs before source layer {source!r}; "
+                           "the source must be upstream of the target")
+    return ConfigError(f"target layer {target!r} runs before source layer {source!r}: {'; '.join(repeated)}. "
+                       f"Name a source whose last call comes before the target's (for an earlier call of a shared "
+                       f"module, the module that feeds it, e.g. the BatchNorm before a shared ReLU)")
+
+
+def plan_calls(model: nn.Module, source: str, target: str, x: torch.Tensor) -> CallPlan:
+    """How often ``source`` and ``target`` run in one forward pass of ``x`` (:func:`devvis.hooks.count_calls`).
+
+    Each name means its module's last call (:mod:`devvis.hooks.calls`), the
+    tensor render records under that name. Compute it once and pass it to every
+    :func:`source_to_target` on inputs of the same shape.
+    """
+    return count_calls(model, [source, target], x)
+
+
 def source_to_target(
     model: nn.Module,
     source: str,
     target: str,
     x: torch.Tensor,
-    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    transform: TensorFn | None = None,
     *,
     expand: int | None = None,
+    plan: CallPlan | None = None,
 ) -> Cut:
     """Run ``model`` on ``x`` with the output of ``source`` replaced by a leaf requiring grad.
+
+    ``x``: the model input, e.g. ``(B, 3, H, W)`` after preprocessing. A layer
+    name means its module's *last* call in the forward pass, as in
+    :class:`~devvis.hooks.ActivationRecorder` (torchvision's ``BasicBlock.relu``
+    runs twice: ``layer1.0.relu`` is the block's output); ``plan`` (from
+    :func:`plan_calls`) says which call that is, counted here when not given.
 
     ``transform`` maps the source's actual output (detached) to the value the
     leaf takes (e.g. ``lambda s: alpha * s`` for integrated gradients); by
@@ -91,17 +109,24 @@ def source_to_target(
     activation ``n`` times along the batch (the layers upstream of the source
     then run once instead of ``n`` times); tensors that bypass the source keep
     batch 1, so a model that concatenates or adds them in place fails with a
-    ``RuntimeError`` (the caller falls back to a batch of inputs). Only hooks installed here are removed
-    afterwards; the model's mode and parameters are not touched (see
-    :func:`analysis_mode`).
+    ``RuntimeError`` (the caller falls back to a batch of inputs). Only hooks
+    installed here are removed afterwards; the model's mode and parameters are
+    not touched (borrow it with :func:`devvis.state.frozen`).
 
     Raises :class:`~devvis.errors.LayoutError` if a layer never ran or has an
     unsupported output, :class:`~devvis.errors.ConfigError` if the target runs
-    before the source.
+    before the source (naming how often a repeated module runs).
     """
     source = check_layer(model, source, "source")
     target = check_layer(model, target, "target")
+    if target == INPUT:
+        raise ConfigError(f"target layer {target!r} is the model input; name a layer downstream of the source")
+    if source == target:
+        raise ConfigError(f"source and target are the same layer {source!r}; name a target downstream of the source")
+    if plan is None:
+        plan = plan_calls(model, source, target, x)
     store: dict[str, torch.Tensor] = {}
+    calls = {"source": 0, "target": 0}
 
     def make_leaf(actual: torch.Tensor) -> torch.Tensor:
         value = actual.detach()
@@ -115,26 +140,27 @@ def source_to_target(
         # ``ReLU(inplace=True)``) may modify what they get, but never the leaf itself.
         return leaf.clone()
 
-    def source_hook(module: nn.Module, _inp: object, out: object) -> torch.Tensor:
-        if "source" in store:
-            # A module called twice (torchvision's BasicBlock.relu) has no single activation to cut at.
-            raise ConfigError(f"source layer {source!r} runs more than once per forward pass, so its activation "
-                              "is ambiguous; name a module that runs once (e.g. the block or its conv/bn)")
+    def source_hook(module: nn.Module, _inp: object, out: object) -> torch.Tensor | None:
+        calls["source"] += 1
+        if not plan.is_meant(source, calls["source"]):
+            return None  # an earlier call of a repeated module: not the tensor the name means
         return make_leaf(_endpoint_tensor(module, out, source, "source"))
 
     def target_hook(module: nn.Module, _inp: object, out: object) -> None:
+        calls["target"] += 1
+        if not plan.is_meant(target, calls["target"]):
+            return
         if "source" not in store:
-            raise ConfigError(f"target layer {target!r} runs before source layer {source!r}; "
-                              "the source must be upstream of the target")
+            raise _order_error(plan, source, target)
         store["target"] = _endpoint_tensor(module, out, target, "target")
         raise StopForward
 
     handles = []
     try:
         if source != INPUT:
+            plan.meant_call(source)  # a source that never runs: say so before the forward pass
             handles.append(model.get_submodule(source).register_forward_hook(source_hook))
-        if target == INPUT:
-            raise ConfigError(f"target layer {target!r} is the model input; name a layer downstream of the source")
+        plan.meant_call(target)
         handles.append(model.get_submodule(target).register_forward_hook(target_hook))
         model_input = make_leaf(x) if source == INPUT else x
         try:
@@ -148,26 +174,6 @@ def source_to_target(
     if missing:
         raise LayoutError(f"layers {missing} did not run during the forward pass (are they used by forward()?)")
     return Cut(store["source"], store["target"])
-
-
-@contextlib.contextmanager
-def analysis_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and frozen parameters for the duration of the block; both restored afterwards.
-
-    Eval mode keeps BatchNorm from mixing the batch or updating its running
-    statistics; frozen parameters keep autograd from building graphs for them.
-    """
-    was_training = model.training
-    saved = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _ in saved:
-            p.requires_grad_(False)
-        yield model
-    finally:
-        for p, rg in saved:
-            p.requires_grad_(rg)
-        model.train(was_training)
 
 
 def per_channel(t: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ HELP = "top upstream channels of a channel over training: influence, expanded we
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``circuits`` sub-parser."""
     from devvis.circuits import DEFAULT_RENDER, METHODS
+    from devvis.render.pipeline import PREPROCESS_CHOICES
 
     p = subparsers.add_parser("circuits", help=HELP, description=HELP,
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -32,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--crop", type=int, default=5, help="size of the expanded-weight kernel (k x k)")
     g.add_argument("--probe-images", type=int, default=16, help="synthetic probe images for the influences")
     g.add_argument("--probe-size", type=int, default=32, help="side of the probe images (pixels)")
-    g.add_argument("--preprocess", choices=("auto", "imagenet", "none"), default="auto",
+    g.add_argument("--preprocess", choices=PREPROCESS_CHOICES, default="auto",
                    help="model-input normalization; auto: none for devvis zoo models, imagenet otherwise")
     g.add_argument("--trust-checkpoint", action="store_true",
                    help="allow checkpoints that need arbitrary unpickling (can execute code: only for files you trust)")
@@ -65,11 +66,11 @@ def run(args: argparse.Namespace) -> int:
         _positive(name.replace("_", "-") if name != "k" else "top-k", getattr(args, name))
     series = CheckpointSeries(list(args.checkpoint_path), args.model, trust=args.trust_checkpoint)
     result = composition(
-        series, args.target_layer, args.channel, args.source_layer, k=args.k,
+        series, args.source_layer, args.target_layer, args.channel, k=args.k,
         inputs=probe_batch(args.probe_images, args.probe_size),
         output_dir=Path(args.output_path) / "circuits",
         render_kwargs={"steps": args.steps, "image_size": args.image_size},
-        preprocess=None if args.preprocess == "auto" else args.preprocess, method=args.method,
+        preprocess=args.preprocess, method=args.method,
         threshold=args.threshold, crop=args.crop, seed=args.seed, progress=args.progress,
     )
     settle = result.target_settle_step

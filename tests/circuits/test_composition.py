@@ -32,7 +32,7 @@ def trained(tmp_path_factory):
 def test_composition_writes_figure_and_json_that_agree_with_direct_computation(trained, tmp_path):
     series = CheckpointSeries(trained)
     probes = probe_batch(8, 32)
-    res = composition(series, TARGET, CHANNEL, SOURCE, k=3, inputs=probes, output_dir=tmp_path,
+    res = composition(series, SOURCE, TARGET, CHANNEL, k=3, inputs=probes, output_dir=tmp_path,
                       render_kwargs=RENDER)
     assert res.steps == [0, 10, 20, 40] and len(res.upstream) == 3
     assert res.figure_path == tmp_path / "composition_layer2.0_ch3_from_layer1.0.png"
@@ -86,11 +86,13 @@ def test_composition_writes_figure_and_json_that_agree_with_direct_computation(t
 def test_composition_rejects_bad_arguments():
     nets = {0: torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.ReLU(), torch.nn.Conv2d(2, 2, 3))}
     with pytest.raises(ConfigError, match="k must be"):
-        composition(nets, "2", 0, "1", k=0)
+        composition(nets, "1", "2", 0, k=0)
     with pytest.raises(ConfigError, match="seed"):
-        composition(nets, "2", 0, "1", k=1, inputs=torch.rand(2, 3, 8, 8), render_kwargs={"seed": 3})
+        composition(nets, "1", "2", 0, k=1, inputs=torch.rand(2, 3, 8, 8), render_kwargs={"seed": 3})
+    with pytest.raises(ConfigError, match=r"target_layer must be a layer name; got 0.*source_layer, target_layer"):
+        composition(nets, "2", 0, "1", k=1)  # the order before source-then-target
     with pytest.raises(LayerNotFoundError, match="layer .relu. not found.*0, 1, 2"):
-        composition(nets, "2", 0, "relu", k=1, inputs=torch.rand(2, 3, 8, 8))
+        composition(nets, "relu", "2", 0, k=1, inputs=torch.rand(2, 3, 8, 8))
 
 
 def _parser():

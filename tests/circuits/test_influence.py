@@ -38,8 +38,8 @@ def test_zeroed_source_channel_has_exactly_zero_influence(method):
 def test_linear_path_integrated_gradients_equal_grad_x_act_and_are_complete():
     net = _net(1, relu=False)
     x = _images()
-    gxa = channel_influence(net, "0", "2", x, batch_size=4)  # uneven batches: 4 + 2 images
-    ig = channel_influence(net, "0", "2", x, method="integrated_gradients", steps=3)
+    gxa = channel_influence(net, "0", "2", x, batch_size=4, preprocess=None)  # uneven batches: 4 + 2 images
+    ig = channel_influence(net, "0", "2", x, method="integrated_gradients", steps=3, preprocess=None)
     torch.testing.assert_close(ig, gxa, rtol=1e-5, atol=1e-6)
     with torch.no_grad():
         target = net[:3](x).mean(dim=(2, 3)).mean(dim=0)
@@ -50,8 +50,8 @@ def test_linear_path_integrated_gradients_equal_grad_x_act_and_are_complete():
 def test_integrated_gradients_complete_through_a_relu():
     net = _net(2)
     x = _images(4, 8)
-    ig = channel_influence(net, "1", "4", x, 0, method="integrated_gradients", steps=48)
-    gxa = channel_influence(net, "1", "4", x, 0)
+    ig = channel_influence(net, "1", "4", x, 0, method="integrated_gradients", steps=48, preprocess=None)
+    gxa = channel_influence(net, "1", "4", x, 0, preprocess=None)
     with torch.no_grad():
         s = net[:2](x)
         target = net[2:](s).mean(dim=(2, 3)).mean(dim=0)[0]
@@ -82,7 +82,7 @@ def test_target_channel_row_and_model_unchanged():
 
 def test_flat_target_layer():
     m = TinyCNN()
-    inf = channel_influence(m, "relu2", "fc", _images(3, 8))
+    inf = channel_influence(m, "relu2", "fc", _images(3, 8), preprocess=None)
     assert inf.shape == (4, 16)
     # fc is linear in the pooled relu2 map, so gradient x activation sums to fc minus its bias
     with torch.no_grad():
