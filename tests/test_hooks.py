@@ -3,7 +3,7 @@ import torch
 from tinymodels import TinyCNN, hook_count
 
 from devvis import ActivationRecorder, list_layers
-from devvis.errors import LayerNotFoundError
+from devvis.errors import LayerNotFoundError, LayoutError
 from devvis.hooks import resolve_name
 
 
@@ -90,3 +90,54 @@ def test_selector_on_tuple_output():
     with ActivationRecorder(m, ["two[1]"]) as rec:
         acts = rec.run(x)
     assert torch.allclose(acts["two[1]"], x * 3)
+
+
+class _Repeat(torch.nn.Module):
+    """Calls one ReLU ``times`` times; each call sees a different input (x + 1, x + 2, ...)."""
+
+    def __init__(self, times: int):
+        super().__init__()
+        self.relu = torch.nn.ReLU()
+        self.times = times
+
+    def forward(self, x):
+        for i in range(self.times):
+            x = self.relu(x + 1.0) if i == 0 else self.relu(x) + 1.0
+        return x
+
+
+def test_call_plan_says_which_call_a_name_means():
+    from devvis.hooks import CallPlan, count_calls
+
+    m = _Repeat(3)
+    x = torch.randn(2, 4)
+    plan = count_calls(m, ["relu"], x)
+    assert plan == CallPlan({"relu": 3}) and plan.meant_call("relu") == 3
+    assert [plan.is_meant("relu", c) for c in (1, 2, 3)] == [False, False, True]
+    assert "'relu' runs 3 times" in plan.describe("relu") and plan.describe("other") == ""
+    with ActivationRecorder(m, ["relu"]) as rec:
+        first = rec.run(x)["relu"]
+        assert rec.plan == plan and not rec.stopped_early
+        second = rec.run(x)["relu"]
+        assert rec.stopped_early  # the third call ended the pass
+    expected = (x + 1.0).relu() + 1.0  # input of the third call; its output is relu of that
+    assert torch.equal(first, expected.relu()) and torch.equal(second, expected.relu())
+
+
+def test_recorder_says_when_a_later_pass_runs_a_module_fewer_times():
+    m = _Repeat(2)
+    with ActivationRecorder(m, ["relu"]) as rec:
+        rec.run(torch.randn(1, 3))
+        m.times = 1  # control flow that depends on something else than the module structure
+        with pytest.raises(LayoutError, match=r"'relu' ran 1 of 2 times"):
+            rec.run(torch.randn(1, 3))
+
+
+def test_list_layers_gives_back_mixed_modes(resnet18):
+    resnet18.train()
+    resnet18.layer1[0].bn1.eval()
+    try:
+        list_layers(resnet18, (1, 3, 32, 32))
+        assert resnet18.training and not resnet18.layer1[0].bn1.training and resnet18.layer1[0].bn2.training
+    finally:
+        resnet18.eval()
