@@ -21,7 +21,7 @@ from devvis.architectures import FAMILIES, fixed_input_size, min_input_size, res
 from devvis.errors import ChannelOutOfRangeError, ConfigError, ModelNotFoundError
 from devvis.hooks import ActivationRecorder, list_layers
 from devvis.models import load_model, save_checkpoint
-from devvis.redirect import redirected_relu, redirected_relu6_fn
+from devvis.render.redirect import redirected_relu, redirected_relu6_fn
 
 SLOW = {"vgg11", "convnext_tiny", "swin_t", "vit_b_16"}
 
@@ -186,7 +186,7 @@ def _vit_checkpoints(folder):
 def test_visualize_and_activations_over_vit_checkpoints(tmp_path):
     from devvis.longitudinal import get_activations
     from devvis.transforms import Resize, get_preprocess
-    from devvis.visualize import VisualizeSettings, run_visualize
+    from devvis.runs import RunSettings as VisualizeSettings, run_visualize
 
     ckpts = _vit_checkpoints(tmp_path / "ckpts")
     layer = "encoder.layers.encoder_layer_1"

@@ -112,7 +112,7 @@ def test_redirect_relu_restores_model():
 
 
 def test_redirected_relu_gradient_reaches_dead_units():
-    from devvis.redirect import redirected_relu_fn
+    from devvis.render.redirect import redirected_relu_fn
 
     x = torch.full((1, 4), -1.0, requires_grad=True)
     (-redirected_relu_fn(x).sum()).backward()  # minimizing -relu: wants x up

@@ -31,7 +31,7 @@ import torch
 
 from devvis.errors import ChannelOutOfRangeError, LayoutError, ObjectiveError
 from devvis.hooks import LAYOUTS, check_layout
-from devvis.objectives.core import wrap_objective
+from devvis.objectives.core import string_objective, wrap_objective
 
 _TOKEN_CHOICES = ("all", "patches", "cls")
 #: Leading non-patch tokens (class, distillation, registers) that :func:`token_grid` looks for.
@@ -147,6 +147,7 @@ def position_grid(shape: Sequence[int], layout: str) -> tuple[int, int]:
     return 1, 1
 
 
+@string_objective
 @wrap_objective
 def channel(layer: str, n: int, batch: int | None = None, token: str = "all", layout: str | None = None,
             reduction: str = "mean"):

@@ -204,6 +204,21 @@ def weighted(pairs: Iterable[tuple[float, Any]]) -> Objective:
     return Sum([(float(w), as_objective(o)) for w, o in pairs])
 
 
+#: What a ``"layer:n"`` string means: filled by :func:`string_objective` (``objectives.channel``
+#: registers itself), so this module does not import the objectives built on it (no import cycle).
+_string_objective: list[Callable[[str, int], Objective]] = []
+
+
+def string_objective(build: Callable[[str, int], Objective]) -> Callable[[str, int], Objective]:
+    """Decorator: ``build(layer, n)`` is the objective a ``"layer:n"`` string means.
+
+    ``devvis.objectives.channel`` is registered (channel ``n`` of ``layer``); registering
+    another builder replaces it.
+    """
+    _string_objective[:] = [build]
+    return build
+
+
 def as_objective(obj: Any) -> Objective:
     """Turn ``obj`` into an :class:`Objective`.
 
@@ -220,9 +235,7 @@ def as_objective(obj: Any) -> Objective:
         layer, sep, n = obj.rpartition(":")
         if not sep or not layer or not n.strip().lstrip("-").isdigit():
             raise ObjectiveError(f"cannot read objective string {obj!r}; expected 'layer:channel', e.g. 'layer3.1:7'")
-        from devvis.objectives.activation import channel
-
-        return channel(layer, int(n))
+        return _string_objective[0](layer, int(n))
     # Lucent objectives (devvis.compat.lucent) convert themselves
     conv = getattr(obj, "to_devvis", None)
     if callable(conv):

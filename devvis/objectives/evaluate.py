@@ -1,26 +1,45 @@
-"""Score given images with an objective, without optimizing."""
+"""Score given images with an objective, without optimizing.
+
+The images reach the model through the same pipeline as in ``render``
+(:class:`~devvis.render.pipeline.ModelInput`, without transforms: resize, then
+preprocess) and the same recorded forward, and the model is borrowed through
+:func:`devvis.state.frozen`, so ``evaluate`` on a render's final images scores
+exactly what the render's model saw, minus the random transforms.
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import nn
 
-from devvis.architectures import resolve_input_size
-from devvis.hooks import INPUT, ActivationRecorder, resolve_name
+from devvis.errors import ConfigError
+from devvis.hooks import ActivationRecorder
 from devvis.objectives.core import as_objective
-from devvis.transforms import Resize, get_preprocess
+from devvis.render.discover import objective_layers
+from devvis.render.forward import RecordedForward, check_precision
+from devvis.render.pipeline import ModelInput
+from devvis.state import frozen, model_device
+from devvis.typing import ImageBatch, ObjectiveLike, PreprocessLike
 
 
 @torch.no_grad()
-def evaluate(objective: Any, model: nn.Module, images: torch.Tensor, *, preprocess: Any = "imagenet",
+def evaluate(objective: ObjectiveLike, model: nn.Module, images: ImageBatch, *, preprocess: PreprocessLike = "auto",
              input_size: int | tuple[int, int] | None = None, batch_size: int = 64,
              precision: str = "fp32") -> torch.Tensor:
-    """The objective's values ``[B]`` on ``images`` ``(B, C, H, W)`` in [0, 1] (no transforms).
+    """The objective's values ``(B,)`` (float32, CPU) on ``images`` ``(B, C, H, W)`` in [0, 1] (no transforms).
 
-    Used to score one checkpoint's visualization under another checkpoint. The
-    model's mode is restored afterwards.
+    Used to score one checkpoint's visualization under another checkpoint.
+
+    Args:
+        objective: an :class:`~devvis.objectives.Objective`, a ``"layer:n"`` string or a callable
+            ``acts -> Tensor[B]``.
+        model: any ``nn.Module``; borrowed through :func:`devvis.state.frozen` (eval mode inside,
+            every submodule's mode restored afterwards); the images go to its device.
+        images: ``(B, C, H, W)`` in [0, 1].
+        preprocess, input_size: as in :func:`devvis.render` (``"auto"``: the model's own default;
+            ``None``: identity; ``input_size=None``: the model's fixed size if it has one).
+        batch_size: images per forward pass.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast of the forward.
 
     >>> import torch, torchvision
     >>> from devvis import objectives
@@ -28,31 +47,21 @@ def evaluate(objective: Any, model: nn.Module, images: torch.Tensor, *, preproce
     >>> objectives.evaluate("layer1.0:3", m, torch.rand(2, 3, 32, 32)).shape
     torch.Size([2])
     """
-    from devvis.render.loop import _discover_layers, _model_device
-
+    check_precision(precision)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
     objective = as_objective(objective)
-    dev = _model_device(model)
-    pre = get_preprocess(preprocess)
-    input_size = resolve_input_size(model, input_size)  # None: the model's fixed size (ViT: 224), if any
-    resize = Resize(input_size) if input_size is not None else None
-    was_training = model.training
-    model.eval()
-    try:
-        outs = []
+    model_input = ModelInput(model, transforms=None, preprocess=preprocess, input_size=input_size)
+    dev = model_device(model)
+    outs = []
+    with frozen(model):
+        layers: list[str] | None = None
         for i in range(0, images.shape[0], batch_size):
             img = images[i:i + batch_size].to(dev, torch.float32)
-            x = pre(resize(img) if resize is not None else img)
-            if objective.layers is None:
-                layers = _discover_layers(model, objective, x, img)
-            else:
-                layers = [resolve_name(model, n) for n in objective.layers]
+            x = model_input(img)
+            if layers is None:
+                layers = objective_layers(model, objective, x, img)
             with ActivationRecorder(model, layers, stop_early=True) as rec:
-                if precision == "bf16":
-                    with torch.autocast(device_type=dev.type, dtype=torch.bfloat16):
-                        acts = rec.run(x, **{INPUT: img})
-                else:
-                    acts = rec.run(x, **{INPUT: img})
+                acts = RecordedForward(model, rec, precision=precision, device=dev, channels_last=False)(x, img)
             outs.append(objective(acts).float().cpu())
-        return torch.cat(outs)
-    finally:
-        model.train(was_training)
+    return torch.cat(outs)

@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 
-def _composite_activation(x: torch.Tensor) -> torch.Tensor:
-    # atan and its square, rescaled to roughly unit variance (Mordvintsev et al., 2018)
+def composite_activation(x: torch.Tensor) -> torch.Tensor:
+    """``atan(x)`` and its square, rescaled to roughly unit variance (Mordvintsev et al., 2018),
+    concatenated on channels: ``(B, C, H, W) -> (B, 2C, H, W)``."""
     x = torch.atan(x)
     return torch.cat([x / 0.67, (x * x) / 0.6], dim=1)
 
@@ -59,6 +60,6 @@ class CPPN(nn.Module):
         for conv in self.hidden:
             x = conv(x)  # (1, hidden*B, H, W)
             x = x.view(b, -1, self.h, self.w)
-            x = _composite_activation(x).reshape(1, -1, self.h, self.w)
+            x = composite_activation(x).reshape(1, -1, self.h, self.w)
         x = self.out(x).view(b, self.channels, self.h, self.w)
         return torch.sigmoid(x)

@@ -39,6 +39,24 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def auto_preprocess(spec: PreprocessLike, model: nn.Module | None = None) -> str | TensorFn:
+    """``spec`` with ``"auto"`` replaced by the model's own default: ``"imagenet"``, ``"none"`` or a callable.
+
+    >>> from torch import nn
+    >>> auto_preprocess("auto", nn.Conv2d(3, 3, 1)), auto_preprocess(None)
+    ('imagenet', 'none')
+    """
+    if spec == "auto":
+        cfg: Any = getattr(model, "devvis_cfg", None) or {}
+        spec = cfg.get("preprocess", "imagenet")
+    if spec is None or spec == "none":
+        return "none"
+    if spec == "imagenet" or callable(spec):
+        return spec
+    raise TransformError(f"unknown preprocess {spec!r}; valid: {', '.join(map(repr, PREPROCESS_CHOICES))}, "
+                         "None (identity) or a callable")
+
+
 def resolve_preprocess(spec: PreprocessLike, model: nn.Module | None = None) -> TensorFn:
     """The preprocessing function ``spec`` means for ``model`` (see the module doc for the rule).
 
@@ -49,19 +67,12 @@ def resolve_preprocess(spec: PreprocessLike, model: nn.Module | None = None) -> 
     >>> round(resolve_preprocess("auto", nn.Conv2d(3, 3, 1))(torch.ones(1, 3, 2, 2))[0, 0, 0, 0].item(), 3)
     2.249
     """
-    if spec is None or spec == "none":
+    spec = auto_preprocess(spec, model)
+    if spec == "none":
         return _identity
-    if spec == "auto":
-        cfg: Any = getattr(model, "devvis_cfg", None) or {}
-        spec = cfg.get("preprocess", "imagenet")
-        if spec == "none":
-            return _identity
     if spec == "imagenet":
         return imagenet_normalize
-    if callable(spec):
-        return spec
-    raise TransformError(f"unknown preprocess {spec!r}; valid: {', '.join(map(repr, PREPROCESS_CHOICES))}, "
-                         "None (identity) or a callable")
+    return spec  # a callable
 
 
 class ModelInput:
@@ -75,15 +86,20 @@ class ModelInput:
         input_size: resize the transformed image to this size; ``None``: the model's
             fixed size if it has one (ViT: 224), else no resize.
 
-    Call with ``generator=`` (a ``torch.Generator``) for seeded random transforms.
+    Call with ``generator=`` (a ``torch.Generator``) for seeded random transforms. Attributes:
+    ``transforms``, ``input_size`` (resolved), ``resize``, ``preprocess_spec`` (``"auto"``
+    resolved: ``"imagenet"``, ``"none"`` or the callable) and ``preprocess`` (the function).
+
+    Shape: ``(B, C, H, W)`` in [0, 1] -> ``(B, C, H', W')`` (``H', W'``: ``input_size`` if any).
     """
 
     def __init__(self, model: nn.Module, *, transforms: TransformsLike = None, preprocess: PreprocessLike = "auto",
                  input_size: int | tuple[int, int] | None = None):
         self.transforms = get_transforms(transforms)
-        size = resolve_input_size(model, input_size)
-        self.resize = Resize(size) if size is not None else None
-        self.preprocess = resolve_preprocess(preprocess, model)
+        self.input_size = resolve_input_size(model, input_size)
+        self.resize = Resize(self.input_size) if self.input_size is not None else None
+        self.preprocess_spec = auto_preprocess(preprocess, model)
+        self.preprocess = resolve_preprocess(self.preprocess_spec)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         x = self.transforms(images, generator=generator)

@@ -34,6 +34,9 @@ from torch import nn
 
 _MISSING = object()
 
+#: Steps during which ``render(redirect_relu=True)`` redirects the ReLU gradient (Lucid's 16).
+REDIRECT_RELU_STEPS = 16
+
 
 def _redirected_grad(x: torch.Tensor, grad: torch.Tensor, upper: float | None) -> torch.Tensor:
     """Gradient of the clip ``[0, upper]``, redirected per image when the ordinary one is zero everywhere."""
@@ -94,7 +97,7 @@ def _replacement(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | 
     return None
 
 
-class _Switch:
+class RedirectSwitch:
     """The redirected modules, and what their instance ``forward`` was before (usually nothing)."""
 
     def __init__(self, modules: list[nn.Module]):
@@ -123,13 +126,23 @@ class _Switch:
 
 
 @contextlib.contextmanager
-def redirected_relu(model: nn.Module) -> Iterator[_Switch]:
+def maybe_redirected_relu(model: nn.Module, enabled: bool) -> Iterator[RedirectSwitch | None]:
+    """:func:`redirected_relu` when ``enabled``, else nothing (yields ``None``)."""
+    if not enabled:
+        yield None
+        return
+    with redirected_relu(model) as switch:
+        yield switch
+
+
+@contextlib.contextmanager
+def redirected_relu(model: nn.Module) -> Iterator[RedirectSwitch]:
     """Redirect the gradient of every ``nn.ReLU`` / ``nn.ReLU6`` of ``model`` inside the ``with`` block.
 
     Yields a switch whose ``disable()`` restores the ordinary modules early (``render``
-    does so after 16 steps, as Lucid does). The forward values are unchanged throughout.
+    does so after :data:`REDIRECT_RELU_STEPS` steps, as Lucid does). The forward values are unchanged throughout.
     """
-    switch = _Switch([m for m in model.modules() if _replacement(m) is not None])
+    switch = RedirectSwitch([m for m in model.modules() if _replacement(m) is not None])
     switch.enable()
     try:
         yield switch

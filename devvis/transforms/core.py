@@ -10,15 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from devvis.errors import TransformError
-
-
-def _uniform_int(lo: int, hi: int, generator: torch.Generator | None) -> int:
-    """Integer uniformly in [lo, hi] (inclusive) from ``generator``."""
-    return int(torch.randint(lo, hi + 1, (1,), generator=generator).item())
-
-
-def _choice(values: Sequence[float], generator: torch.Generator | None) -> float:
-    return float(values[int(torch.randint(0, len(values), (1,), generator=generator).item())])
+from devvis.transforms.random import choice, uniform_int
 
 
 class Transform(nn.Module):
@@ -90,8 +82,8 @@ class Jitter(Transform):
         h, w = x.shape[-2:]
         if self.d >= min(h, w):
             raise TransformError(f"jitter {self.d} is too large for a {h}x{w} image (must be < {min(h, w)})")
-        dy = _uniform_int(0, self.d, generator)
-        dx = _uniform_int(0, self.d, generator)
+        dy = uniform_int(0, self.d, generator)
+        dx = uniform_int(0, self.d, generator)
         return x[..., dy:dy + h - self.d, dx:dx + w - self.d]
 
     def extra_repr(self) -> str:
@@ -115,7 +107,7 @@ class RandomScale(Transform):
             lo, hi = self.scales
             s = lo + (hi - lo) * float(torch.rand((), generator=generator))
         else:
-            s = _choice(self.scales, generator)
+            s = choice(self.scales, generator)
         if s == 1.0:
             return x
         h, w = x.shape[-2:]
@@ -137,7 +129,7 @@ class RandomRotate(Transform):
         self.padding_mode = padding_mode
 
     def forward(self, x, generator=None):
-        a = _choice(self.angles, generator)
+        a = choice(self.angles, generator)
         if a == 0.0:
             return x
         h, w = x.shape[-2:]
@@ -211,8 +203,8 @@ class Crop(Transform):
         ch, cw = self.size
         if ch > h or cw > w:
             raise TransformError(f"crop {ch}x{cw} is larger than the {h}x{w} image")
-        y0 = _uniform_int(0, h - ch, generator)
-        x0 = _uniform_int(0, w - cw, generator)
+        y0 = uniform_int(0, h - ch, generator)
+        x0 = uniform_int(0, w - cw, generator)
         return x[..., y0:y0 + ch, x0:x0 + cw]
 
 

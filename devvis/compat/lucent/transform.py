@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from devvis.errors import TransformError
 from devvis.transforms import IMAGENET_MEAN, IMAGENET_STD, Compose, Normalize, Pad, RandomRotate, Transform
-from devvis.transforms.core import _choice, _uniform_int
+from devvis.transforms.random import choice, uniform_int
 
 __all__ = [
     "jitter", "pad", "random_scale", "random_rotate", "compose", "normalize", "preprocess_inceptionv1",
@@ -61,8 +61,8 @@ class Jitter(Transform):
         self.d = int(d)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        dx = _uniform_int(0, self.d - 1, generator)
-        dy = _uniform_int(0, self.d - 1, generator)
+        dx = uniform_int(0, self.d - 1, generator)
+        dy = uniform_int(0, self.d - 1, generator)
         return shift(x, dx, dy)
 
     def extra_repr(self) -> str:
@@ -98,7 +98,7 @@ class RandomScale(Transform):
             raise TransformError(f"scales must be a non-empty list of positive numbers, got {list(scales)!r}")
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        scale = _choice(self.scales, generator)
+        scale = choice(self.scales, generator)
         h, w = x.shape[-2:]
         (nh, nw), (pad_y, pad_x) = scaled_size(h, w, scale)
         if (nh, nw) != (h, w):

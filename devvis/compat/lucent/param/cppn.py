@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from devvis.param.cppn import _composite_activation
+from devvis.param.cppn import composite_activation
 
 __all__ = ["cppn", "CompositeActivation"]
 
@@ -17,7 +17,7 @@ class CompositeActivation(nn.Module):
     """``atan(x)`` and its square, rescaled, concatenated on channels: ``(B, C, H, W) -> (B, 2C, H, W)``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _composite_activation(x)
+        return composite_activation(x)
 
 
 class CPPNImage(nn.Module):
