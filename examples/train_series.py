@@ -30,6 +30,9 @@ def main(argv: list[str]) -> int:
     model = load_model(None, checkpoint=result.final_checkpoint)  # rebuilt from the file's own metadata
     print(f"final checkpoint {result.final_checkpoint.name}: {sum(p.numel() for p in model.parameters())} "
           f"parameters, held-out accuracy {100 * result.final_accuracy:.1f}%")
+    # The registry's defaults travel with the model: zoo models take raw [0, 1] images, so
+    # render(..., preprocess="auto") feeds them unnormalized.
+    print(f"registry defaults on the model: {model.devvis_cfg}")
     return 0
 
 

@@ -11,7 +11,7 @@ import torch
 from devvis.data import SyntheticShapes, num_classes
 from devvis.errors import CheckpointError, ConfigError
 from devvis.io import read_json
-from devvis.models import load_model
+from devvis.models import list_models, load_model, model_entry
 from devvis.zoo import MODELS, compact_resnet, load_series_info, log_spaced_steps, train_series
 
 
@@ -38,6 +38,17 @@ def _one_thread():
 def tiny_series(tmp_path_factory):
     out = tmp_path_factory.mktemp("series")
     return out, train_series(out, progress=False, **TINY)
+
+
+def test_zoo_models_are_registered_as_taking_raw_images(tiny_series):
+    # The zoo's rule "models take raw [0, 1] input" lives in its registration, and reaches every
+    # model: built directly, by name, and rebuilt from a trained checkpoint.
+    for name, build in MODELS.items():
+        assert name in list_models() and model_entry(name).builder is build
+        assert model_entry(name).defaults.preprocess == "none"
+        assert build().devvis_cfg == {"preprocess": "none", "input_size": None}
+    out, result = tiny_series
+    assert load_trained(result.final_checkpoint).devvis_cfg["preprocess"] == "none"
 
 
 def test_compact_resnet_names_shapes_and_size():

@@ -95,12 +95,12 @@ def _examples(keys: list[str], n: int = 5) -> str:
 def apply_state_dict(
     model: nn.Module,
     state_dict: Mapping[str, torch.Tensor],
+    *,
     path: PathLike | None = None,
     strict: bool = True,
-    *,
     name: str | None = None,
 ) -> nn.Module:
-    """Load ``state_dict`` into ``model`` after checking that names and shapes fit.
+    """Load ``state_dict`` (name -> tensor, any shapes) into ``model`` after checking that names and shapes fit.
 
     The check happens before anything is copied, so a mismatch leaves the model
     untouched. With ``strict=False`` missing and unexpected keys are tolerated
@@ -162,7 +162,7 @@ def apply_state_dict(
     return model
 
 
-def infer_num_classes(state_dict: Mapping[str, Any], order: Iterable[str] | None = None) -> int | None:
+def infer_num_classes(state_dict: Mapping[str, Any], *, order: Iterable[str] | None = None) -> int | None:
     """Number of classes of the classifier in a state dict (rows of its weight), or None.
 
     Prefers the last 2-D weight whose name looks like a classifier (``fc.weight``,
