@@ -185,7 +185,8 @@ def _vit_checkpoints(folder):
 
 def test_visualize_and_activations_over_vit_checkpoints(tmp_path):
     from devvis.longitudinal import get_activations
-    from devvis.transforms import Resize, get_preprocess
+    from devvis.render import resolve_preprocess as get_preprocess
+    from devvis.transforms import Resize
     from devvis.runs import RunSettings as VisualizeSettings, run_visualize
 
     ckpts = _vit_checkpoints(tmp_path / "ckpts")

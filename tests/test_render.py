@@ -161,3 +161,95 @@ def test_planted_grating_feature_is_recovered(angle):
     got = _dominant_orientation(patch)
     diff = min(abs(got - angle), 180 - abs(got - angle))
     assert diff <= 15, (angle, got)
+
+
+# --- the model is borrowed through state.frozen: render and evaluate give it back as it was ---------------
+
+def _mixed_mode_model():
+    """A model in train mode holding a BatchNorm in eval mode (a frozen BN), one frozen weight."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.BatchNorm2d(6), torch.nn.ReLU(),
+                            torch.nn.Conv2d(6, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+    m.train()
+    m[1].eval()
+    m[0].bias.requires_grad_(False)
+    return m
+
+
+def _state(m):
+    return ([(n, s.training) for n, s in m.named_modules()], [(n, p.requires_grad) for n, p in m.named_parameters()],
+            {n: b.clone() for n, b in m.named_buffers()})
+
+
+@pytest.mark.parametrize("entry", ["render", "evaluate"])
+def test_render_and_evaluate_restore_every_submodules_mode(entry):
+    m = _mixed_mode_model()
+    modes, grads, buffers = _state(m)
+    seen = []
+    if entry == "render":
+        render(m, objectives.channel("3", 1), steps=3, image_size=12, progress=False,
+               callbacks=[lambda s, img, v: seen.append([s.training for s in m.modules()])])
+        assert seen and all(not any(step) for step in seen)  # eval everywhere during the loop
+    else:
+        objectives.evaluate(objectives.channel("3", 1), m, torch.rand(2, 3, 12, 12))
+    after_modes, after_grads, after_buffers = _state(m)
+    assert after_modes == modes and dict(after_modes)[""] and not dict(after_modes)["1"] and dict(after_modes)["4"]
+    assert after_grads == grads and not dict(after_grads)["0.bias"]
+    assert all(torch.equal(buffers[k], after_buffers[k]) for k in buffers)  # BN statistics not updated
+    assert all(p.grad is None for p in m.parameters())
+
+
+# --- scheduler= ------------------------------------------------------------------------------------------
+
+def test_scheduler_sets_the_learning_rate_of_each_step():
+    held, lrs = {}, []
+
+    def step_lr(opt):
+        held["opt"] = opt
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+
+    r = render(TinyCNN(), "conv2:1", steps=6, lr=0.1, image_size=12, progress=False, scheduler=step_lr,
+               callbacks=[lambda s, img, v: lrs.append(held["opt"].param_groups[0]["lr"])])
+    assert lrs == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])  # callbacks see the rate of their step
+    assert r.config["scheduler"] == "step_lr"
+    with pytest.raises(ConfigError, match="scheduler"):
+        render(TinyCNN(), "conv2:1", steps=2, image_size=12, progress=False, scheduler=lambda opt: 0.5)
+
+
+def test_scheduler_equals_a_schedule_stepped_from_a_callback():
+    """scheduler= replaces the old way of smuggling a schedule in through callbacks, image for image."""
+    factor = lambda s: 0.5 * (1 + math.cos(math.pi * s / 8))  # noqa: E731
+    held = {}
+
+    def adam_with_schedule(ps):
+        opt = torch.optim.Adam(ps, lr=0.05)
+        held["sched"] = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return opt
+
+    kw = dict(steps=8, image_size=16, progress=False, seed=2)
+    a = render(TinyCNN(), "conv2:3", scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor), **kw)
+    b = render(TinyCNN(), "conv2:3", optimizer=adam_with_schedule, callbacks=[lambda *_: held["sched"].step()], **kw)
+    c = render(TinyCNN(), "conv2:3", **kw)
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+
+
+# --- evaluate and render feed the model through one pipeline -------------------------------------------
+
+@pytest.mark.parametrize("zoo_style", [False, True])
+def test_evaluate_scores_what_render_fed_the_model(zoo_style):
+    from devvis.transforms import imagenet_normalize
+
+    m = TinyCNN()
+    if zoo_style:
+        m.devvis_cfg = {"preprocess": "none"}  # what the model registry sets on devvis zoo models
+    obj = objectives.channel("conv2", 5)
+    r = render(m, obj, steps=4, thresholds=[3, 4], image_size=14, input_size=20, transforms=None, progress=False)
+    # without transforms, step 4's value is the objective on the image after step 3
+    torch.testing.assert_close(objectives.evaluate(obj, m, r.snapshots[3], input_size=20), r.history[3])
+    # ... and the objective by hand on the resized, preprocessed final image
+    x = torch.nn.functional.interpolate(r.images, size=(20, 20), mode="bilinear", align_corners=False)
+    x = x if zoo_style else imagenet_normalize(x)
+    with torch.no_grad():
+        by_hand = m.conv2(m.relu1(m.conv1(x)))[:, 5].mean((1, 2))
+    torch.testing.assert_close(objectives.evaluate(obj, m, r.images, input_size=20), by_hand)
+    assert r.config["preprocess"] == ("none" if zoo_style else "imagenet") and r.config["input_size"] == 20

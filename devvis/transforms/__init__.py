@@ -37,11 +37,10 @@ from devvis.transforms.core import (
     resize,
     standard,
 )
-from devvis.transforms.preprocess import IMAGENET_MEAN, IMAGENET_STD, get_preprocess, imagenet_normalize
+from devvis.transforms.preprocess import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
 
 __all__ = [
     "Transform", "Compose", "Pad", "Jitter", "RandomScale", "RandomRotate", "GaussianBlur", "Noise", "Crop",
     "Normalize", "Resize", "pad", "jitter", "random_scale", "random_rotate", "gaussian_blur", "noise", "crop",
-    "normalize", "resize", "compose", "standard", "get", "IMAGENET_MEAN", "IMAGENET_STD", "get_preprocess",
-    "imagenet_normalize",
+    "normalize", "resize", "compose", "standard", "get", "IMAGENET_MEAN", "IMAGENET_STD", "imagenet_normalize",
 ]

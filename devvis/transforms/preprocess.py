@@ -1,12 +1,16 @@
-"""Model-input preprocessing: ImageNet normalization and friends."""
+"""Model-input preprocessing functions: ImageNet normalization.
+
+Which preprocessing a model gets (``"auto"``, ``"imagenet"``, ``None``, a callable) is decided
+in one place, :func:`devvis.render.pipeline.resolve_preprocess`.
+
+>>> import torch
+>>> round(imagenet_normalize(torch.full((1, 3, 1, 1), 0.485))[0, 0, 0, 0].item(), 6)
+0.0
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import torch
-
-from devvis.errors import TransformError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -17,18 +21,3 @@ def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - mean) / std
-
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-def get_preprocess(spec: Any) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Resolve ``preprocess=``: ``"imagenet"`` (default), ``"none"``/``None``/``False`` or a callable."""
-    if spec is None or spec is False or spec == "none":
-        return _identity
-    if spec is True or spec == "imagenet":
-        return imagenet_normalize
-    if callable(spec):
-        return spec
-    raise TransformError(f"unknown preprocess {spec!r}; valid: 'imagenet', 'none' or a callable")
