@@ -207,9 +207,6 @@ def composition(
     if not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
         raise ConfigError(f"threshold must be a finite number; got {threshold!r}")
     s = as_series(series)
-    # None and "none" both mean the images as given; spelled "none" so that the renders' metadata and
-    # the metrics (where None means "the renders' own") read it as identity too
-    preprocess = "none" if preprocess is None else preprocess
     if inputs is None:
         from devvis.data import probe_batch
 
@@ -234,9 +231,9 @@ def composition(
     target_renders = render_series(s, channel_objective(target_layer, target_channel), seed=seed,
                                    progress=progress, **rk)
     source_renders = render_series(s, channels_objective(source_layer, chans), seed=seed, progress=progress, **rk)
-    target_fc = feature_change(target_renders, s, target_layer, target_channel, threshold=threshold,
+    target_fc = feature_change(s, target_renders, target_layer, target_channel, threshold=threshold,
                                preprocess=rk["preprocess"])
-    source_fcs = [feature_change(source_renders, s, source_layer, c, threshold=threshold,
+    source_fcs = [feature_change(s, source_renders, source_layer, c, threshold=threshold,
                                  preprocess=rk["preprocess"]) for c in chans]
 
     upstream = [

@@ -59,14 +59,14 @@ def test_composition_writes_figure_and_json_that_agree_with_direct_computation(t
 
     # settle steps: the longitudinal module's functions, run directly on fresh renders, agree
     direct_target = feature_change(
-        render_series(series, channel(TARGET, CHANNEL), seed=0, progress=False, preprocess="none", **RENDER),
-        series, TARGET, CHANNEL, threshold=0.8, preprocess="none")
+        series, render_series(series, channel(TARGET, CHANNEL), seed=0, progress=False, preprocess="none", **RENDER),
+        TARGET, CHANNEL, threshold=0.8, preprocess="none")
     assert res.target_settle_step == direct_target.settle_step
     assert res.target_similarity == pytest.approx(direct_target.similarity, rel=1e-4, nan_ok=True)
     # (the upstream channels' renders are one channels() render; their metrics, recomputed directly)
     assert res.renders["sources"][40].fields["channels"] == res.channels
     for u in res.upstream:
-        fc = feature_change(res.renders["sources"], series, SOURCE, u.channel, threshold=0.8, preprocess="none")
+        fc = feature_change(series, res.renders["sources"], SOURCE, u.channel, threshold=0.8, preprocess="none")
         assert u.settle_step == fc.settle_step
         assert u.similarity == pytest.approx(fc.similarity, rel=1e-4, nan_ok=True)
         before = u.settle_step is not None and (res.target_settle_step is None or u.settle_step < res.target_settle_step)
