@@ -20,11 +20,15 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from devvis import io as dio
+from devvis.typing import ImageBatch, PathLike
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from devvis.longitudinal import CheckpointSeries
 
 
 @dataclass
@@ -50,20 +54,28 @@ class DemoSettings:
                                    render_steps=40, image_size=40, llc_draws=30, circuit_k=3)
 
 
-def _top_channels(series: Any, layer: str, n: int, probe: torch.Tensor) -> list[int]:
-    """The ``n`` channels of ``layer`` most active on ``probe`` at the final checkpoint (the live ones)."""
+def _top_channels(series: "CheckpointSeries", layer: str, n: int, probe: ImageBatch) -> list[int]:
+    """The ``n`` channels of ``layer`` most active on ``probe`` ``(B, 3, H, W)`` in [0, 1] at the final
+    checkpoint (the live ones): the probe reaches the model through the render's pipeline
+    (``preprocess="auto"``), with the model borrowed through :func:`devvis.state.frozen`."""
     from devvis.hooks import ActivationRecorder
+    from devvis.render.pipeline import ModelInput
+    from devvis.state import frozen
 
     model = series.at(len(series) - 1)
-    with ActivationRecorder(model, [layer], detach=True) as rec, torch.no_grad():
-        a = rec.run(probe)[layer]
+    with frozen(model), ActivationRecorder(model, [layer], detach=True) as rec, torch.no_grad():
+        a = rec.run(ModelInput(model)(probe))[layer]
     score = a.mean(dim=(0, 2, 3))
     return sorted(score.argsort(descending=True)[:n].tolist())
 
 
-def run_demo(output_dir: str | Path, *, quick: bool = False, progress: bool = True,
-             settings: DemoSettings | None = None, log=print) -> Path:
-    """Run the whole demo into ``output_dir``; returns the report's path."""
+def run_demo(output_dir: PathLike, *, quick: bool = False, progress: bool = True,
+             settings: DemoSettings | None = None, log: Callable[[str], object] = print) -> Path:
+    """Run the whole demo into ``output_dir``; returns the report's path.
+
+    The compact ResNet is a zoo model (it carries ``devvis_cfg``: raw [0, 1] input), so every
+    step uses the default ``preprocess="auto"``.
+    """
     from devvis.circuits import composition
     from devvis.data import SyntheticShapes, probe_batch
     from devvis.longitudinal import CheckpointSeries, get_activations, plot_longitudinal_activations, track
@@ -97,12 +109,12 @@ def run_demo(output_dir: str | Path, *, quick: bool = False, progress: bool = Tr
 
     t = stage(f"2/6 rendering {len(components)} channels at {len(series)} checkpoints and measuring feature change")
     tracked = track(series, components, out / "longitudinal", steps=s.render_steps, image_size=s.image_size,
-                    seed=s.seed, preprocess="none", progress=progress)
+                    seed=s.seed, progress=progress)
     timings["features_s"] = time.time() - t
 
     t = stage("3/6 activation trajectories on held-out probe images")
     for layer, c in components:
-        acts = get_activations(None, layer, c, series, inputs=probe, preprocess="none")
+        acts = get_activations(None, layer, c, series, inputs=probe)
         plot_longitudinal_activations(acts, layer, c, out / "longitudinal" / "activations" / f"{layer}_channel_{c}.png")
     timings["activations_s"] = time.time() - t
 
@@ -119,8 +131,8 @@ def run_demo(output_dir: str | Path, *, quick: bool = False, progress: bool = Tr
     t = stage("5/6 one circuit: where the most active late channel comes from")
     target_layer, source_layer = s.layers[-1], s.layers[-2]
     target = next(c for layer, c in components if layer == target_layer)
-    composition(series, target_layer, target, source_layer, k=s.circuit_k, inputs=probe, output_dir=out / "circuits",
-                render_kwargs={"steps": s.render_steps, "image_size": s.image_size}, preprocess="none", seed=s.seed)
+    composition(series, source_layer, target_layer, target, k=s.circuit_k, inputs=probe, output_dir=out / "circuits",
+                render_kwargs={"steps": s.render_steps, "image_size": s.image_size}, seed=s.seed)
     timings["circuits_s"] = time.time() - t
 
     t = stage("6/6 writing the report")

@@ -11,8 +11,9 @@ Trains devvis's compact ResNet on generated shapes for 60 steps (checkpoints at
 * ``layer2.0_channel_C_similarity.png`` / ``_matrix.png`` (+ .json): how similar each
   checkpoint's visualization is to the final one, and the step at which it settles.
 
-Runs in well under a minute on a laptop CPU. Models are trained on raw [0, 1] images,
-hence ``preprocess="none"`` throughout.
+Runs in well under a minute on a laptop CPU. The models are devvis zoo models, trained on
+raw [0, 1] images; they carry that default, which ``preprocess="auto"`` (the default
+everywhere) reads, so no preprocessing argument is needed.
 """
 
 from __future__ import annotations
@@ -41,19 +42,19 @@ def run(out: Path) -> int:
     written = []
     probe = probe_batch(24, size=32, seed=0)
     for c in CHANNELS:
-        acts = get_activations(None, LAYER, c, series, probe, preprocess="none")
+        acts = get_activations(None, LAYER, c, series, probe)
         written.append(plot_longitudinal_activations(acts, LAYER, c, out / f"activations_{LAYER}_channel_{c}.png"))
         print(f"{LAYER}:{c} mean activation on the probe: "
               + ", ".join(f"{s}: {m:.2f}" for s, m in zip(acts.steps, acts.mean.tolist())))
 
     # every checkpoint starts from the same image and sees the same transforms: only the model differs
     renders = render_series(series, objectives.channels(LAYER, CHANNELS), seed=0, steps=48, image_size=40,
-                            lr=0.1, preprocess="none", progress=False)
+                            lr=0.1, progress=False)
     renders.save(out / "renders")
     comparison_grid(renders, output_path=out / "grid.png")
     written.append(out / "grid.png")
     for c in CHANNELS:
-        change = feature_change(renders, series, LAYER, c, threshold=0.8)
+        change = feature_change(series, renders, LAYER, c, threshold=0.8)
         written += [plot_similarity(change, out / f"{LAYER}_channel_{c}_similarity.png"),
                     plot_matrix(change, out / f"{LAYER}_channel_{c}_matrix.png")]
         print(f"{LAYER}:{c} similarity to the final feature: "

@@ -6,11 +6,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from devvis.commands._common import add_bool
 from devvis.errors import ConfigError
+from devvis.render.pipeline import PREPROCESS_CHOICES
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from devvis.longitudinal import CheckpointSeries
 
 HELP = "plot how strongly one channel responds to probe images across checkpoints"
-PREPROCESS_CHOICES = ("auto", "imagenet", "none")
 
 
 def add_series_flags(p: argparse.ArgumentParser) -> None:
@@ -23,17 +28,16 @@ def add_series_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow checkpoints that need arbitrary unpickling (can execute code: only for files you trust)")
     p.add_argument("--preprocess", choices=PREPROCESS_CHOICES, default="auto",
-                   help="input normalization; auto: none for devvis zoo models (trained on [0, 1] images), "
-                        "imagenet otherwise")
+                   help="input normalization; auto: the model's own default (none for devvis zoo models, "
+                        "trained on [0, 1] images; imagenet otherwise)")
 
 
-def series_from_args(args: argparse.Namespace):
-    """(CheckpointSeries, preprocess) from the flags of :func:`add_series_flags`."""
-    from devvis.longitudinal import CheckpointSeries, default_preprocess
+def series_from_args(args: argparse.Namespace) -> "CheckpointSeries":
+    """The :class:`~devvis.longitudinal.CheckpointSeries` of the flags of :func:`add_series_flags`
+    (``args.preprocess`` goes to the library as it is: ``"auto"`` is resolved there, per model)."""
+    from devvis.longitudinal import CheckpointSeries
 
-    series = CheckpointSeries(args.checkpoint_path, args.model, trust=args.trust_checkpoint)
-    pre = default_preprocess(series) if args.preprocess == "auto" else args.preprocess
-    return series, pre
+    return CheckpointSeries(args.checkpoint_path, args.model, trust=args.trust_checkpoint)
 
 
 def load_inputs(spec: str, n: int, size: int, seed: int) -> Any:
@@ -89,13 +93,13 @@ def run(args: argparse.Namespace) -> int:
     for name in ("n_inputs", "image_size", "probe_steps", "probe_size", "probe_images", "batch_size"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    series, pre = series_from_args(args)
+    series = series_from_args(args)
     inputs = load_inputs(args.inputs, args.n_inputs, args.image_size, args.seed)
     probe = None
     if inputs is None:
         probe = {"steps": args.probe_steps, "image_size": args.probe_size, "batch": args.probe_images, "seed": args.seed}
-    acts = get_activations(None, args.layer, args.channel, series, inputs, preprocess=pre, batch_size=args.batch_size,
-                           probe_render=probe, progress=args.progress)
+    acts = get_activations(None, args.layer, args.channel, series, inputs, preprocess=args.preprocess,
+                           batch_size=args.batch_size, probe_render=probe, progress=args.progress)
     safe = args.layer.replace("/", "_")
     png = plot_longitudinal_activations(acts, args.layer, args.channel,
                                         Path(args.output_path) / f"activations_{safe}_channel_{args.channel}.png",

@@ -37,14 +37,14 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.top_k < 0:
         raise ConfigError(f"--top-k must be >= 0, got {args.top_k}")
-    series, pre = series_from_args(args)
+    series = series_from_args(args)
     loader = None
     if args.top_k:
         from devvis.data import SyntheticShapes
 
         loader = SyntheticShapes(args.examples, args.examples_size, seed=args.seed, split="test")
     out = track(series, args.components, args.output_path, steps=args.steps, image_size=args.image_size,
-                seed=args.seed, threshold=args.threshold, preprocess=pre, loader=loader, k=args.top_k or 9,
+                seed=args.seed, threshold=args.threshold, preprocess=args.preprocess, loader=loader, k=args.top_k or 9,
                 lr=args.lr, progress=args.progress)
     for label, fc in out.changes.items():
         settled = f"settles at step {fc.settle_step}" if fc.settle_step is not None else "never settles"

@@ -7,7 +7,8 @@
   fixed probe images over training;
 * :func:`comparison_grid` — rows = components, columns = checkpoints;
 * :func:`feature_change`, :func:`cross_checkpoint_matrix`, :func:`settle_step`,
-  :func:`top_k_examples` — how much a feature changed, and when it settled;
+  :func:`top_k_examples` — how much a feature changed, and when it settled (the models'
+  series first, then the renders);
 * :func:`track` — all of the above for a list of components, written to a folder.
 
 >>> import torch
@@ -15,33 +16,36 @@
 >>> nets = {s: torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)) for s in (0, 10, 100)}
 >>> series = CheckpointSeries.from_models(nets)
 >>> res = render_series(series, "0:1", steps=2, image_size=16, transforms="none", progress=False)
->>> fc = feature_change(res, series, "0", 1)
+>>> fc = feature_change(series, res, "0", 1)
 >>> len(fc.matrix), round(fc.similarity[-1], 6)
 (3, 1.0)
 """
 
-from devvis.longitudinal.activations import DEFAULT_PROBE_RENDER, LongitudinalActivations, get_activations
+from devvis.longitudinal.activations import (DEFAULT_PROBE_RENDER, LongitudinalActivations, get_activations,
+                                             preprocess_name)
 from devvis.longitudinal.grid import comparison_grid, component_label
-from devvis.longitudinal.inputs import images_from
+from devvis.longitudinal.inputs import ImagesLike, images_from
 from devvis.longitudinal.metrics import (
     FeatureChange,
     TopKExamples,
     component_images,
     cross_checkpoint_matrix,
     feature_change,
+    render_preprocess,
     settle_step,
     similarity_to_final,
     top_k_examples,
 )
 from devvis.longitudinal.plots import plot_longitudinal_activations, plot_matrix, plot_similarity, step_scale
 from devvis.longitudinal.render_series import SeriesResult, render_series, step_dir
-from devvis.longitudinal.series import CheckpointSeries, StepNotFoundError, default_preprocess
+from devvis.longitudinal.series import CheckpointSeries, StepNotFoundError, as_series, format_steps
 from devvis.longitudinal.track import TrackResult, parse_components, track
 
 __all__ = [
-    "CheckpointSeries", "StepNotFoundError", "default_preprocess", "render_series", "SeriesResult", "step_dir",
-    "get_activations", "LongitudinalActivations", "DEFAULT_PROBE_RENDER", "plot_longitudinal_activations",
-    "comparison_grid", "component_label", "images_from", "FeatureChange", "TopKExamples", "component_images",
-    "cross_checkpoint_matrix", "feature_change", "settle_step", "similarity_to_final", "top_k_examples",
+    "CheckpointSeries", "StepNotFoundError", "as_series", "format_steps", "render_series", "SeriesResult",
+    "step_dir", "get_activations", "LongitudinalActivations", "DEFAULT_PROBE_RENDER", "preprocess_name",
+    "plot_longitudinal_activations", "comparison_grid", "component_label", "images_from", "ImagesLike",
+    "FeatureChange", "TopKExamples", "component_images", "cross_checkpoint_matrix", "feature_change",
+    "render_preprocess", "settle_step", "similarity_to_final", "top_k_examples",
     "plot_similarity", "plot_matrix", "step_scale", "track", "TrackResult", "parse_components",
 ]

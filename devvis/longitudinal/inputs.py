@@ -9,12 +9,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from devvis.errors import ConfigError
+from devvis.typing import ImageBatch
+
+ImagesLike = Union[ImageBatch, Dataset, DataLoader]
+"""Probe images: a tensor ``(N, C, H, W)`` in [0, 1], a Dataset or a DataLoader of images,
+``(image, label)`` pairs or dicts with an ``"image"`` entry."""
 
 
 def _image_of(item: Any) -> torch.Tensor:
@@ -39,7 +44,7 @@ def _check(images: torch.Tensor, what: str) -> torch.Tensor:
     return images.float()
 
 
-def images_from(inputs: Any, batch_size: int = 64) -> torch.Tensor:
+def images_from(inputs: ImagesLike, batch_size: int = 64) -> ImageBatch:
     """All images of ``inputs`` as one float tensor ``(N, C, H, W)``, in a fixed order.
 
     ``inputs``: a tensor ``(N, C, H, W)``; a map-style Dataset (read in index

@@ -11,6 +11,12 @@ channel's mean activation under checkpoint ``j``'s model:
   feature itself (1 at the end; NaN when the final channel does not respond, ``M[-1, -1] <= 0``);
 * ``settle_step``: the first step from which the similarity stays at or above a threshold.
 
+Re-evaluating a render's images under other checkpoints only means something with the
+preprocessing the render used, so ``preprocess="auto"`` (the default) here means *the
+renders' own* preprocessing, read from their config (which records ``"auto"`` already
+resolved: ``"imagenet"`` or ``"none"``). A render made with a custom callable cannot be
+rebuilt from its record: pass the same callable as ``preprocess=``. ``None`` is identity.
+
 >>> settle_step([0, 10, 100, 1000], [0.1, 0.9, 0.7, 1.0], threshold=0.8)
 1000
 >>> settle_step([0, 10, 100, 1000], [0.1, 0.9, 0.85, 1.0], threshold=0.8)
@@ -20,6 +26,7 @@ channel's mean activation under checkpoint ``j``'s model:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -27,12 +34,13 @@ import torch
 
 from devvis import io as dio
 from devvis.errors import ConfigError
-from devvis.longitudinal.inputs import images_from
+from devvis.longitudinal.inputs import ImagesLike, images_from
 from devvis.longitudinal.render_series import SeriesResult, image_labels
 from devvis.longitudinal.series import CheckpointSeries, as_series
 from devvis.objectives import channel as channel_objective
 from devvis.objectives import evaluate
 from devvis.render import RenderResult
+from devvis.typing import PreprocessLike, SeriesLike
 
 
 def settle_step(steps: Sequence[int], similarity: Sequence[float], threshold: float = 0.8) -> int | None:
@@ -77,30 +85,55 @@ def _same_layer(a: str, b: str) -> bool:
     return a.replace("_", ".") == b.replace("_", ".")
 
 
-def _render_setting(result: SeriesResult, key: str, default: Any) -> Any:
-    cfg = result[result.steps[-1]].config
-    v = cfg.get(key, default)
-    if key == "preprocess" and not (isinstance(v, str) and v in ("imagenet", "none")):
-        return default  # a callable's repr cannot be rebuilt; the caller must pass it
-    return v
+def render_preprocess(series_result: SeriesResult, preprocess: PreprocessLike = "auto") -> PreprocessLike:
+    """The preprocessing to score ``series_result``'s images with: ``preprocess`` itself, or for
+    ``"auto"`` the one the renders used (their config's ``"preprocess"``; ``"auto"`` when a render
+    does not record it). :class:`~devvis.errors.ConfigError` when the renders disagree or used a
+    callable (whose repr cannot be turned back into the function: pass it explicitly).
+    """
+    if not (isinstance(preprocess, str) and preprocess == "auto"):
+        return preprocess
+    used = {str(r.config.get("preprocess", "auto")) for _, r in series_result}
+    if len(used) > 1:
+        raise ConfigError(f"the renders used different preprocessing ({', '.join(sorted(used))}); "
+                          "pass preprocess= explicitly")
+    recorded = used.pop()
+    if recorded not in ("auto", "imagenet", "none"):
+        raise ConfigError(f"the renders used a custom preprocess {recorded}; pass the same callable as preprocess= "
+                          "to score their images the way the renders' models saw them")
+    return recorded
 
 
-def cross_checkpoint_matrix(series_result: SeriesResult, series: Any, layer: str, channel: int, *,
-                            preprocess: Any = None, batch_size: int = 64) -> torch.Tensor:
+def _check_order(series: Any, series_result: Any, name: str) -> tuple[Any, SeriesResult]:
+    """``(series, series_result)``; the earlier order (renders first) still works, with a DeprecationWarning."""
+    if isinstance(series, SeriesResult) and not isinstance(series_result, SeriesResult):
+        warnings.warn(f"{name}(series_result, series, ...) is deprecated: pass the series first, "
+                      f"{name}(series, series_result, ...)", DeprecationWarning, stacklevel=3)
+        series, series_result = series_result, series
+    if not isinstance(series_result, SeriesResult):
+        raise ConfigError(f"{name} needs the renders (a SeriesResult from render_series) as its second argument, "
+                          f"got {type(series_result).__name__}")
+    return series, series_result
+
+
+def cross_checkpoint_matrix(series: SeriesLike, series_result: SeriesResult, layer: str, channel: int, *,
+                            preprocess: PreprocessLike = "auto", batch_size: int = 64) -> torch.Tensor:
     """``M`` float ``(n, n)``: ``M[i, j]`` is the channel's mean activation under checkpoint ``j``
     on the visualization made at checkpoint ``i`` (averaged over that checkpoint's images of the
     component). Each model is loaded once and evaluated on all visualizations in one batch.
 
-    ``preprocess``: default the one the renders used (from their config).
+    ``preprocess``: ``"auto"`` (default) the one the renders used (see :func:`render_preprocess`);
+    ``None`` identity; ``"imagenet"`` or a callable. The input size is the renders' too.
     The steps are those of ``series_result``; ``series`` must hold each of them.
     """
+    series, series_result = _check_order(series, series_result, "cross_checkpoint_matrix")
     s = as_series(series)
     steps = series_result.steps
     missing = [st for st in steps if st not in s]
     if missing:
         raise ConfigError(f"steps {missing} were rendered but are not in the series (steps {s.steps})")
-    pre = preprocess if preprocess is not None else _render_setting(series_result, "preprocess", "imagenet")
-    input_size = _render_setting(series_result, "input_size", None)
+    pre = render_preprocess(series_result, preprocess)
+    input_size = series_result[steps[-1]].config.get("input_size")
     viz = [component_images(series_result[st], layer, channel) for st in steps]
     k = {v.shape[0] for v in viz}
     if len(k) != 1:
@@ -156,13 +189,15 @@ def _jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
     return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
 
 
-def top_k_examples(series: Any, layer: str, channel: int, loader: Any, k: int = 9, *,
-                   preprocess: Any = "imagenet", batch_size: int = 64) -> TopKExamples:
+def top_k_examples(series: SeriesLike, layer: str, channel: int, loader: ImagesLike, k: int = 9, *,
+                   preprocess: PreprocessLike = "auto", batch_size: int = 64) -> TopKExamples:
     """Per checkpoint, the ``k`` examples of ``loader`` that activate ``(layer, channel)`` most.
 
-    ``loader``: a DataLoader, Dataset or image tensor (read once, in data-set order; see
-    :func:`~devvis.longitudinal.inputs.images_from`). Activation = the channel's mean over
-    positions. Returns :class:`TopKExamples` with the Jaccard overlaps of the top-k sets.
+    ``loader``: a DataLoader, Dataset or image tensor ``(N, C, H, W)`` in [0, 1] (read once, in
+    data-set order; see :func:`~devvis.longitudinal.inputs.images_from`). Activation = the
+    channel's mean over positions. ``preprocess``: ``"auto"`` (the model's own default), ``None``
+    (identity), ``"imagenet"`` or a callable. Returns :class:`TopKExamples` with the Jaccard
+    overlaps of the top-k sets.
 
     >>> import torch
     >>> from devvis.longitudinal import CheckpointSeries
@@ -224,16 +259,19 @@ class FeatureChange:
                                 "settle_step": "first step from which similarity stays >= threshold"})
 
 
-def feature_change(series_result: SeriesResult, series: Any, layer: str, channel: int, *, threshold: float = 0.8,
-                   preprocess: Any = None, loader: Any = None, k: int = 9, batch_size: int = 64) -> FeatureChange:
-    """All feature-change metrics of ``(layer, channel)`` from its renders and the series' models.
+def feature_change(series: SeriesLike, series_result: SeriesResult, layer: str, channel: int, *,
+                   threshold: float = 0.8, preprocess: PreprocessLike = "auto", loader: ImagesLike | None = None,
+                   k: int = 9, batch_size: int = 64) -> FeatureChange:
+    """All feature-change metrics of ``(layer, channel)`` from the series' models and their renders.
 
-    ``series_result``: renders at each checkpoint (:func:`render_series`) that include this
-    component; ``series``: the models. With ``loader``, also :func:`top_k_examples`.
-    ``preprocess``: default the renders' own.
+    ``series``: the models; ``series_result``: renders at each checkpoint (:func:`render_series`)
+    that include this component. With ``loader`` (images ``(N, C, H, W)`` in [0, 1], a Dataset or
+    a DataLoader), also :func:`top_k_examples`. ``preprocess``: ``"auto"`` (default) the renders'
+    own (see :func:`render_preprocess`), used for the top-k examples too.
     """
+    series, series_result = _check_order(series, series_result, "feature_change")
     s = as_series(series)
-    m = cross_checkpoint_matrix(series_result, s, layer, channel, preprocess=preprocess, batch_size=batch_size)
+    m = cross_checkpoint_matrix(s, series_result, layer, channel, preprocess=preprocess, batch_size=batch_size)
     sim = similarity_to_final(m)
     notes = []
     if torch.isnan(sim).all():
@@ -242,7 +280,7 @@ def feature_change(series_result: SeriesResult, series: Any, layer: str, channel
     steps = series_result.steps
     top = None
     if loader is not None:
-        pre = preprocess if preprocess is not None else _render_setting(series_result, "preprocess", "imagenet")
+        pre = render_preprocess(series_result, preprocess)
         top = top_k_examples(s if steps == s.steps else _restrict(s, steps), layer, channel, loader, k,
                              preprocess=pre, batch_size=batch_size)
     return FeatureChange(layer=layer, channel=channel, steps=steps, similarity=sim.tolist(), matrix=m.tolist(),

@@ -13,15 +13,21 @@ True
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 import torch
 
 from devvis import io as dio
 from devvis.errors import ConfigError
+from devvis.longitudinal.activations import LongitudinalActivations
+from devvis.typing import PathLike
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from matplotlib.axes import Axes
+
+    from devvis.longitudinal.metrics import FeatureChange
 
 BANDS = ("std", "iqr")
 
@@ -51,7 +57,7 @@ def _pyplot():
     return plt
 
 
-def set_step_axis(ax: Any, steps: Sequence[int], label: bool = True) -> str:
+def set_step_axis(ax: "Axes", steps: Sequence[int], label: bool = True) -> str:
     """Give ``ax`` the x scale :func:`step_scale` picks for ``steps`` (and label it); returns the scale."""
     scale = step_scale(steps)
     if scale == "symlog":
@@ -63,15 +69,16 @@ def set_step_axis(ax: Any, steps: Sequence[int], label: bool = True) -> str:
     return scale
 
 
-def _output(path: str | os.PathLike) -> Path:
+def _output(path: PathLike) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ConfigError(f"plots are written as PNG; output path {str(path)!r} should end in .png")
     return path
 
 
-def plot_longitudinal_activations(activations: Any, layer_name: str, channel: int, output_path: str | os.PathLike,
-                                  *, band: str = "std", steps: Sequence[int] | None = None) -> Path:
+def plot_longitudinal_activations(activations: Union[LongitudinalActivations, torch.Tensor, np.ndarray],
+                                  layer_name: str, channel: int, output_path: PathLike, *, band: str = "std",
+                                  steps: Sequence[int] | None = None) -> Path:
     """Plot a channel's mean activation over checkpoints with a spread band; write PNG + JSON.
 
     ``activations``: a :class:`~devvis.longitudinal.LongitudinalActivations`, or values
@@ -82,8 +89,6 @@ def plot_longitudinal_activations(activations: Any, layer_name: str, channel: in
     """
     if band not in BANDS:
         raise ConfigError(f"band {band!r} is not valid; choose one of {BANDS}")
-    from devvis.longitudinal.activations import LongitudinalActivations
-
     if isinstance(activations, LongitudinalActivations):
         acts = activations
     else:
@@ -124,7 +129,7 @@ def plot_longitudinal_activations(activations: Any, layer_name: str, channel: in
     return path
 
 
-def plot_similarity(change: Any, output_path: str | os.PathLike) -> Path:
+def plot_similarity(change: "FeatureChange", output_path: PathLike) -> Path:
     """Plot a :class:`~devvis.longitudinal.FeatureChange`'s similarity to the final feature over
     steps, with the threshold and the settle step marked; write PNG + JSON (same stem)."""
     path = _output(output_path)
@@ -146,7 +151,7 @@ def plot_similarity(change: Any, output_path: str | os.PathLike) -> Path:
     return path
 
 
-def plot_matrix(change: Any, output_path: str | os.PathLike) -> Path:
+def plot_matrix(change: "FeatureChange", output_path: PathLike) -> Path:
     """Heat map of the cross-checkpoint matrix ``M[i, j]`` (activation at checkpoint ``j`` of the
     visualization made at checkpoint ``i``); write PNG + JSON (same stem)."""
     path = _output(output_path)

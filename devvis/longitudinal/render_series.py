@@ -16,7 +16,6 @@ images differ only because their models differ.
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -27,9 +26,10 @@ from tqdm.auto import tqdm
 
 from devvis import io as dio
 from devvis.errors import ConfigError, OutputError
-from devvis.longitudinal.series import StepNotFoundError, _format_steps, as_series
+from devvis.longitudinal.series import StepNotFoundError, as_series, format_steps
 from devvis.objectives.core import as_objective
 from devvis.render import RenderResult, component_stem, render
+from devvis.typing import ImageBatch, ObjectiveLike, PathLike, SeriesLike
 
 #: Manifest written by :meth:`SeriesResult.save` at the top of its folder.
 SERIES_MANIFEST = "series_result.json"
@@ -93,7 +93,7 @@ class SeriesResult:
 
     def __getitem__(self, step: int) -> RenderResult:
         if step not in self.results:
-            raise StepNotFoundError(f"step {step!r} has no render; valid steps: {_format_steps(self.steps)}")
+            raise StepNotFoundError(f"step {step!r} has no render; valid steps: {format_steps(self.steps)}")
         return self.results[step]
 
     def __iter__(self) -> Iterator[tuple[int, RenderResult]]:
@@ -104,7 +104,7 @@ class SeriesResult:
         return len(self.results)
 
     @property
-    def images(self) -> torch.Tensor:
+    def images(self) -> ImageBatch:
         """All final images, ``(n_steps, B, C, H, W)`` float in [0, 1], in step order."""
         return torch.stack([self.results[s].images for s in self.steps])
 
@@ -113,13 +113,13 @@ class SeriesResult:
         """Objective value of each image at its render's last step, ``(n_steps, B)``."""
         return torch.stack([self.results[s].final_values for s in self.steps])
 
-    def save(self, directory: str | os.PathLike, names: Sequence[str] | None = None) -> Path:
-        """Write ``step_{step:06d}/{name}.jpg`` + ``.json`` per image and ``series_result.json``.
+    def save(self, output_dir: PathLike, names: Sequence[str] | None = None) -> Path:
+        """Write ``step_{step:06d}/{name}.jpg`` + ``.json`` per image and ``series_result.json`` into ``output_dir``.
 
         ``names`` are the file stems per image (default: :func:`default_names`).
         Returns the manifest's path. Reload with :meth:`load`.
         """
-        directory = Path(directory)
+        directory = Path(output_dir)
         checkpoints = []
         for step, res in self:
             stems = list(names) if names is not None else default_names(res)
@@ -138,15 +138,15 @@ class SeriesResult:
         return paths[steps.index(step)] if step in steps and len(paths) == len(steps) else None
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "SeriesResult":
-        """Read a folder written by :meth:`save`: images from the JPEG files (so up to JPEG's
+    def load(cls, results_dir: PathLike) -> "SeriesResult":
+        """Read a folder ``results_dir`` written by :meth:`save`: images from the JPEG files (so up to JPEG's
         rounding), histories, configs and metadata from the JSON files. Snapshots are not saved,
         so the loaded results have none.
 
         Raises :class:`~devvis.errors.OutputError` when the folder has no ``series_result.json``
         or a listed file is missing.
         """
-        directory = Path(directory)
+        directory = Path(results_dir)
         manifest_path = directory / SERIES_MANIFEST
         if not manifest_path.is_file():
             raise OutputError(f"{str(directory)!r} holds no {SERIES_MANIFEST}; was it written by SeriesResult.save()?")
@@ -158,7 +158,7 @@ class SeriesResult:
                    series=manifest.get("series") or {}, time_s=float(manifest.get("time_s") or 0.0))
 
 
-def read_image(path: str | os.PathLike) -> torch.Tensor:
+def read_image(path: PathLike) -> torch.Tensor:
     """One image file as a float tensor ``(3, H, W)`` in [0, 1]."""
     import numpy as np
     from PIL import Image
@@ -198,7 +198,7 @@ def _load_render(folder: Path, files: Sequence[str]) -> RenderResult:
     )
 
 
-def render_series(series: Any, objective: Any, param: nn.Module | None = None, *, seed: int = 0,
+def render_series(series: SeriesLike, objective: ObjectiveLike, param: nn.Module | None = None, *, seed: int = 0,
                   progress: bool = True, **render_kwargs: Any) -> SeriesResult:
     """Render ``objective`` at every checkpoint of ``series`` from the same start.
 

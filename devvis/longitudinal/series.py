@@ -22,18 +22,28 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Union, overload
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence, Union, overload
 
 import torch
 from torch import nn
 
 from devvis.errors import CheckpointError, ConfigError, DevvisError, StepNotFoundError
+from devvis.typing import DeviceLike, ModelFn, PathLike, SeriesLike
 
-ModelFn = Union[Callable[[], nn.Module], str, None]
-PathsOrRefs = Union[str, os.PathLike, Iterable[Any]]
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from devvis.models import CheckpointRef
+
+PathsOrRefs = Union[PathLike, "CheckpointRef", Iterable[Union[PathLike, "CheckpointRef"]]]
+"""A folder, a checkpoint file, or a list of files, folders and ``CheckpointRef`` s."""
 
 
-def _format_steps(steps: list[int], n: int = 12) -> str:
+def format_steps(steps: Sequence[int], n: int = 12) -> str:
+    """Steps for a message: all of them, or the first and last ``n // 2`` around ``...``.
+
+    >>> format_steps([0, 10, 100]), format_steps(list(range(10)), n=4)
+    ('0, 10, 100', '0, 1, ..., 8, 9')
+    """
+    steps = list(steps)
     if len(steps) <= n:
         return ", ".join(map(str, steps))
     return ", ".join(map(str, steps[: n // 2])) + ", ..., " + ", ".join(map(str, steps[-n // 2:]))
@@ -73,7 +83,8 @@ class CheckpointSeries:
         (weights then loaded with :func:`~devvis.models.load_checkpoint` and
         :func:`~devvis.models.apply_state_dict`, strictly); a model name for
         :func:`~devvis.models.load_model`; or ``None`` to rebuild it from the
-        checkpoint's own model config (``model_config.json`` beside it).
+        checkpoint's own model config (``model_config.json`` beside it). An
+        ``nn.Module`` given here is taken as ``model=`` (see below).
     model:
         Alternatively one architecture instance that is *reused*: each step's
         weights are loaded into this same module, so the model of an earlier step
@@ -92,7 +103,9 @@ class CheckpointSeries:
     """
 
     def __init__(self, paths_or_refs: PathsOrRefs, model_fn: ModelFn = None, *, model: nn.Module | None = None,
-                 trust: bool = False, device: str | torch.device | None = None, keep_in_memory: bool = False):
+                 trust: bool = False, device: DeviceLike = None, keep_in_memory: bool = False):
+        if isinstance(model_fn, nn.Module) and model is None:  # an architecture instance: reused, as model=
+            model_fn, model = None, model_fn
         if model is not None and model_fn is not None:
             raise ConfigError("pass either model_fn (builds a fresh model per step) or model (reused), not both")
         if model is not None and not isinstance(model, nn.Module):
@@ -129,7 +142,7 @@ class CheckpointSeries:
         self._cache: dict[int, nn.Module] = dict(models)
 
     @classmethod
-    def from_models(cls, models: Mapping[int, nn.Module], *, device: str | torch.device | None = None) -> "CheckpointSeries":
+    def from_models(cls, models: Mapping[int, nn.Module], *, device: DeviceLike = None) -> "CheckpointSeries":
         """A series over models already in memory: ``{step: model}``.
 
         >>> import torch
@@ -155,7 +168,7 @@ class CheckpointSeries:
         return list(self._steps)
 
     @property
-    def refs(self) -> list[Any]:
+    def refs(self) -> list["CheckpointRef"]:
         """The :class:`~devvis.models.CheckpointRef` of each step (empty for an in-memory series)."""
         return list(self._refs)
 
@@ -179,7 +192,7 @@ class CheckpointSeries:
             return self._steps.index(int(step))
         except (ValueError, TypeError):
             raise StepNotFoundError(
-                f"step {step!r} is not in the checkpoint series; valid steps: {_format_steps(self._steps)}") from None
+                f"step {step!r} is not in the checkpoint series; valid steps: {format_steps(self._steps)}") from None
 
     def model_config(self) -> dict[str, Any] | None:
         """How the checkpoints' model is rebuilt (``{"name", "kwargs"}``), from the first checkpoint; None if unknown."""
@@ -273,15 +286,19 @@ class CheckpointSeries:
         return step in self._steps
 
     def __repr__(self) -> str:
-        return f"CheckpointSeries({len(self)} checkpoints, steps [{_format_steps(self._steps, 6)}])"
+        return f"CheckpointSeries({len(self)} checkpoints, steps [{format_steps(self._steps, 6)}])"
 
 
-def as_series(series: Any, model: Any = None, *, trust: bool = False,
-              device: str | torch.device | None = None) -> CheckpointSeries:
+def as_series(series: SeriesLike, model: ModelFn = None, *, trust: bool = False,
+              device: DeviceLike = None) -> CheckpointSeries:
     """Coerce ``series`` to a :class:`CheckpointSeries`.
 
     Accepts a series (returned as is), a ``{step: model}`` dict, or paths/refs
     (with ``model``: an ``nn.Module`` architecture, a model name, a factory or None).
+
+    >>> import torch
+    >>> as_series({3: torch.nn.Linear(1, 1), 1: torch.nn.Linear(1, 1)}).steps
+    [1, 3]
     """
     if isinstance(series, CheckpointSeries):
         return series
@@ -290,17 +307,3 @@ def as_series(series: Any, model: Any = None, *, trust: bool = False,
     if isinstance(model, nn.Module):
         return CheckpointSeries(series, model=model, trust=trust, device=device)
     return CheckpointSeries(series, model, trust=trust, device=device)
-
-
-def default_preprocess(series: CheckpointSeries) -> str:
-    """``"none"`` for devvis zoo models (trained on raw [0, 1] images), ``"imagenet"`` otherwise."""
-    cfg = series.model_config()
-    if cfg is not None:
-        try:
-            from devvis.zoo import MODELS
-
-            if cfg.get("name") in MODELS:
-                return "none"
-        except ImportError:  # the zoo is optional
-            pass
-    return "imagenet"

@@ -11,11 +11,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, Union
 
 from tqdm.auto import tqdm
 
@@ -23,10 +22,15 @@ from devvis import io as dio
 from devvis import objectives
 from devvis.errors import ConfigError
 from devvis.longitudinal.grid import comparison_grid, component_label
-from devvis.longitudinal.metrics import FeatureChange, feature_change
+from devvis.longitudinal.inputs import ImagesLike
+from devvis.longitudinal.metrics import FeatureChange, feature_change, render_preprocess
 from devvis.longitudinal.plots import plot_matrix, plot_similarity
 from devvis.longitudinal.render_series import SeriesResult, render_series
 from devvis.longitudinal.series import as_series
+from devvis.typing import PathLike, PreprocessLike, SeriesLike
+
+Component = Union[str, tuple[str, int]]
+"""A channel of a layer: ``"layer2.0:3"`` or ``("layer2.0", 3)``."""
 
 
 @dataclass
@@ -40,7 +44,7 @@ class TrackResult:
     output_dir: Path | None = None
 
 
-def parse_components(components: Sequence[Any]) -> list[tuple[str, int]]:
+def parse_components(components: Sequence[Component]) -> list[tuple[str, int]]:
     """``["layer2.0:3", ("conv1", 0)]`` -> ``[("layer2.0", 3), ("conv1", 0)]`` (duplicates dropped).
 
     >>> parse_components(["layer2.0:3", ("conv1", 0), "layer2.0:3"])
@@ -67,9 +71,9 @@ def _safe(layer: str) -> str:
     return re.sub(r"[^A-Za-z0-9._\-]", "_", layer)
 
 
-def track(series: Any, components: Sequence[Any], output_dir: str | os.PathLike, *, steps: int = 128,
-          image_size: int = 64, seed: int = 0, threshold: float = 0.8, preprocess: Any = "imagenet",
-          loader: Any = None, k: int = 9, progress: bool = True, **render_kwargs: Any) -> TrackResult:
+def track(series: SeriesLike, components: Sequence[Component], output_dir: PathLike, *, steps: int = 128,
+          image_size: int = 64, seed: int = 0, threshold: float = 0.8, preprocess: PreprocessLike = "auto",
+          loader: ImagesLike | None = None, k: int = 9, progress: bool = True, **render_kwargs: Any) -> TrackResult:
     """Render each component at every checkpoint and write its feature-change analysis.
 
     Components of the same layer are rendered together (``objectives.channels``: one image
@@ -85,6 +89,9 @@ def track(series: Any, components: Sequence[Any], output_dir: str | os.PathLike,
     ``grid.png`` (+ ``.json``, rows = components, columns = checkpoints) and ``track.json``
     (a summary with each settle step). ``steps``/``image_size``/``render_kwargs`` go to
     :func:`devvis.render`; ``loader`` (optional) adds top-``k`` data-set examples.
+    ``preprocess`` (default ``"auto"``: the model's own default) is used by the renders, and the
+    metrics score the renders' images with the same preprocessing; ``track.json`` records what
+    was applied (``"imagenet"``, ``"none"`` or a callable's repr).
     """
     s = as_series(series)
     comps = parse_components(components)
@@ -102,7 +109,7 @@ def track(series: Any, components: Sequence[Any], output_dir: str | os.PathLike,
     changes: dict[str, FeatureChange] = {}
     for layer, c in tqdm(comps, disable=not progress, desc="metrics", unit="component"):
         label = component_label(layer, c)
-        fc = feature_change(renders[layer], s, layer, c, threshold=threshold, preprocess=preprocess, loader=loader,
+        fc = feature_change(s, renders[layer], layer, c, threshold=threshold, preprocess=preprocess, loader=loader,
                             k=k)
         changes[label] = fc
         stem = f"{_safe(layer)}_channel_{c}"
@@ -114,10 +121,11 @@ def track(series: Any, components: Sequence[Any], output_dir: str | os.PathLike,
     comparison_grid({(layer, c): renders[layer] for layer, c in comps}, output_path=grid_path,
                     title=f"seed {seed}, {steps} steps, {image_size}px")
     files.append(grid_path)
+    applied = render_preprocess(renders[comps[0][0]], preprocess)
     summary = dio.metadata(
         "track", series=s.describe(), components=[component_label(l, c) for l, c in comps],
         settings={"steps": steps, "image_size": image_size, "seed": seed, "threshold": threshold,
-                  "preprocess": preprocess if isinstance(preprocess, str) else repr(preprocess), "k": k,
+                  "preprocess": applied if isinstance(applied, str) else repr(applied), "k": k,
                   **{key: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
                      for key, v in render_kwargs.items()}},
         settle_steps={lab: fc.settle_step for lab, fc in changes.items()},

@@ -103,3 +103,41 @@ def test_step_scale():
     assert step_scale([1, 100]) == "log"
     assert step_scale([0, 1, 100]) == "symlog"
     assert step_scale([5]) == "linear"
+
+
+def _identity_conv(conv: torch.nn.Conv2d) -> torch.nn.Conv2d:
+    """Plant an identity: output channel c (c < 3) of a 3x3, padding-1 conv is input channel c exactly."""
+    with torch.no_grad():
+        conv.weight.zero_()
+        for c in range(3):
+            conv.weight[c, c, 1, 1] = 1.0
+        if conv.bias is not None:
+            conv.bias.zero_()
+    return conv
+
+
+def test_preprocess_none_feeds_the_images_unchanged_and_auto_follows_the_model():
+    from devvis.models import load_model
+    from devvis.transforms.preprocess import imagenet_normalize
+
+    x = torch.rand(4, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    plain = torch.nn.Sequential(_identity_conv(torch.nn.Conv2d(3, 3, 3, padding=1)), torch.nn.ReLU())
+    zoo = load_model("compact_resnet", width=4, blocks=(1, 1))  # a zoo model: carries devvis_cfg (raw [0, 1] input)
+    _identity_conv(zoo.conv1)
+    raw = x.mean(dim=(2, 3))  # (4, 3): each image's channel means as given
+    normalized = imagenet_normalize(x).mean(dim=(2, 3))
+    for c in range(3):
+        for model, layer in ((plain, "0"), (zoo, "conv1")):
+            none = get_activations(None, layer, c, {0: model}, x, preprocess=None)
+            torch.testing.assert_close(none.values[0], raw[:, c], rtol=0, atol=1e-6)
+            assert none.preprocess == "none"
+        auto_zoo = get_activations(None, "conv1", c, {0: zoo}, x)  # "auto" is the default
+        torch.testing.assert_close(auto_zoo.values[0], raw[:, c], rtol=0, atol=1e-6)
+        assert auto_zoo.preprocess == "none"
+        auto_plain = get_activations(None, "0", c, {0: plain}, x)
+        torch.testing.assert_close(auto_plain.values[0], normalized[:, c], rtol=1e-5, atol=1e-6)
+        assert auto_plain.preprocess == "imagenet"
+    assert not torch.allclose(raw, normalized)  # the two cases are told apart
+    custom = get_activations(None, "0", 0, {0: plain}, x, preprocess=lambda t: 2 * t)
+    torch.testing.assert_close(custom.values[0], 2 * raw[:, 0], rtol=0, atol=1e-6)
+    assert custom.preprocess.startswith("<function")

@@ -58,7 +58,7 @@ def frozen_series(series_dir, tmp_path_factory):
 
 def test_settle_step_of_a_channel_frozen_from_step_S(frozen_series):
     res = render_series(frozen_series, objectives.channel(LAYER, CHANNEL), seed=0, **RENDER)
-    fc = feature_change(res, frozen_series, LAYER, CHANNEL, threshold=0.999)
+    fc = feature_change(frozen_series, res, LAYER, CHANNEL, threshold=0.999)
     sim = fc.similarity
     i_s = STEPS.index(S)
     assert fc.final_activation > 0, "the similarity needs a channel that responds to its final visualization"
@@ -75,7 +75,7 @@ def test_settle_step_of_a_channel_frozen_from_step_S(frozen_series):
 def test_cross_checkpoint_matrix_shape_and_diagonal(series_dir):
     series = CheckpointSeries(series_dir)
     res = render_series(series, objectives.channels(LAYER, [0, CHANNEL]), seed=1, **RENDER)
-    m = cross_checkpoint_matrix(res, series, LAYER, CHANNEL)
+    m = cross_checkpoint_matrix(series, res, LAYER, CHANNEL)  # preprocess 'auto': the renders' own ('none')
     n = len(STEPS)
     assert m.shape == (n, n)
     obj = objectives.channel(LAYER, CHANNEL)
@@ -86,12 +86,12 @@ def test_cross_checkpoint_matrix_shape_and_diagonal(series_dir):
     # off-diagonal: the final model on the first checkpoint's visualization
     torch.testing.assert_close(m[0, -1], objectives.evaluate(obj, series[24], res[0].images[1:2],
                                                              preprocess="none")[0], rtol=1e-5, atol=1e-6)
-    fc = feature_change(res, series, LAYER, CHANNEL)
+    fc = feature_change(series, res, LAYER, CHANNEL)
     assert fc.matrix == m.tolist() and fc.final_activation == pytest.approx(float(m[-1, -1]))
     if fc.final_activation > 0:
         torch.testing.assert_close(torch.tensor(fc.similarity), m[:, -1] / m[-1, -1])
     with pytest.raises(ConfigError, match="no image of layer1.0.conv1:3; it has layer1.0.conv1:0, layer1.0.conv1:1"):
-        cross_checkpoint_matrix(res, series, LAYER, 3)
+        cross_checkpoint_matrix(series, res, LAYER, 3)
 
 
 def test_dead_final_channel_gives_nan_similarity_and_a_note():
@@ -101,7 +101,7 @@ def test_dead_final_channel_gives_nan_similarity_and_a_note():
         conv.bias.fill_(-1.0)
     s = CheckpointSeries.from_models({0: torch.nn.Sequential(torch.nn.Conv2d(3, 1, 1)), 1: torch.nn.Sequential(conv)})
     res = render_series(s, "0:0", steps=2, image_size=8, transforms="none", progress=False)
-    fc = feature_change(res, s, "0", 0)
+    fc = feature_change(s, res, "0", 0)
     assert all(math.isnan(v) for v in fc.similarity) and fc.settle_step is None
     assert "does not respond" in fc.notes[0]
     assert read_json_safe(fc.to_dict())["similarity"] == [None, None]
@@ -155,3 +155,41 @@ def test_plots_and_track(series_dir, tmp_path):
     plot_similarity(fc, tmp_path / "s.png")
     plot_matrix(fc, tmp_path / "m.png")
     assert (tmp_path / "s.png").stat().st_size > 1000 and (tmp_path / "m.json").is_file()
+
+
+def test_metrics_score_the_renders_with_the_renders_preprocessing():
+    """'auto' in the metrics means the renders' own preprocessing (here 'none', while 'auto' for these plain
+    modules would be ImageNet); None is identity; a custom callable must be passed again; the old argument
+    order still works, with a DeprecationWarning."""
+    from devvis.longitudinal import render_preprocess
+
+    torch.manual_seed(0)
+    nets = {s: torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3)) for s in (0, 5)}
+    s = CheckpointSeries.from_models(nets)
+    res = render_series(s, "0:1", steps=2, image_size=8, transforms="none", preprocess="none", progress=False)
+    assert render_preprocess(res) == "none" and render_preprocess(res, "imagenet") == "imagenet"
+    obj = objectives.channel("0", 1)
+    batch = torch.cat([res[0].images, res[5].images])
+
+    def expected(pre):
+        return torch.stack([objectives.evaluate(obj, nets[st], batch, preprocess=pre) for st in (0, 5)], dim=1)
+
+    auto = cross_checkpoint_matrix(s, res, "0", 1)
+    torch.testing.assert_close(auto, expected("none"))
+    torch.testing.assert_close(cross_checkpoint_matrix(s, res, "0", 1, preprocess=None), expected("none"))
+    imagenet = cross_checkpoint_matrix(s, res, "0", 1, preprocess="imagenet")
+    torch.testing.assert_close(imagenet, expected("imagenet"))
+    assert not torch.allclose(auto, imagenet)
+    with pytest.warns(DeprecationWarning, match="pass the series first"):
+        old = feature_change(res, s, "0", 1)
+    assert old.matrix == auto.tolist()
+
+    def double(t):
+        return 2 * t
+
+    custom = render_series(s, "0:1", steps=2, image_size=8, transforms="none", preprocess=double, progress=False)
+    with pytest.raises(ConfigError, match="custom preprocess .*pass the same callable"):
+        cross_checkpoint_matrix(s, custom, "0", 1)
+    torch.testing.assert_close(cross_checkpoint_matrix(s, custom, "0", 1, preprocess=double),
+                               torch.stack([objectives.evaluate(obj, nets[st], torch.cat([custom[0].images,
+                                            custom[5].images]), preprocess=double) for st in (0, 5)], dim=1))

@@ -9,7 +9,8 @@ import torch
 
 from devvis import param as P
 from devvis.errors import CheckpointError, ConfigError
-from devvis.longitudinal import CheckpointSeries, SeriesResult, StepNotFoundError, default_preprocess, render_series
+from devvis.longitudinal import CheckpointSeries, SeriesResult, StepNotFoundError, render_series
+from devvis.render.pipeline import auto_preprocess
 from devvis.models import find_checkpoints, load_checkpoint
 from devvis.zoo import compact_resnet
 
@@ -33,7 +34,7 @@ def test_series_from_folder_orders_and_loads_each_step(series_dir):
         assert _same_weights(model, series_dir / f"step_{step:06d}.safetensors")
     assert _same_weights(s[8], series_dir / "step_000008.safetensors")
     assert _same_weights(s.at(-1), series_dir / "step_000024.safetensors")
-    assert default_preprocess(s) == "none"  # zoo models train on raw [0, 1] images
+    assert auto_preprocess("auto", s[24]) == "none"  # zoo models carry their default: raw [0, 1] images
 
 
 def test_series_model_name_and_factory_and_template(series_dir):
