@@ -127,7 +127,9 @@ def test_save_writes_jpeg_and_json(tmp_path):
     assert im.size == (16, 16) and im.mode == "RGB"
     meta = json.loads((tmp_path / "b.json").read_text())
     assert meta["model"] == "tiny" and meta["image_index"] == 1 and len(meta["history"]) == 3
-    assert meta["status"] == "completed" and meta["schema_version"] == 1 and "torch" in meta["versions"]
+    from devvis.results import SCHEMA_VERSION
+
+    assert meta["status"] == "completed" and meta["schema_version"] == SCHEMA_VERSION and "torch" in meta["versions"]
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
 
 

@@ -25,13 +25,16 @@ or stated with ``layout=`` here or ``render(..., layouts=...)``):
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Sequence, Union
 
 import torch
 
 from devvis.errors import ChannelOutOfRangeError, LayoutError, ObjectiveError
 from devvis.hooks import LAYOUTS, check_layout
-from devvis.objectives.core import string_objective, wrap_objective
+from devvis.objectives.core import Acts, string_objective, wrap_objective
+
+Vector = Union[torch.Tensor, Sequence[float]]
+"""A direction in channel space: ``(C,)`` (a tensor, array or list of floats)."""
 
 _TOKEN_CHOICES = ("all", "patches", "cls")
 #: Leading non-patch tokens (class, distillation, registers) that :func:`token_grid` looks for.
@@ -50,7 +53,7 @@ def _where(layer: str, t: torch.Tensor, layout: str) -> str:
     return f"layer {layer!r} (layout {layout}, shape {tuple(t.shape)})"
 
 
-def channels_first(acts: Any, layer: str, token: str = "all", layout: str | None = None) -> torch.Tensor:
+def channels_first(acts: Acts, layer: str, token: str = "all", layout: str | None = None) -> torch.Tensor:
     """The activation of ``layer`` as ``[B, C, *positions]`` whatever its layout.
 
     ``token`` selects tokens of a ``[B, T, D]`` activation: ``"all"``,
@@ -270,7 +273,7 @@ def _dot_cossim(a: torch.Tensor, vec: torch.Tensor, cossim_pow: float) -> torch.
     return dot * cos.clamp_min(0.1) ** cossim_pow
 
 
-def _vector(vec: Any, c: int, layer: str) -> torch.Tensor:
+def _vector(vec: Vector, c: int, layer: str) -> torch.Tensor:
     v = torch.as_tensor(vec, dtype=torch.float32).flatten()
     if v.numel() != c:
         raise ObjectiveError(f"direction has {v.numel()} entries but layer {layer!r} has {c} channels")
@@ -278,7 +281,7 @@ def _vector(vec: Any, c: int, layer: str) -> torch.Tensor:
 
 
 @wrap_objective
-def direction(layer: str, vec: Any, cossim_pow: float = 0.0, batch: int | None = None, token: str = "all",
+def direction(layer: str, vec: Vector, cossim_pow: float = 0.0, batch: int | None = None, token: str = "all",
               layout: str | None = None):
     """Mean over positions of the activation's dot product with ``vec``, times ``cos^cossim_pow`` (Lucid's rule)."""
     def inner(acts):
@@ -289,7 +292,7 @@ def direction(layer: str, vec: Any, cossim_pow: float = 0.0, batch: int | None =
 
 
 @wrap_objective
-def direction_neuron(layer: str, vec: Any, x: int | None = None, y: int | None = None, cossim_pow: float = 0.0,
+def direction_neuron(layer: str, vec: Vector, x: int | None = None, y: int | None = None, cossim_pow: float = 0.0,
                      batch: int | None = None, token: int | str | None = None, layout: str | None = None):
     """:func:`direction` at one position (centre by default; ``token=i`` on token layers, as in :func:`neuron`)."""
     def inner(acts):

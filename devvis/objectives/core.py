@@ -20,13 +20,21 @@ from __future__ import annotations
 import functools
 import inspect
 import numbers
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import torch
 
 from devvis.errors import ObjectiveError
+from devvis.typing import ObjectiveLike
 
-ObjectiveFn = Callable[[Any], torch.Tensor]
+Acts = Mapping[str, torch.Tensor]
+"""What an objective reads: layer name (and ``"input"``) -> recorded tensor (``devvis.hooks.Activations``)."""
+
+ObjectiveFn = Callable[[Acts], torch.Tensor]
+"""``fn(acts) -> Tensor[B]``."""
+
+Operand = Union[ObjectiveLike, float]
+"""What the objective algebra accepts on the other side: an objective or a number."""
 
 
 def _as_batch_values(v: Any, acts: Any, description: str) -> torch.Tensor:
@@ -85,7 +93,7 @@ class Objective:
         self.fields: dict[str, Any] = {}
 
     # -- evaluation -----------------------------------------------------------------
-    def __call__(self, acts: Any) -> torch.Tensor:
+    def __call__(self, acts: Acts) -> torch.Tensor:
         return _as_batch_values(self.fn(acts), acts, self.description)
 
     def __repr__(self) -> str:
@@ -95,7 +103,7 @@ class Objective:
     def _terms(self) -> list[tuple[float, "Objective"]]:
         return [(1.0, self)]
 
-    def __add__(self, other: Any) -> "Objective":
+    def __add__(self, other: Operand) -> "Objective":
         if isinstance(other, numbers.Number):
             if other == 0:
                 return self
@@ -104,7 +112,7 @@ class Objective:
         other = as_objective(other)
         return Sum(self._terms() + other._terms())
 
-    def __radd__(self, other: Any) -> "Objective":
+    def __radd__(self, other: Operand) -> "Objective":
         # sum([...]) starts from 0
         if isinstance(other, numbers.Number):
             return self.__add__(other)
@@ -113,25 +121,25 @@ class Objective:
     def __neg__(self) -> "Objective":
         return Sum([(-w, o) for w, o in self._terms()])
 
-    def __sub__(self, other: Any) -> "Objective":
+    def __sub__(self, other: Operand) -> "Objective":
         if isinstance(other, numbers.Number):
             return self.__add__(-float(other))
         return self + (-as_objective(other))
 
-    def __rsub__(self, other: Any) -> "Objective":
+    def __rsub__(self, other: Operand) -> "Objective":
         return (-self).__add__(other)
 
-    def __mul__(self, other: Any) -> "Objective":
+    def __mul__(self, other: Operand) -> "Objective":
         if isinstance(other, numbers.Number):
             return Sum([(float(other) * w, o) for w, o in self._terms()])
         other = as_objective(other)
         return Objective(lambda a: self(a) * other(a), _union(self.layers, other.layers),
                          f"({self.description}) * ({other.description})")
 
-    def __rmul__(self, other: Any) -> "Objective":
+    def __rmul__(self, other: Operand) -> "Objective":
         return self.__mul__(other)
 
-    def __truediv__(self, other: Any) -> "Objective":
+    def __truediv__(self, other: Operand) -> "Objective":
         if isinstance(other, numbers.Number):
             if other == 0:
                 raise ObjectiveError(f"cannot divide objective {self.description!r} by zero")
@@ -164,7 +172,7 @@ class Sum(Objective):
             layers = _union(layers, o.layers)
         super().__init__(self._evaluate, layers, _describe(self.terms))
 
-    def _evaluate(self, acts: Any) -> torch.Tensor:
+    def _evaluate(self, acts: Acts) -> torch.Tensor:
         total: torch.Tensor | None = None
         for w, o in self.terms:
             v = o(acts)
@@ -194,7 +202,7 @@ def _describe(terms: Sequence[tuple[float, Objective]]) -> str:
     return "".join(parts) or "0"
 
 
-def weighted(pairs: Iterable[tuple[float, Any]]) -> Objective:
+def weighted(pairs: Iterable[tuple[float, ObjectiveLike]]) -> Objective:
     """Weighted sum of objectives from ``(weight, objective)`` pairs.
 
     >>> from devvis import objectives
@@ -219,7 +227,7 @@ def string_objective(build: Callable[[str, int], Objective]) -> Callable[[str, i
     return build
 
 
-def as_objective(obj: Any) -> Objective:
+def as_objective(obj: ObjectiveLike) -> Objective:
     """Turn ``obj`` into an :class:`Objective`.
 
     Accepts an ``Objective``, a ``"layer:n"`` string (channel ``n`` of ``layer``)

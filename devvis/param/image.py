@@ -42,7 +42,7 @@ class ImageParam(nn.Module):
         return self.to_rgb(self.basis())
 
 
-def image(w: int, h: int | None = None, batch: int = 1, fft: bool = True, decorrelate: bool = True,
+def image(w: int, h: int | None = None, *, batch: int = 1, fft: bool = True, decorrelate: bool = True,
           sd: float = 0.01, channels: int = 3, seed: int | None = None, decay_power: float = 1.0,
           basis: Basis | None = None) -> ImageParam:
     """The default parameterization: FFT basis, decorrelated colour, sigmoid.
@@ -71,20 +71,20 @@ def image(w: int, h: int | None = None, batch: int = 1, fft: bool = True, decorr
     return ImageParam(b, channels, decorrelate)
 
 
-def pixel(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, channels: int = 3,
+def pixel(w: int, h: int | None = None, *, batch: int = 1, sd: float = 0.01, channels: int = 3,
           decorrelate: bool = True, seed: int | None = None) -> ImageParam:
     """Pixel basis (see :func:`image`)."""
-    return image(w, h, batch, fft=False, decorrelate=decorrelate, sd=sd, channels=channels, seed=seed)
+    return image(w, h, batch=batch, fft=False, decorrelate=decorrelate, sd=sd, channels=channels, seed=seed)
 
 
-def fft(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, channels: int = 3, decorrelate: bool = True,
+def fft(w: int, h: int | None = None, *, batch: int = 1, sd: float = 0.01, channels: int = 3, decorrelate: bool = True,
         decay_power: float = 1.0, seed: int | None = None) -> ImageParam:
     """FFT basis with ``1/f^decay_power`` scaling (see :func:`image`)."""
-    return image(w, h, batch, fft=True, decorrelate=decorrelate, sd=sd, channels=channels, seed=seed,
+    return image(w, h, batch=batch, fft=True, decorrelate=decorrelate, sd=sd, channels=channels, seed=seed,
                  decay_power=decay_power)
 
 
-def laplacian(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, channels: int = 3,
+def laplacian(w: int, h: int | None = None, *, batch: int = 1, sd: float = 0.01, channels: int = 3,
               decorrelate: bool = True, levels: int | None = None, seed: int | None = None) -> ImageParam:
     """Laplacian-pyramid basis (see :class:`~devvis.param.spatial.LaplacianPyramidBasis`)."""
     h = w if h is None else h
@@ -92,14 +92,14 @@ def laplacian(w: int, h: int | None = None, batch: int = 1, sd: float = 0.01, ch
     return ImageParam(LaplacianPyramidBasis(batch, channels, h, w, sd, levels, _generator(seed)), channels, decorrelate)
 
 
-def maco(w: int, h: int | None = None, batch: int = 1, channels: int = 3, decorrelate: bool = True,
+def maco(w: int, h: int | None = None, *, batch: int = 1, channels: int = 3, decorrelate: bool = True,
          decay_power: float = 1.0, seed: int | None = None) -> ImageParam:
     """Magnitude-constrained spectrum, phase optimized (see :class:`~devvis.param.spatial.MagnitudeConstrainedBasis`)."""
-    return image(w, h, batch, channels=channels, decorrelate=decorrelate, seed=seed, decay_power=decay_power,
+    return image(w, h, batch=batch, channels=channels, decorrelate=decorrelate, seed=seed, decay_power=decay_power,
                  basis="maco")
 
 
-def cppn(w: int, h: int | None = None, batch: int = 1, channels: int = 3, num_hidden_channels: int = 24,
+def cppn(w: int, h: int | None = None, *, batch: int = 1, channels: int = 3, num_hidden_channels: int = 24,
          num_layers: int = 8, seed: int | None = None) -> CPPN:
     """A batched CPPN (see :class:`~devvis.param.cppn.CPPN`); use a lower learning rate (~0.005)."""
     h = w if h is None else h

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +11,7 @@ from torch import nn
 
 from devvis.errors import TransformError
 from devvis.transforms.random import choice, uniform_int
+from devvis.typing import TransformsLike
 
 
 class Transform(nn.Module):
@@ -234,7 +235,7 @@ class Normalize(Transform):
 
 
 # Lowercase factories (Lucid/Lucent style).
-def pad(w: int, mode: str = "constant", value: float = 0.5) -> Pad:
+def pad(w: int, *, mode: str = "constant", value: float = 0.5) -> Pad:
     """See :class:`Pad`."""
     return Pad(w, mode, value)
 
@@ -244,17 +245,17 @@ def jitter(d: int) -> Jitter:
     return Jitter(d)
 
 
-def random_scale(scales: Sequence[float], continuous: bool = False) -> RandomScale:
+def random_scale(scales: Sequence[float], *, continuous: bool = False) -> RandomScale:
     """See :class:`RandomScale`."""
     return RandomScale(scales, continuous)
 
 
-def random_rotate(angles: Sequence[float], padding_mode: str = "zeros") -> RandomRotate:
+def random_rotate(angles: Sequence[float], *, padding_mode: str = "zeros") -> RandomRotate:
     """See :class:`RandomRotate`."""
     return RandomRotate(angles, padding_mode)
 
 
-def gaussian_blur(sigma: float | tuple[float, float] = 1.0, kernel_size: int | None = None) -> GaussianBlur:
+def gaussian_blur(sigma: float | tuple[float, float] = 1.0, *, kernel_size: int | None = None) -> GaussianBlur:
     """See :class:`GaussianBlur`."""
     return GaussianBlur(sigma, kernel_size)
 
@@ -284,7 +285,7 @@ def compose(transforms: Iterable[Callable[..., torch.Tensor]]) -> Compose:
     return Compose(transforms)
 
 
-def standard(jitter_px: int = 8, scale: tuple[float, float] = (0.9, 1.1), degrees: float = 10.0,
+def standard(*, jitter_px: int = 8, scale: tuple[float, float] = (0.9, 1.1), degrees: float = 10.0,
              pad_px: int = 12) -> Compose:
     """Lucid's standard stack: pad 12, jitter 8, scale 0.90–1.10 (11 steps), rotate ±10° (1° steps), jitter 4."""
     lo, hi = scale
@@ -298,8 +299,12 @@ def standard(jitter_px: int = 8, scale: tuple[float, float] = (0.9, 1.1), degree
     ])
 
 
-def get(spec: Any) -> Transform:
-    """Resolve a ``transforms=`` argument: ``"standard"``, ``"none"``/``None``, a list, or a callable."""
+def get(spec: TransformsLike) -> Transform:
+    """Resolve a ``transforms=`` argument: ``"standard"``, ``"none"``/``None``, a list, or a callable.
+
+    >>> get(None)(torch.ones(1, 3, 2, 2)).shape
+    torch.Size([1, 3, 2, 2])
+    """
     if spec is None or spec == "none" or (isinstance(spec, (list, tuple)) and len(spec) == 0):
         return Compose([])
     if isinstance(spec, str):

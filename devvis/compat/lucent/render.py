@@ -35,7 +35,7 @@ from devvis.errors import ConfigError, LayoutError
 from devvis.hooks import ActivationRecorder, module_names, resolve_name
 from devvis.objectives import Objective as DevvisObjective
 from devvis.render import render
-from devvis.state import model_device as _model_device
+from devvis.state import model_device
 
 __all__ = ["render_vis", "hook_model", "tensor_to_img_array", "view", "export", "show", "ModelHook"]
 
@@ -160,7 +160,7 @@ def render_vis(
         param_f = lambda: param.image(128)  # noqa: E731
     params, image_f = param_f()
     image = LucentParam(params, image_f)
-    _to_device(image, _model_device(model))
+    _to_device(image, model_device(model))
     objective = _devvis_objective(objective_f)
     steps = _thresholds(thresholds)
 
