@@ -6,8 +6,8 @@ small inline script that checks every image decoded); nothing is fetched.
 Sections, each present when its results are:
 
 * **Features across training** — per layer, a grid of channels x checkpoints,
-  from ``devvis visualize`` output (``manifest.json``) and/or ``devvis track``
-  renders (``longitudinal/renders/``);
+  from ``devvis visualize``/``sweep`` output and/or ``devvis track`` renders
+  (``longitudinal/renders/``), read with :func:`devvis.results.open_results`;
 * **Feature development** — per component: similarity to the final feature with
   its settle step, the cross-checkpoint matrix, and the activation trajectory;
 * **Local learning coefficient** — ``slt/llc_trajectory.*``;
@@ -105,49 +105,26 @@ def _step_label(step: Any) -> str:
 Grid = dict[str, dict[int, dict[int, Path]]]
 
 
-def _grids_from_visualize(root: Path) -> tuple[Grid, list[int]]:
-    man = _read(root / "manifest.json")
-    grid: Grid = {}
-    steps: list[int] = []
-    if not man or man.get("kind") != "visualize-run":
-        return grid, steps
-    for ck in man.get("checkpoints", []):
-        step = ck.get("step")
-        folder = root / ck["dir"]
-        if step is None or not folder.is_dir():
+def _add_grid(grid: Grid, folder: Path) -> list[int]:
+    """Add the first image of every channel component of the results folder ``folder`` to ``grid`` (where the
+    grid has none yet); returns the folder's steps."""
+    from devvis.results import open_results
+
+    res = open_results(folder)
+    for e in res.select(image_number=0):
+        if e.step is None or e.layer is None or e.channel is None or e.neuron or e.image_path is None:
             continue
-        steps.append(step)
-        for meta_path in sorted(folder.glob("*.json")):
-            meta = _read(meta_path)
-            if not meta or meta.get("kind") != "visualize" or meta.get("image_number") != 0 or meta.get("neuron"):
-                continue
-            img = meta_path.with_suffix(".jpg")
-            if img.exists():
-                grid.setdefault(meta["layer"], {}).setdefault(int(meta["channel"]), {})[step] = img
-    return grid, sorted(set(steps))
+        grid.setdefault(e.layer, {}).setdefault(e.channel, {}).setdefault(e.step, e.image_path)
+    return res.steps
 
 
-def _grids_from_track(root: Path) -> tuple[Grid, list[int]]:
+def _grids(root: Path) -> tuple[Grid, list[int]]:
+    """The run's images (``devvis visualize``/``sweep``), then the renders of ``devvis track``
+    (``longitudinal/renders/*/``) where the run has none."""
     grid: Grid = {}
-    steps: set[int] = set()
+    steps = set(_add_grid(grid, root)) if (root / "manifest.json").is_file() else set()
     for manifest in sorted((root / "longitudinal" / "renders").glob("*/series_result.json")):
-        sr = _read(manifest)
-        if not sr:
-            continue
-        for ck in sr.get("checkpoints", []):
-            step = int(ck["step"])
-            steps.add(step)
-            for name in ck.get("files", []):
-                meta = _read(manifest.parent / ck["dir"] / Path(name).with_suffix(".json"))
-                if not meta:
-                    continue
-                layer = meta.get("layer")
-                chans = meta.get("channels")
-                idx = meta.get("image_index", 0)
-                channel = chans[idx] if isinstance(chans, list) and idx < len(chans) else meta.get("n")
-                if layer is None or channel is None:
-                    continue
-                grid.setdefault(layer, {}).setdefault(int(channel), {})[step] = manifest.parent / ck["dir"] / name
+        steps.update(_add_grid(grid, manifest.parent))
     return grid, sorted(steps)
 
 
@@ -174,13 +151,7 @@ def _section(title: str, body: str, nav: list[tuple[str, str]]) -> str:
 
 
 def _features(root: Path, nav: list[tuple[str, str]], settle: dict[str, Any]) -> str:
-    grid, steps = _grids_from_visualize(root)
-    tg, tsteps = _grids_from_track(root)
-    for layer, chans in tg.items():  # visualize output wins where both exist
-        for c, per_step in chans.items():
-            grid.setdefault(layer, {}).setdefault(c, {}).update({s: p for s, p in per_step.items()
-                                                                if s not in grid[layer][c]})
-    steps = sorted(set(steps) | set(tsteps))
+    grid, steps = _grids(root)
     if not grid:
         return ""
     parts = ["<p class='note'>Each row is one channel's feature visualization, each column a training "

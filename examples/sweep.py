@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from devvis.models import save_checkpoint
-from devvis.sweep import load_config, run_sweep, sweep_status
+from devvis.runs import load_config, run_sweep, sweep_status
 from devvis.zoo import compact_resnet
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "sweep_example")

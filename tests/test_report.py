@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from devvis.browser import dump_dom, find_chromium, images_loaded, screenshot
+from browser import dump_dom, find_chromium, images_loaded, screenshot
 from devvis.demo import DemoSettings, run_demo
 from devvis.report import write_report
 

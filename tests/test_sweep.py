@@ -19,8 +19,8 @@ from PIL import Image
 
 from devvis.errors import ConfigError
 from devvis.models import save_checkpoint
-from devvis.sweep import ExecutorOptions, job_chunks, load_config, run_sweep, sweep_status
-from devvis.visualize import VisualizeSettings, plan_run
+from devvis.runs import ExecutorOptions, job_chunks, load_config, run_sweep, sweep_status
+from devvis.runs import RunSettings as VisualizeSettings, plan_run
 from devvis.zoo import compact_resnet
 
 ZOO_CONFIG = {"name": "compact_resnet", "kwargs": {"num_classes": 3, "width": 4, "blocks": [1, 1]}}
@@ -306,7 +306,7 @@ def test_failing_units_are_reported_with_errors_and_the_rest_complete(tmp_path):
 
 
 def test_in_process_sweep_equals_visualize_and_status_errors(series, tmp_path):
-    from devvis.visualize import run_visualize
+    from devvis.runs import run_visualize
 
     common = dict(model="compact_resnet", checkpoint_paths=[str(series / "step_20.safetensors")],
                   layer_names=["layer2"], channels=[3, 5], batch_size=1, **FAST)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from devvis.sweep import ExecutorOptions, run_sweep, sweep_status
-from devvis.visualize import VisualizeSettings
+from devvis.runs import ExecutorOptions, run_sweep, sweep_status
+from devvis.runs import RunSettings as VisualizeSettings
 from test_sweep import FAST, check_outputs, devvis, env_with, make_series, records, write_config, write_faulty_module
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def _image_meta(out: Path) -> dict[str, tuple]:
     metas = {}
     for p in out.glob("step_*/*.json"):
         m = json.loads(p.read_text())
-        metas[str(p.relative_to(out))] = (m["final_activation"], m["loss_history"], m["settings_hash"], m["step"])
+        metas[str(p.relative_to(out))] = (m["final_value"], m["history"], m["settings_hash"], m["step"])
     return metas
 
 

@@ -59,11 +59,12 @@ def test_visualize_writes_images_json_and_manifest_in_step_order(ckpt_dir, tmp_p
                 assert Image.open(img).size == (32, 32)
                 assert meta["step"] == s and meta["layer"] == layer and meta["channel"] == c
                 assert meta["aggregation"] == "average" and meta["image_number"] == 0
-                assert isinstance(meta["final_activation"], float) and len(meta["loss_history"]) == 3
+                assert isinstance(meta["final_value"], float) and len(meta["history"]) == meta["steps_run"] == 3
+                assert meta["final_value"] == meta["history"][-1] and (meta["schema_version"], meta["kind"]) == (2, "image")
                 assert meta["model"] == "resnet18" and meta["checkpoint_path"].startswith(str(ckpt_dir))
                 assert meta["seed"] == 0 and meta["parameters"]["learning_rate"] == 0.05
-                assert {"devvis", "torch"} <= set(meta["versions"]) and meta["wall_time_s"] >= 0
-                assert "converged" in meta and "converged_iteration" in meta
+                assert {"devvis", "torch"} <= set(meta["versions"]) and meta["time_s"] >= 0
+                assert "converged" in meta and "converged_step" in meta
     assert all(u["status"] == "done" for u in manifest["units"].values())
 
     # a second run skips finished work and rewrites nothing
@@ -144,13 +145,18 @@ def test_help_shows_defaults():
 
 def test_preprocess_auto_follows_the_model(tmp_path):
     from devvis.models import save_checkpoint
-    from devvis.visualize import VisualizeSettings, resolve_preprocess
+    from devvis.render.pipeline import resolve_preprocess
+    from devvis.runs import RunSettings, checkpoint_series, plan_run
+    from devvis.transforms.preprocess import imagenet_normalize
     from devvis.zoo import compact_resnet
 
     p = tmp_path / "step_5.safetensors"
     save_checkpoint(compact_resnet(width=4), p, step=5, model_config={"name": "compact_resnet", "kwargs": {"width": 4}})
-    assert resolve_preprocess(VisualizeSettings(), str(p)) == "none"  # zoo models see raw [0, 1] images
-    assert resolve_preprocess(VisualizeSettings(model="resnet18"), None) == "imagenet"
-    assert resolve_preprocess(VisualizeSettings(model="resnet18", preprocess="none"), None) == "none"
+    zoo = checkpoint_series(RunSettings(checkpoint_paths=[str(p)])).at(0)
+    x = torch.rand(1, 3, 4, 4)
+    assert torch.equal(resolve_preprocess("auto", zoo)(x), x)  # zoo models see raw [0, 1] images
+    resnet = plan_run(RunSettings(model="resnet18", layer_names=["layer1"], channels=[0], image_size=32)).first_model
+    assert torch.equal(resolve_preprocess("auto", resnet)(x), imagenet_normalize(x))
+    assert torch.equal(resolve_preprocess("none", resnet)(x), x)
     with pytest.raises(Exception, match="--preprocess"):
-        VisualizeSettings(preprocess="zscore").validate()
+        RunSettings(preprocess="zscore").validate()

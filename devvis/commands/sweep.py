@@ -13,42 +13,14 @@ import os
 import sys
 
 from devvis.commands.visualize import add_visualize_flags, settings_from_args
+from devvis.runs.settings import ExecutorOptions, add_flags, from_args
 
 HELP = "run a visualization sweep with SLURM (submitit), torchrun or local processes; resumable"
 
 
 def add_sweep_flags(p: argparse.ArgumentParser) -> None:
-    """Executor flags of ``devvis sweep`` (defaults from :class:`~devvis.sweep.ExecutorOptions`)."""
-    from devvis.sweep import EXECUTORS, ExecutorOptions
-
-    d = ExecutorOptions()
-    g = p.add_argument_group("executor")
-    g.add_argument("--executor", choices=EXECUTORS, default=d.executor,
-                   help="local processes, SLURM job arrays (needs devvis[slurm]), or torchrun (chosen "
-                        "automatically under torchrun)")
-    g.add_argument("--workers", type=int, default=d.workers, help="local worker processes (1 = this process)")
-    g.add_argument("--units-per-job", type=int, default=d.units_per_job,
-                   help="units per local task or SLURM array task (1 = one log per unit)")
-    g.add_argument("--retries", type=int, default=d.retries,
-                   help="retries of units whose failure may be transient or whose job died")
-    g.add_argument("--threads", type=int, default=d.threads,
-                   help="torch CPU threads per worker (default: --slurm-cpus on SLURM, CPUs/workers locally)")
-    s = p.add_argument_group("SLURM")
-    s.add_argument("--slurm-partition", default=d.partition, help="partition (default: the cluster's default)")
-    s.add_argument("--slurm-time", type=int, default=d.time_min, help="time limit per array task, minutes")
-    s.add_argument("--slurm-gpus", type=int, default=d.gpus_per_node, help="GPUs per task")
-    s.add_argument("--slurm-cpus", type=int, default=d.cpus_per_task, help="CPUs per task")
-    s.add_argument("--slurm-mem-gb", type=float, default=d.mem_gb, help="memory per task, GB")
-    s.add_argument("--slurm-array-parallelism", type=int, default=d.array_parallelism,
-                   help="array tasks running at once")
-    s.add_argument("--slurm-job-name", default=d.job_name, help="job name")
-    s.add_argument("--slurm-setup", nargs="+", default=list(d.setup), metavar="LINE",
-                   help="shell lines run before each task (e.g. 'module load cuda')")
-    s.add_argument("--slurm-param", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="extra sbatch options, e.g. account=lab qos=low constraint=a100")
-    s.add_argument("--poll-interval", type=float, default=d.poll_s, help="seconds between looks at the queue")
-    s.add_argument("--lost-after", type=float, default=d.lost_after_s,
-                   help="seconds after a job leaves the queue before its unfinished units count as lost")
+    """Executor flags of ``devvis sweep``: one per :class:`~devvis.runs.ExecutorOptions` field."""
+    add_flags(p, ExecutorOptions)
 
 
 def register(sub) -> None:
@@ -73,23 +45,9 @@ def _defaults() -> argparse.Namespace:
     return p.parse_args([])
 
 
-def options_from_args(args: argparse.Namespace):
-    """:class:`~devvis.sweep.ExecutorOptions` from parsed flags."""
-    from devvis.errors import ConfigError
-    from devvis.sweep import ExecutorOptions
-
-    params = {}
-    for item in args.slurm_param:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"invalid --slurm-param {item!r}; expected KEY=VALUE, e.g. account=lab")
-        params[key.replace("-", "_")] = value
-    return ExecutorOptions(
-        executor=args.executor, workers=args.workers, units_per_job=args.units_per_job, retries=args.retries,
-        threads=args.threads, partition=args.slurm_partition, time_min=args.slurm_time, gpus_per_node=args.slurm_gpus,
-        cpus_per_task=args.slurm_cpus, mem_gb=args.slurm_mem_gb, array_parallelism=args.slurm_array_parallelism,
-        job_name=args.slurm_job_name, setup=list(args.slurm_setup), slurm_parameters=params,
-        poll_s=args.poll_interval, lost_after_s=args.lost_after)
+def options_from_args(args: argparse.Namespace) -> ExecutorOptions:
+    """:class:`~devvis.runs.ExecutorOptions` from parsed flags."""
+    return from_args(ExecutorOptions, args)
 
 
 def _overlay(base, flags, defaults):
@@ -106,7 +64,7 @@ def resolve(args: argparse.Namespace):
 
     A flag overrides the config when its value differs from the flag's default.
     """
-    from devvis.sweep import load_config
+    from devvis.runs import load_config
 
     settings, options = settings_from_args(args), options_from_args(args)
     if args.config is not None:
@@ -125,7 +83,7 @@ def resolve(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from devvis.errors import ConfigError
-    from devvis.sweep import run_sweep, sweep_status
+    from devvis.runs import run_sweep, sweep_status
 
     if args.status is not None:
         if args.config is not None:

@@ -1,9 +1,8 @@
 """Comparison grids: rows are components (layer, channel), columns are checkpoints.
 
 The grid reads renders from memory (a :class:`SeriesResult`, or ``{component:
-SeriesResult}``) or from a results folder on disk written by ``devvis visualize``
-(``manifest.json`` + ``step_XXXXXX/*.jpg`` with a JSON of metadata beside each
-image) or by :meth:`SeriesResult.save` (``series_result.json``).
+SeriesResult}``) or from a results folder on disk written by ``devvis visualize``/``sweep``
+or by :meth:`SeriesResult.save`, read with :func:`devvis.results.open_results`.
 
 >>> import torch
 >>> from devvis.longitudinal import CheckpointSeries, render_series, comparison_grid
@@ -18,7 +17,6 @@ from __future__ import annotations
 
 import io as _io
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -27,10 +25,8 @@ import torch
 
 from devvis import io as dio
 from devvis.errors import ConfigError, OutputError
-from devvis.longitudinal.render_series import SERIES_MANIFEST, SeriesResult, image_labels, read_image
-
-_STEP_DIR = re.compile(r"^step_(\d+)$")
-_STEM = re.compile(r"^layer_(?P<layer>.+)_channel_(?P<channel>\d+)_(?P<agg>.+)-(?P<j>\d+)$")
+from devvis.longitudinal.render_series import SeriesResult, image_labels, read_image
+from devvis.results import open_results
 
 
 @dataclass
@@ -96,81 +92,26 @@ def _parse_component(key: Any) -> tuple[str, int] | None:
     return None
 
 
-def _checkpoint_dirs(root: Path) -> list[tuple[int, str]]:
-    """(step, folder) in training order, from the manifest when there is one."""
-    for name in ("manifest.json", SERIES_MANIFEST):
-        mpath = root / name
-        if mpath.is_file():
-            try:
-                man = dio.read_json(mpath)
-            except (OSError, ValueError) as e:
-                raise OutputError(f"cannot read {str(mpath)!r}: {e}") from e
-            out = []
-            for ck in man.get("checkpoints") or []:
-                if isinstance(ck, dict) and ck.get("dir") and ck.get("step") is not None:
-                    out.append((int(ck["step"]), str(ck["dir"])))
-            if out:
-                return out
-    found = []
-    for d in root.iterdir() if root.is_dir() else []:
-        m = _STEP_DIR.match(d.name)
-        if m and d.is_dir():
-            found.append((int(m.group(1)), d.name))
-    return sorted(found)
-
-
-def _label_from_meta(meta: Mapping[str, Any], stem: str) -> tuple[str, int] | None:
-    """(row label, image number) of one image from its metadata JSON, else from its file stem."""
-    layer = meta.get("layer")
-    if layer is not None and isinstance(meta.get("channel"), int):  # devvis visualize
-        return component_label(layer, meta["channel"], meta.get("neuron")), int(meta.get("image_number") or 0)
-    kind = meta.get("objective_type")
-    j = int(meta.get("image_index") or 0)
-    if layer is not None and kind == "channel" and isinstance(meta.get("n"), int):  # RenderResult.save
-        return component_label(layer, meta["n"]), j
-    if layer is not None and kind == "channels" and isinstance(meta.get("channels"), list):
-        chans = meta["channels"]
-        return component_label(layer, int(chans[j % len(chans)])), j // len(chans)
-    m = _STEM.match(stem)
-    if m:
-        return component_label(m.group("layer"), int(m.group("channel"))), int(m.group("j"))
-    return None
-
-
 def _from_folder(root: Path, image_index: int) -> GridData:
-    if not root.is_dir():
-        raise OutputError(f"results folder {str(root)!r} does not exist")
-    dirs = _checkpoint_dirs(root)
-    if not dirs:
+    res = open_results(root)
+    if not res.steps:
         raise OutputError(f"{str(root)!r} holds no manifest.json and no step_XXXXXX folders; "
                           "is it a folder written by `devvis visualize`?")
     rows: list[str] = []
     cells: dict[tuple[str, int], torch.Tensor] = {}
     sources: dict[tuple[str, int], str] = {}
-    for step, dname in dirs:
-        folder = root / dname
-        if not folder.is_dir():
-            continue  # listed but not rendered yet: the column shows empty cells
-        for jpath in sorted(folder.glob("*.json")):
-            img = jpath.with_suffix(".jpg")
-            if not img.is_file():
-                continue  # a failed unit writes its JSON (status "nan") without an image
-            try:
-                meta = dio.read_json(jpath)
-            except (OSError, ValueError):
-                meta = {}
-            lab = _label_from_meta(meta if isinstance(meta, dict) else {}, jpath.stem)
-            if lab is None or lab[1] != image_index:
-                continue
-            label = lab[0]
-            if label not in rows:
-                rows.append(label)
-            cells[(label, step)] = read_image(img)
-            sources[(label, step)] = str(img.relative_to(root))
+    for e in res.select(image_number=image_index):
+        if e.step is None or e.layer is None or e.image_path is None:
+            continue
+        label = component_label(e.layer, e.channel, e.neuron)
+        if label not in rows:
+            rows.append(label)
+        cells[(label, e.step)] = read_image(e.image_path)
+        sources[(label, e.step)] = str(e.image_path.relative_to(root))
     if not rows:
         raise OutputError(f"no images of image number {image_index} found under {str(root)!r}")
     rows.sort(key=lambda r: (_row_sort_key(r)))
-    return GridData(rows, [s for s, _ in dirs], cells, sources)
+    return GridData(rows, res.steps, cells, sources)
 
 
 def _row_sort_key(label: str) -> tuple[Any, ...]:

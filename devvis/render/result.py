@@ -48,40 +48,31 @@ class RenderResult:
         """Objective value per image at the last step, ``(B,)``."""
         return self.history[-1] if len(self.history) else torch.full((self.images.shape[0],), float("nan"))
 
-    def image_metadata(self, j: int, **extra: Any) -> dict[str, Any]:
-        """The metadata record of image ``j`` (what :meth:`save` writes beside it)."""
-        fields = {**self.fields, **extra}
-        return dio.metadata(
-            "render",
-            objective=self.objective,
-            layers=self.layers,
-            image_index=j,
-            final_value=float(self.history[-1, j]) if len(self.history) else None,
-            status=self.status,
-            converged=self.status == "converged",
-            converged_step=self.converged_step,
-            steps_run=self.steps_run,
-            history=[float(v) for v in self.history[:, j]] if len(self.history) else [],
-            time_s=self.time_s,
-            config=self.config,
-            **fields,
-        )
+    def image_metadata(self, j: int, **run: Any) -> dict[str, Any]:
+        """The image record of image ``j`` (what :meth:`save` writes beside it; see :mod:`devvis.results`).
 
-    def save(self, directory: str | Path, names: Sequence[str] | None = None, **extra: Any) -> list[Path]:
-        """Write one ``.jpg`` per image and a ``.json`` of its metadata beside it, atomically.
+        ``run`` fills the record's run fields (``step``, ``checkpoint_path``, ``model``, ...).
+        """
+        from devvis.results import image_record
+
+        return image_record(objective=self.objective, layers=self.layers, history=self.history.tolist(),
+                            status=self.status, image_index=j, converged_step=self.converged_step,
+                            steps_run=self.steps_run, time_s=self.time_s, config=self.config, fields=self.fields,
+                            **run)
+
+    def save(self, output_dir: str | Path, names: Sequence[str] | None = None, **run: Any) -> list[Path]:
+        """Write one ``.jpg`` per image and its image record (``.json``) beside it, atomically.
 
         ``names`` are file stems per image (default ``image-0``, ``image-1``, ...).
-        ``extra`` fields are added to every JSON. Returns the image paths.
+        ``run`` fields (``step=``, ``checkpoint_path=``, ...) go into every record. Returns the
+        image paths. Read the folder back with :func:`devvis.results.open_results`.
         """
-        directory = Path(directory)
+        from devvis.results import write_image
+
+        directory = Path(output_dir)
         b = self.images.shape[0]
         names = list(names) if names is not None else [f"image-{j}" for j in range(b)]
         if len(names) != b:
             raise ConfigError(f"save() got {len(names)} names for {b} images")
-        paths = []
-        for j, stem in enumerate(names):
-            img_path = directory / f"{stem}.jpg"
-            dio.write_image(img_path, self.images[j])
-            dio.write_json(directory / f"{stem}.json", self.image_metadata(j, image_file=img_path.name, **extra))
-            paths.append(img_path)
-        return paths
+        return [write_image(directory, stem, self.images[j], self.image_metadata(j, **run))[0]
+                for j, stem in enumerate(names)]

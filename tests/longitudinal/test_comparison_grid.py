@@ -61,7 +61,7 @@ def test_grid_from_mapping_and_saved_folder(small, tmp_path):
 
 
 def test_grid_from_devvis_visualize_folder(series_dir, tmp_path):
-    from devvis.visualize import VisualizeSettings, run_visualize
+    from devvis.runs import RunSettings as VisualizeSettings, run_visualize
 
     out = tmp_path / "results"
     s = VisualizeSettings(checkpoint_paths=[str(series_dir / "step_000000.safetensors"),

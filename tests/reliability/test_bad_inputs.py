@@ -33,7 +33,7 @@ from devvis.errors import (
     ParameterizationError,
 )
 from devvis.models import find_checkpoints, load_model, save_checkpoint
-from devvis.visualize import VisualizeSettings
+from devvis.runs import RunSettings as VisualizeSettings
 from devvis.zoo import compact_resnet
 
 ZOO = {"name": "compact_resnet", "kwargs": {"num_classes": 3, "width": 4, "blocks": [1, 1]}}
@@ -290,7 +290,7 @@ def test_min_iterations_above_max_is_clamped_and_recorded(world, tmp_path):
                      "50", "--no-progress", "--output-path", str(out))
     assert rc == 0, err
     meta = json.loads((out / "step_000004" / "layer_layer1_channel_0_average-0.json").read_text())
-    assert meta["parameters"]["min_iterations"] == 3 and meta["iterations"] == 3
+    assert meta["parameters"]["min_iterations"] == 3 and meta["steps_run"] == 3
 
 
 def _subprocess(*argv: str) -> subprocess.CompletedProcess:

@@ -29,7 +29,7 @@ from devvis import render
 from devvis.cli import main
 from devvis.errors import OutputError
 from devvis.models import save_checkpoint
-from devvis.visualize import VisualizeSettings, run_visualize
+from devvis.runs import RunSettings as VisualizeSettings, run_visualize
 from devvis.zoo import compact_resnet
 
 ZOO = {"name": "compact_resnet", "kwargs": {"num_classes": 3, "width": 4, "blocks": [1, 1]}}
@@ -164,7 +164,7 @@ def test_sigkill_at_random_moments_then_restart_gives_the_same_results(series, t
     for rel in images:
         a = json.loads((out / rel).with_suffix(".json").read_text())
         b = json.loads((clean / rel).with_suffix(".json").read_text())
-        assert a["loss_history"] == b["loss_history"] and a["settings_hash"] == b["settings_hash"]
+        assert a["history"] == b["history"] and a["settings_hash"] == b["settings_hash"]
 
 
 # ------------------------------------------------------------------------------------ full disk
@@ -289,7 +289,7 @@ def test_real_sigint_in_render_returns_an_interrupted_result(tmp_path):
 
 
 def test_ctrl_c_in_visualize_keeps_finished_units_and_resumes(series, tmp_path, monkeypatch):
-    import devvis.visualize as V
+    import devvis.runs.unit as V
 
     out = tmp_path / "interrupted"
     argv = ["visualize", "--checkpoint-path", str(series / "step_8.safetensors"), "--layer-names", "layer2",
@@ -338,7 +338,7 @@ def test_ctrl_c_in_visualize_keeps_finished_units_and_resumes(series, tmp_path, 
 
 
 def test_checkpoints_failing_to_load_are_reported_and_the_rest_completes(series, tmp_path, monkeypatch):
-    import devvis.visualize as V
+    import devvis.runs.unit as V
 
     d = tmp_path / "mixed"
     d.mkdir()

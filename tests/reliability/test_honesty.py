@@ -104,11 +104,11 @@ def audit(out: Path) -> dict[str, dict]:
         if status in SUCCESS:
             with Image.open(img) as im:
                 im.load()
-            assert math.isfinite(meta["final_activation"]) and len(meta["loss_history"]) == meta["iterations"]
-            assert all(math.isfinite(v) for v in meta["loss_history"])
-            assert (meta["converged_iteration"] is not None) is (status == "converged")
+            assert math.isfinite(meta["final_value"]) and len(meta["history"]) == meta["steps_run"]
+            assert all(math.isfinite(v) for v in meta["history"]) and meta["final_value"] == meta["history"][-1]
+            assert (meta["converged_step"] is not None) is (status == "converged")
             if status == "converged":
-                assert meta["converged_iteration"] == meta["iterations"] <= meta["parameters"]["max_iterations"]
+                assert meta["converged_step"] == meta["steps_run"] <= meta["parameters"]["max_iterations"]
         else:
             assert not img.exists(), f"an image beside a failed result: {img}"
             assert "nan" in meta["error"].lower() and "step" in meta["error"]
@@ -138,7 +138,7 @@ def test_each_json_says_completed_converged_or_nan(nets, tmp_path):
     assert rc == 2
     metas = audit(out2)
     assert sorted(m["status"] for m in metas.values()) == ["converged"] * 3 + ["nan"]
-    assert all(m["iterations"] == 2 for m in metas.values() if m["status"] == "converged")
+    assert all(m["steps_run"] == 2 for m in metas.values() if m["status"] == "converged")
 
     # The manifest agrees, and a NaN unit is never taken for a finished one: a rerun tries it again.
     units = json.loads((out / "manifest.json").read_text())["units"]
