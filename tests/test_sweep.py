@@ -20,7 +20,7 @@ from PIL import Image
 from devvis.errors import ConfigError
 from devvis.models import save_checkpoint
 from devvis.runs import ExecutorOptions, job_chunks, load_config, run_sweep, sweep_status
-from devvis.runs import RunSettings as VisualizeSettings, plan_run
+from devvis.runs import RunSettings as VisualizeSettings, plan_run, unit_complete, unit_files
 from devvis.zoo import compact_resnet
 
 ZOO_CONFIG = {"name": "compact_resnet", "kwargs": {"num_classes": 3, "width": 4, "blocks": [1, 1]}}
@@ -241,9 +241,20 @@ def test_killed_sweep_resumes_without_redoing_units_or_corrupt_files(series, tmp
         os.killpg(proc.pid, signal.SIGKILL)  # the whole sweep, at once, mid-unit
         proc.communicate()
     before = records(out)
-    finished = {uid for uid, r in before.items() if r["status"] == "done"}
+    # What counts as finished is decided by the files, as the resumed sweep decides it: a unit's images and
+    # image records are written first and its status record after them, so a kill between the two leaves a
+    # unit complete on disk whose record still says "running". Counting records instead of files made this
+    # test fail under load ("4 already complete" where 3 records said done).
+    settings, _ = load_config(cfg)
+    plan = plan_run(settings)
+    complete = {u.id: u for u in plan.units if unit_complete(u, settings, out, plan.settings_hash)}
+    recorded = {uid for uid, r in before.items() if r["status"] == "done"}
+    assert recorded <= set(complete)  # a record never says done before the files are complete
+    assert all(before[uid]["status"] == "running" for uid in set(complete) - recorded)
+    finished = set(complete)
     assert 3 <= len(finished) < total
-    mtimes = {out / f: (out / f).stat().st_mtime_ns for uid in finished for f in before[uid]["files"]}
+    mtimes = {out / u.checkpoint_dir / f"{stem}{ext}": (out / u.checkpoint_dir / f"{stem}{ext}").stat().st_mtime_ns
+              for u in complete.values() for _, _, stem in unit_files(u, settings) for ext in (".jpg", ".json")}
     assert len(mtimes) == 2 * len(finished)  # an image and its JSON per finished unit
     # Units finished before the kill are complete on disk; the manifest never claims more than is done.
     manifest = json.loads((out / "manifest.json").read_text())
@@ -322,3 +333,45 @@ def test_in_process_sweep_equals_visualize_and_status_errors(series, tmp_path):
     assert r.returncode == 2 and "no manifest.json" in r.stderr and "Traceback" not in r.stderr
     r = devvis("sweep", "--executor", "torchrun", "--model", "compact_resnet", "--output-path", str(tmp_path / "t"))
     assert r.returncode == 2 and "torchrun --nproc-per-node" in r.stderr
+
+
+def test_a_unit_killed_between_its_files_and_its_record_counts_as_complete(series, tmp_path):
+    """The cause of the flaky kill test, made deterministic: files complete, status record still "running"."""
+    s = VisualizeSettings(model="compact_resnet", checkpoint_paths=[str(series / "step_10.safetensors")],
+                          layer_names=["layer1"], channels=[0, 1], batch_size=1, output_path=str(tmp_path), **FAST)
+    assert run_sweep(s, ExecutorOptions(), log=lambda m: None).done == 2
+    recs = records(tmp_path)
+    torn = recs["step_000010/layer1/1/1"]
+    torn["status"] = "running"  # as a kill after the files, before the record, leaves it
+    torn["attempts"][-1].update(finished=None, status="running")
+    torn.pop("files")
+    key = next(p for p in (tmp_path / ".units").glob("*.json") if json.loads(p.read_text())["unit"] == torn["unit"])
+    key.write_text(json.dumps(torn))
+    image = tmp_path / "step_000010" / "layer_layer1_channel_1_average-0.jpg"
+    mtime = image.stat().st_mtime_ns
+    messages: list[str] = []
+    again = run_sweep(s, ExecutorOptions(), log=messages.append)
+    assert (again.done, again.skipped, again.failed) == (2, 2, 0)
+    assert "2 already complete, 0 to run" in messages[0] and image.stat().st_mtime_ns == mtime
+    after = records(tmp_path)["step_000010/layer1/1/1"]
+    assert after["status"] == "done" and after["skipped"] and after["attempts"] == torn["attempts"]
+    assert sweep_status(tmp_path).counts() == {"done": 2, "pending": 0, "failed": 0}
+
+
+def test_visualize_and_sweep_plan_from_a_checkpoint_series(series, tmp_path):
+    from devvis.errors import CheckpointError
+    from devvis.longitudinal import CheckpointSeries
+
+    s = VisualizeSettings(checkpoint_paths=[str(series)], layer_names=["layer1"], channels=[0], output_path=str(tmp_path),
+                          **FAST)
+    plan = plan_run(s)
+    assert isinstance(plan.series, CheckpointSeries) and plan.series.steps == [10, 20, 30]
+    assert [(c.step, c.path, c.dir) for c in plan.checkpoints] == [
+        (st, str(p), f"step_{st:06d}") for st, p in zip(plan.series.steps, plan.series.paths)]
+    assert [u.checkpoint_dir for u in plan.units] == ["step_000010", "step_000020", "step_000030"]
+    assert plan.series.at(plan.first_index) is plan.first_model  # the model that validated the layers, reused
+    (tmp_path / "dup").mkdir()
+    for name in ("step_10.safetensors", "model_10.safetensors"):
+        (tmp_path / "dup" / name).write_bytes((series / "step_10.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="two checkpoints claim step 10"):
+        plan_run(VisualizeSettings(checkpoint_paths=[str(tmp_path / "dup")], output_path=str(tmp_path), **FAST))
