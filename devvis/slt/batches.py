@@ -74,7 +74,7 @@ def to_device(x: Any, device: torch.device) -> Any:
     return x
 
 
-def cycle(loader: Loader) -> Iterator[Any]:
+def cycle(loader: Loader) -> Iterator[Batch]:
     """Iterate ``loader`` forever, restarting it when exhausted."""
     while True:
         empty = True

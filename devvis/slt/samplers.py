@@ -31,14 +31,14 @@ True
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from devvis.slt.batches import Criterion, split_batch, to_device
+from devvis.slt.batches import Batch, Criterion, split_batch, to_device
 
 __all__ = ["SAMPLERS", "run_chain"]
 
@@ -92,7 +92,7 @@ def _trace_column(step: int, num_burnin_steps: int, num_steps_bw_draws: int) -> 
     return None
 
 
-def run_chain(model: nn.Module, batches: Iterator[Any], criterion: Criterion, sampled: Sequence[torch.Tensor],
+def run_chain(model: nn.Module, batches: Iterator[Batch], criterion: Criterion, sampled: Sequence[torch.Tensor],
               anchors: Sequence[torch.Tensor], trace: np.ndarray, *, device: torch.device,
               generator: torch.Generator, sampler: str, lr: float, localization: float, nbeta: float,
               num_burnin_steps: int, num_steps_bw_draws: int, steps: int | None = None, alpha: float = 0.99,
