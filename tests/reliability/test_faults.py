@@ -107,7 +107,9 @@ def test_sigkill_at_random_moments_then_restart_gives_the_same_results(series, t
     out = tmp_path / "killed"
     argv = [sys.executable, "-m", "devvis.cli", "visualize", "--checkpoint-path", str(series), "--layer-names",
             "layer1", "layer2", "--channels", "0", "1", "--batch-size", "1", "--image-size", "32", "--max-iterations",
-            "6", "--min-iterations", "0", "--no-progress", "--output-path", str(out)]
+            "40", "--min-iterations", "0", "--no-progress", "--output-path", str(out)]
+    # 40 steps a unit: long enough that the kills below land inside runs (a whole run of 6-step units can
+    # finish between two looks at its records)
     total = 3 * 2 * 2
     finished_mtimes: dict[Path, int] = {}  # files of units finished before some kill -> their mtime then
     kills, planted = 0, False
@@ -118,7 +120,9 @@ def test_sigkill_at_random_moments_then_restart_gives_the_same_results(series, t
             (out / ".manifest.json.k1ll3d00.tmp").write_bytes(b'{"half a JSON')
             planted = True
         if round_ == 0:
-            time.sleep(rng.uniform(0.0, 6.0))  # anywhere from interpreter start-up to the first units
+            # Anywhere in interpreter start-up, planning or the first unit: a whole run can take under
+            # four seconds here, so a later first kill could come after the run has finished.
+            time.sleep(rng.uniform(0.0, 2.0))
         else:
             # Let this process start 1 or 2 units, then kill it at a random moment of the next ~unit's time
             # (scaled by how long units take here, so a fast machine is interrupted as often as a slow one).
@@ -159,7 +163,7 @@ def test_sigkill_at_random_moments_then_restart_gives_the_same_results(series, t
     # Never a wrong result: the same images, byte for byte, as a run that was never interrupted.
     clean = tmp_path / "clean"
     run_visualize(VisualizeSettings(checkpoint_paths=[str(series)], layer_names=["layer1", "layer2"], channels=[0, 1],
-                                    batch_size=1, output_path=str(clean), **SMALL))
+                                    batch_size=1, output_path=str(clean), **{**SMALL, "max_iterations": 40}))
     assert check_outputs(clean) == images
     for rel in images:
         a = json.loads((out / rel).with_suffix(".json").read_text())
