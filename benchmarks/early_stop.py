@@ -18,7 +18,7 @@ import torchvision
 
 import importlib
 
-R = importlib.import_module("devvis.render")  # the module (devvis.render the attribute is the function)
+R = importlib.import_module("devvis.render.loop")  # the module whose ActivationRecorder render() uses
 from devvis import objectives, render
 
 

@@ -42,6 +42,23 @@ Mode = Literal["eval", "train", "keep"]
 MODES = ("eval", "train", "keep")
 
 
+def as_device(device: str | torch.device | None) -> torch.device | None:
+    """``device`` as a ``torch.device`` (``None`` stays ``None``: "where the model is").
+
+    The one place a user's device string is checked, so every entry point gives the same
+    one-line error.
+
+    >>> as_device("cpu"), as_device(None)
+    (device(type='cpu'), None)
+    """
+    if device is None or isinstance(device, torch.device):
+        return device
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device {device!r} is not valid; expected cpu, cuda, cuda:1, mps, ...") from None
+
+
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (else buffer); CPU for a stateless model."""
     for p in model.parameters():
@@ -82,7 +99,7 @@ def frozen(model: nn.Module, *, mode: Mode = "eval", freeze: bool = True, restor
     grads = [None if p.grad is None else (p.grad.detach().clone() if restore_values else p.grad) for p in params]
     values = [t.detach().clone() for t in params + buffers] if restore_values else None
     devices = {t.device for t in params + buffers}
-    target = torch.device(device) if device is not None else None
+    target = as_device(device)
     moved = target is not None and devices != {target} and bool(devices)
     if moved and len(devices) > 1:
         raise ConfigError(f"model spans several devices {sorted(map(str, devices))}; "

@@ -69,3 +69,17 @@ def test_values_are_not_restored_by_default_and_bad_mode_is_named():
 def test_model_device_of_stateless_module_is_cpu():
     assert model_device(nn.ReLU()) == torch.device("cpu")
     assert model_device(nn.Linear(2, 2)) == torch.device("cpu")
+
+
+def test_as_device_checks_once_for_every_entry_point():
+    from devvis.longitudinal import CheckpointSeries
+    from devvis.state import as_device
+
+    assert as_device("cpu") == torch.device("cpu") and as_device(None) is None
+    with pytest.raises(ConfigError, match="device 'gpu0' is not valid; expected cpu, cuda"):
+        as_device("gpu0")
+    with pytest.raises(ConfigError, match="'gpu0'"):
+        CheckpointSeries.from_models({0: nn.Linear(2, 2)}, device="gpu0")
+    with pytest.raises(ConfigError, match="'gpu0'"):
+        with frozen(nn.Linear(2, 2), device="gpu0"):
+            pass

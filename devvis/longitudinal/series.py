@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from devvis.errors import CheckpointError, ConfigError, DevvisError, StepNotFoundError
+from devvis.state import as_device
 from devvis.typing import DeviceLike, ModelFn, PathLike, SeriesLike
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
@@ -137,7 +138,7 @@ class CheckpointSeries:
         self.model_fn = model_fn
         self.template = model
         self.trust = trust
-        self.device = torch.device(device) if device is not None else None
+        self.device = as_device(device)
         self.keep_in_memory = keep_in_memory or self._in_memory
         self._cache: dict[int, nn.Module] = dict(models)
 

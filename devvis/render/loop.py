@@ -39,7 +39,7 @@ from devvis.render.pipeline import ModelInput
 from devvis.render.redirect import REDIRECT_RELU_STEPS, maybe_redirected_relu
 from devvis.render.result import RenderResult
 from devvis.render.stopping import StopRule, StopWhen, check_finite_images
-from devvis.state import frozen, model_device
+from devvis.state import as_device, frozen, model_device
 from devvis.typing import DeviceLike, ObjectiveLike, PreprocessLike, TransformsLike
 
 Callback = Callable[[int, torch.Tensor, torch.Tensor], Any]
@@ -120,7 +120,7 @@ def render(
     check_precision(precision)
     stop = StopRule(steps, stop_when)
     objective = as_objective(objective)
-    dev = torch.device(device) if device is not None else model_device(model)
+    dev = as_device(device) or model_device(model)
     thresholds = _thresholds(thresholds, steps)
     generator = torch.Generator().manual_seed(int(seed))
     if param is None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from devvis.errors import ConfigError, closest
+from devvis.state import as_device
 from devvis.typing import PathLike
 
 AGGREGATIONS = ("average", "single", "sum")
@@ -173,13 +174,10 @@ class RunSettings:
                 raise bad("--" + name.replace("_", "-"), getattr(self, name), "must be a finite number")
         if self.jitter and self.jitter * 2 + 4 >= self.image_size + 2 * self.pad:
             raise bad("--jitter", self.jitter, f"too large for --image-size {self.image_size} with --pad {self.pad}")
-        if self.device is not None:
-            import torch
-
-            try:
-                torch.device(self.device)
-            except (RuntimeError, TypeError) as e:
-                raise bad("--device", self.device, f"expected cpu, cuda, cuda:1, mps, ... ({e})") from None
+        try:
+            as_device(self.device)
+        except ConfigError:
+            raise bad("--device", self.device, "expected cpu, cuda, cuda:1, mps, ...") from None
         if self.neurons and self.aggregation != "average":
             raise ConfigError("--neurons picks positions itself; do not combine it with --aggregation "
                               f"{self.aggregation!r}")

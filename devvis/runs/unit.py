@@ -59,30 +59,11 @@ def unit_objective(unit: Unit, settings: RunSettings) -> O.Objective:
 
 
 def unit_transforms(settings: RunSettings) -> Any:
-    """The robustness transforms the flags describe: Lucid's standard stack at the defaults
-    (pad 12, jitter 8, scale 0.9-1.1 in 11 steps, rotate +-10 degrees, jitter 4), optionally blurred.
-
-    Built from :mod:`devvis.transforms`' public pieces, because ``transforms.standard`` has no
-    switch for each part or for the blur.
-    """
+    """The robustness transforms the flags describe: :func:`devvis.transforms.standard` with them."""
     from devvis import transforms as T
 
-    lo, hi = settings.scale_range
-    ts: list[Any] = []
-    if settings.pad:
-        ts.append(T.pad(settings.pad))
-    if settings.jitter:
-        ts.append(T.jitter(settings.jitter))
-    if (lo, hi) != (1.0, 1.0):
-        ts.append(T.random_scale([lo + (hi - lo) * i / 10 for i in range(11)]))
-    if settings.rotate_degrees:
-        r = int(round(settings.rotate_degrees))
-        ts.append(T.random_rotate(list(range(-r, r + 1))))
-    if settings.jitter:
-        ts.append(T.jitter(max(1, settings.jitter // 2)))
-    if settings.blur:
-        ts.append(T.gaussian_blur(settings.blur))
-    return T.compose(ts)
+    return T.standard(pad_px=settings.pad, jitter_px=settings.jitter, scale=tuple(settings.scale_range),
+                      degrees=settings.rotate_degrees, blur=settings.blur)
 
 
 def lr_factor(settings: RunSettings) -> Callable[[int], float]:

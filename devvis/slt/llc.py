@@ -68,7 +68,7 @@ from devvis.slt.batches import Criterion, Loader, batch_size_of, cycle, mean_los
 from devvis.slt.diagnostics import LLCDiagnosticWarning
 from devvis.slt.result import LLCResult
 from devvis.slt.samplers import SAMPLERS, run_chain
-from devvis.state import frozen, model_device
+from devvis.state import as_device, frozen, model_device
 from devvis.typing import DeviceLike
 
 __all__ = [
@@ -242,7 +242,7 @@ def estimate_llc(
     selected = resolve_params(model, params)
     sampled_names = [n for n, _ in selected]
     dim = sum(p.numel() for _, p in selected)
-    dev = torch.device(device) if device is not None else model_device(model)
+    dev = as_device(device) or model_device(model)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
 

@@ -285,18 +285,35 @@ def compose(transforms: Iterable[Callable[..., torch.Tensor]]) -> Compose:
     return Compose(transforms)
 
 
-def standard(*, jitter_px: int = 8, scale: tuple[float, float] = (0.9, 1.1), degrees: float = 10.0,
-             pad_px: int = 12) -> Compose:
-    """Lucid's standard stack: pad 12, jitter 8, scale 0.90–1.10 (11 steps), rotate ±10° (1° steps), jitter 4."""
+def standard(*, pad_px: int = 12, jitter_px: int = 8, scale: tuple[float, float] = (0.9, 1.1),
+             degrees: float = 10.0, blur: float = 0.0) -> Compose:
+    """Lucid's standard stack, and its variants: the one place the robustness stack is built.
+
+    Defaults: pad 12 (constant 0.5), jitter 8, scale 0.90–1.10 (11 steps), rotate ±10° (1°
+    steps), jitter 4. A part whose setting is 0 (or a scale range of ``(1, 1)``) is left out; the
+    second jitter is half the first (at least 1); ``blur`` > 0 appends a Gaussian blur of that
+    sigma. ``devvis visualize``'s flags (``--pad``, ``--jitter``, ``--scale-range``,
+    ``--rotate-degrees``, ``--blur``) map onto these arguments.
+
+    >>> len(standard()), len(standard(jitter_px=0, degrees=0, scale=(1.0, 1.0), pad_px=0))
+    (5, 0)
+    """
     lo, hi = scale
-    scales = [lo + (hi - lo) * i / 10 for i in range(11)]
-    return Compose([
-        Pad(pad_px, "constant", 0.5),
-        Jitter(jitter_px),
-        RandomScale(scales),
-        RandomRotate(list(range(-int(degrees), int(degrees) + 1))),
-        Jitter(4),
-    ])
+    parts: list[Transform] = []
+    if pad_px:
+        parts.append(Pad(pad_px, "constant", 0.5))
+    if jitter_px:
+        parts.append(Jitter(jitter_px))
+    if (lo, hi) != (1.0, 1.0):
+        parts.append(RandomScale([lo + (hi - lo) * i / 10 for i in range(11)]))
+    if degrees:
+        r = int(round(degrees))
+        parts.append(RandomRotate(list(range(-r, r + 1))))
+    if jitter_px:
+        parts.append(Jitter(max(1, jitter_px // 2)))
+    if blur:
+        parts.append(GaussianBlur(blur))
+    return Compose(parts)
 
 
 def get(spec: TransformsLike) -> Transform:
