@@ -237,7 +237,7 @@ def value_reached(model: nn.Module, case: Case, images: torch.Tensor, align_corn
         return imagenet_normalize(x)
 
     obj = dobj.channels(case.layer, case.chans) if case.batch > 1 else dobj.channel(case.layer, case.chans[0])
-    vals = dobj.evaluate(obj, model, images.to(_model_device(model)), preprocess=pre)
+    vals = dobj.evaluate(model, obj, images.to(_model_device(model)), preprocess=pre)
     return float(vals.mean())
 
 

@@ -52,11 +52,18 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 _STEM = re.compile(r"^layer_(?P<layer>.+)_channel_(?P<channel>\d+)_(?P<agg>.+)-(?P<j>\d+)$")
 
 
-def _component(fields: Mapping[str, Any], index: int | None) -> tuple[int | None, int | None]:
-    """(channel, image number) of image ``index`` from an objective's fields (``channel``/``channels`` objectives)."""
+def image_component(fields: Mapping[str, Any], index: int | None) -> tuple[int | None, int | None]:
+    """``(channel, image number)`` of image ``index`` from an objective's fields.
+
+    A ``channels(layer, [c0, c1, ...])`` render targets ``ci`` with image ``i``; a
+    ``channel``/``neuron`` objective targets its ``n`` with every image; anything else: ``None``.
+
+    >>> image_component({"objective_type": "channels", "channels": [4, 7]}, 3)
+    (7, 1)
+    """
     j = index or 0
     kind = fields.get("objective_type")
-    if kind == "channels" and isinstance(fields.get("channels"), list) and fields["channels"]:
+    if kind == "channels" and isinstance(fields.get("channels"), (list, tuple)) and fields["channels"]:
         chans = fields["channels"]
         return int(chans[j % len(chans)]), j // len(chans)
     if kind in ("channel", "neuron") and isinstance(fields.get("n"), int):
@@ -80,7 +87,7 @@ def image_record(*, objective: str, layers: Sequence[str], history: Sequence[Seq
     col = image_index if column is None else column
     hist = [float(row[col]) for row in history] if col is not None else []
     fields = dict(fields or {})
-    channel, number = _component(fields, image_index)
+    channel, number = image_component(fields, image_index)
     rec = dio.metadata(KIND)
     rec["schema_version"] = SCHEMA_VERSION
     rec.update(image_file=None, image_index=image_index, objective=objective, layers=list(layers),
@@ -145,7 +152,7 @@ def upgrade_record(raw: Mapping[str, Any]) -> dict[str, Any]:
     elif old_kind == "render":
         if "checkpoint" in rec and "checkpoint_path" not in rec:
             rec["checkpoint_path"] = rec.pop("checkpoint")
-        channel, number = _component(rec, rec.get("image_index"))
+        channel, number = image_component(rec, rec.get("image_index"))
         rec.setdefault("channel", channel)
         rec.setdefault("image_number", number)
     for k in RECORD_KEYS:

@@ -193,7 +193,7 @@ def test_render_and_evaluate_restore_every_submodules_mode(entry):
                callbacks=[lambda s, img, v: seen.append([s.training for s in m.modules()])])
         assert seen and all(not any(step) for step in seen)  # eval everywhere during the loop
     else:
-        objectives.evaluate(objectives.channel("3", 1), m, torch.rand(2, 3, 12, 12))
+        objectives.evaluate(m, objectives.channel("3", 1), torch.rand(2, 3, 12, 12))
     after_modes, after_grads, after_buffers = _state(m)
     assert after_modes == modes and dict(after_modes)[""] and not dict(after_modes)["1"] and dict(after_modes)["4"]
     assert after_grads == grads and not dict(after_grads)["0.bias"]
@@ -247,11 +247,11 @@ def test_evaluate_scores_what_render_fed_the_model(zoo_style):
     obj = objectives.channel("conv2", 5)
     r = render(m, obj, steps=4, thresholds=[3, 4], image_size=14, input_size=20, transforms=None, progress=False)
     # without transforms, step 4's value is the objective on the image after step 3
-    torch.testing.assert_close(objectives.evaluate(obj, m, r.snapshots[3], input_size=20), r.history[3])
+    torch.testing.assert_close(objectives.evaluate(m, obj, r.snapshots[3], input_size=20), r.history[3])
     # ... and the objective by hand on the resized, preprocessed final image
     x = torch.nn.functional.interpolate(r.images, size=(20, 20), mode="bilinear", align_corners=False)
     x = x if zoo_style else imagenet_normalize(x)
     with torch.no_grad():
         by_hand = m.conv2(m.relu1(m.conv1(x)))[:, 5].mean((1, 2))
-    torch.testing.assert_close(objectives.evaluate(obj, m, r.images, input_size=20), by_hand)
+    torch.testing.assert_close(objectives.evaluate(m, obj, r.images, input_size=20), by_hand)
     assert r.config["preprocess"] == ("none" if zoo_style else "imagenet") and r.config["input_size"] == 20

@@ -34,7 +34,8 @@ class Activations(Mapping[str, torch.Tensor]):
         self.layouts = dict(layouts or {})
         self._alias = {k.replace(".", "_"): k for k in tensors}
 
-    def _key(self, name: str) -> str:
+    def key(self, name: str) -> str:
+        """The recorded name that ``name`` means (itself, or the dotted name of an underscore alias)."""
         if name in self._t:
             return name
         if name in self._alias:
@@ -42,11 +43,11 @@ class Activations(Mapping[str, torch.Tensor]):
         raise LayerNotFoundError(name, list(self._t))
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        return self._t[self._key(name)]
+        return self._t[self.key(name)]
 
     def layout(self, name: str) -> str:
         """Layout of the activation called ``name`` (``nchw``, ``nhwc``, ``tokens``, ``flat``)."""
-        k = self._key(name)
+        k = self.key(name)
         return self.layouts.get(k) or infer_layout(None, self._t[k])
 
     def __iter__(self) -> Iterator[str]:

@@ -177,6 +177,6 @@ def get_activations(model: ModelFn, layer_name: str, channel: int, checkpoint_pa
     applied = preprocess_name(preprocess)
     for _step, m in tqdm(series, total=len(series), disable=not progress, desc="activations", unit="ckpt"):
         applied = preprocess_name(preprocess, m)
-        rows.append(evaluate(objective, m, images, preprocess=preprocess, batch_size=batch_size))
+        rows.append(evaluate(m, objective, images, preprocess=preprocess, batch_size=batch_size))
     return LongitudinalActivations(layer=layer_name, channel=channel, steps=series.steps, values=torch.stack(rows),
                                    inputs=info, preprocess=applied, series=series.describe())

@@ -27,6 +27,10 @@ from devvis import io as dio
 from devvis.errors import ConfigError, OutputError
 from devvis.longitudinal.render_series import SeriesResult, image_labels, read_image
 from devvis.results import open_results
+from devvis.typing import PathLike
+
+#: What a grid is drawn from: one series' renders, ``{component: renders}``, or a results folder.
+GridSource = SeriesResult | Mapping[str, SeriesResult] | PathLike
 
 
 @dataclass
@@ -186,7 +190,7 @@ def _draw(data: GridData, rows: list[str], cell: int, title: str | None):
     return canvas, boxes
 
 
-def grid_data(results: Any, *, image_index: int = 0) -> GridData:
+def grid_data(results: GridSource, *, image_index: int = 0) -> GridData:
     """Collect the cells of a grid from a SeriesResult, ``{component: SeriesResult}`` or a results folder."""
     if isinstance(results, SeriesResult):
         return _from_series_result(results, image_index)
@@ -198,7 +202,8 @@ def grid_data(results: Any, *, image_index: int = 0) -> GridData:
                       f"got {type(results).__name__}")
 
 
-def comparison_grid(results: Any, components: Sequence[Any] | None = None, *, output_path: str | os.PathLike | None = None,
+def comparison_grid(results: GridSource, components: Sequence[str | int] | None = None, *,
+                    output_path: PathLike | None = None,
                     image_index: int = 0, cell_size: int | None = None, title: str | None = None):
     """A labelled image grid: one row per component, one column per checkpoint.
 

@@ -147,7 +147,7 @@ def cross_checkpoint_matrix(series: SeriesLike, series_result: SeriesResult, lay
     for step, model in s:  # one model in memory at a time, in step order
         if step not in wanted:
             continue
-        vals = evaluate(objective, model, batch, preprocess=pre, input_size=input_size, batch_size=batch_size)
+        vals = evaluate(model, objective, batch, preprocess=pre, input_size=input_size, batch_size=batch_size)
         m[:, j] = vals.reshape(len(steps), per).mean(dim=1)
         j += 1
     return m
@@ -215,7 +215,7 @@ def top_k_examples(series: SeriesLike, layer: str, channel: int, loader: ImagesL
     objective = channel_objective(layer, channel)
     idx, vals = [], []
     for _step, model in s:
-        a = evaluate(objective, model, images, preprocess=preprocess, batch_size=batch_size)
+        a = evaluate(model, objective, images, preprocess=preprocess, batch_size=batch_size)
         v, i = torch.topk(a, k)
         idx.append(i)
         vals.append(v)

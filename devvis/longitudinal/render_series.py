@@ -29,6 +29,7 @@ from devvis.errors import ConfigError, OutputError
 from devvis.longitudinal.series import StepNotFoundError, as_series, format_steps
 from devvis.objectives.core import as_objective
 from devvis.render import RenderResult, component_stem, render
+from devvis.results import RECORD_KEYS, image_component, read_record
 from devvis.typing import ImageBatch, ObjectiveLike, PathLike, SeriesLike
 
 #: Manifest written by :meth:`SeriesResult.save` at the top of its folder.
@@ -44,17 +45,15 @@ def image_labels(result: RenderResult) -> list[tuple[str, int | None]]:
     """``(layer, channel)`` targeted by each image of ``result`` (channel None when not a channel objective).
 
     A ``channels(layer, [c0, c1, ...])`` render targets ``ci`` with image ``i``;
-    a ``channel(layer, n)`` render targets ``n`` with every image.
+    a ``channel(layer, n)`` render targets ``n`` with every image (the rule of
+    :func:`devvis.results.image_component`).
     """
-    f = result.fields
-    b = result.images.shape[0]
-    kind = f.get("objective_type")
-    if kind == "channels" and isinstance(f.get("channels"), (list, tuple)) and f.get("layer"):
-        chans = list(f["channels"])
-        return [(str(f["layer"]), int(chans[j % len(chans)])) for j in range(b)]
-    if kind in ("channel", "neuron") and f.get("layer") is not None and isinstance(f.get("n"), int):
-        return [(str(f["layer"]), int(f["n"]))] * b
-    return [(result.objective, None)] * b
+    layer = result.fields.get("layer")
+    labels: list[tuple[str, int | None]] = []
+    for j in range(result.images.shape[0]):
+        channel, _ = image_component(result.fields, j)
+        labels.append((str(layer), channel) if channel is not None and layer is not None else (result.objective, None))
+    return labels
 
 
 def default_names(result: RenderResult) -> list[str]:
@@ -124,7 +123,7 @@ class SeriesResult:
         for step, res in self:
             stems = list(names) if names is not None else default_names(res)
             paths = res.save(directory / step_dir(step), stems, step=step,
-                             checkpoint=self._path_of(step))
+                             checkpoint_path=self._path_of(step))
             checkpoints.append({"step": step, "path": self._path_of(step), "dir": step_dir(step),
                                 "files": [p.name for p in paths]})
         manifest = directory / SERIES_MANIFEST
@@ -171,11 +170,6 @@ def read_image(path: PathLike) -> torch.Tensor:
     return torch.from_numpy(a).permute(2, 0, 1).contiguous()
 
 
-_RENDER_KEYS = ("schema_version", "kind", "versions", "written_at", "objective", "layers", "image_index", "final_value",
-                "status", "converged", "converged_step", "steps_run", "history", "time_s", "config", "image_file",
-                "step", "checkpoint")
-
-
 def _load_render(folder: Path, files: Sequence[str]) -> RenderResult:
     images, histories, metas = [], [], []
     for name in files:
@@ -184,7 +178,7 @@ def _load_render(folder: Path, files: Sequence[str]) -> RenderResult:
         if not img_path.is_file() or not json_path.is_file():
             raise OutputError(f"series result is incomplete: {str(img_path)!r} or its .json is missing")
         images.append(read_image(img_path))
-        meta = dio.read_json(json_path)
+        meta = read_record(json_path)  # the one reader of image records (converts older schemas)
         metas.append(meta)
         histories.append([float("nan") if v is None else v for v in meta.get("history", [])])
     m = metas[0]
@@ -194,7 +188,7 @@ def _load_render(folder: Path, files: Sequence[str]) -> RenderResult:
         images=torch.stack(images), snapshots={}, history=history, objective=m["objective"], layers=list(m["layers"]),
         config=m.get("config") or {}, steps_run=int(m.get("steps_run") or n), status=m.get("status", "completed"),
         converged_step=m.get("converged_step"), time_s=float(m.get("time_s") or 0.0),
-        fields={k: v for k, v in m.items() if k not in _RENDER_KEYS},
+        fields={**{k: v for k, v in m.items() if k not in RECORD_KEYS}, **({"layer": m["layer"]} if m.get("layer") else {})},
     )
 
 

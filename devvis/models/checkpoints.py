@@ -34,7 +34,7 @@ from torch import nn
 from devvis.errors import CheckpointError, ConfigError, DevvisError, UnsafeCheckpointError
 from devvis.io import atomic_write_bytes, read_json
 from devvis.models.state_dict import strip_wrapper_prefixes
-from devvis.typing import PathLike
+from devvis.typing import DeviceLike, PathLike
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
@@ -256,7 +256,7 @@ def _state_dict_from(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(
-    path: PathLike, *, trust: bool = False, map_location: Any = "cpu"
+    path: PathLike, *, trust: bool = False, map_location: DeviceLike = "cpu"
 ) -> dict[str, torch.Tensor]:
     """Read a checkpoint file and return the model's state dict (name -> tensor).
 
@@ -314,7 +314,7 @@ class LoadedCheckpoint:
         return _config_from_meta(self.metadata, self.path) or _config_from_folder(self.path)
 
 
-def read_checkpoint(path: PathLike, *, trust: bool = False, map_location: Any = "cpu") -> LoadedCheckpoint:
+def read_checkpoint(path: PathLike, *, trust: bool = False, map_location: DeviceLike = "cpu") -> LoadedCheckpoint:
     """Read a checkpoint file once: its state dict (see :func:`load_checkpoint`) and its metadata.
 
     Raises the same errors as :func:`load_checkpoint`.

@@ -23,12 +23,13 @@ from devvis.typing import ImageBatch, ObjectiveLike, PreprocessLike
 
 
 @torch.no_grad()
-def evaluate(objective: ObjectiveLike, model: nn.Module, images: ImageBatch, *, preprocess: PreprocessLike = "auto",
+def evaluate(model: nn.Module, objective: ObjectiveLike, images: ImageBatch, *, preprocess: PreprocessLike = "auto",
              input_size: int | tuple[int, int] | None = None, batch_size: int = 64,
              precision: str = "fp32") -> torch.Tensor:
     """The objective's values ``(B,)`` (float32, CPU) on ``images`` ``(B, C, H, W)`` in [0, 1] (no transforms).
 
-    Used to score one checkpoint's visualization under another checkpoint.
+    Used to score one checkpoint's visualization under another checkpoint. The argument order is the
+    API's one: model first (as in :func:`devvis.render`), then what is scored.
 
     Args:
         objective: an :class:`~devvis.objectives.Objective`, a ``"layer:n"`` string or a callable
@@ -44,9 +45,13 @@ def evaluate(objective: ObjectiveLike, model: nn.Module, images: ImageBatch, *, 
     >>> import torch, torchvision
     >>> from devvis import objectives
     >>> m = torchvision.models.resnet18(weights=None)
-    >>> objectives.evaluate("layer1.0:3", m, torch.rand(2, 3, 32, 32)).shape
+    >>> objectives.evaluate(m, "layer1.0:3", torch.rand(2, 3, 32, 32)).shape
     torch.Size([2])
     """
+    if not isinstance(model, nn.Module):
+        hint = " (the model comes first, as in render)" if isinstance(objective, nn.Module) else ""
+        raise ConfigError(f"evaluate(model, objective, images) needs an nn.Module as model; got "
+                          f"{type(model).__name__}{hint}")
     check_precision(precision)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")

@@ -34,7 +34,7 @@ class _Tracing(Activations):
 
     def __getitem__(self, name: str) -> torch.Tensor:
         t = super().__getitem__(name)
-        self.accessed.append(self._key(name))
+        self.accessed.append(self.key(name))
         return t
 
 

@@ -50,7 +50,7 @@ def test_resnet_relu_means_the_same_tensor_for_recorder_evaluate_and_circuits(ne
     assert torch.equal(source_to_target(net, "layer1.0.conv1", RELU, images).target.detach(), recorded)
 
     # objectives.evaluate (what render optimizes) reads it too
-    scores = evaluate(channel(RELU, 5), net, images, preprocess=None)
+    scores = evaluate(net, channel(RELU, 5), images, preprocess=None)
     torch.testing.assert_close(scores, recorded[:, 5].mean(dim=(1, 2)))
 
 

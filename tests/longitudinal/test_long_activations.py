@@ -60,7 +60,7 @@ def test_default_probe_is_the_final_checkpoints_visualizations(series_dir):
     final = CheckpointSeries(series_dir)[24]
     res = render(final, objectives.channel(LAYER, CHANNEL), preprocess="none", progress=False,
                  **{"lr": 0.05, "transforms": "standard", "seed": 0, **settings})
-    torch.testing.assert_close(acts.values[-1], objectives.evaluate(objectives.channel(LAYER, CHANNEL), final,
+    torch.testing.assert_close(acts.values[-1], objectives.evaluate(final, objectives.channel(LAYER, CHANNEL),
                                                                     res.images, preprocess="none"))
 
 

@@ -81,10 +81,10 @@ def test_cross_checkpoint_matrix_shape_and_diagonal(series_dir):
     obj = objectives.channel(LAYER, CHANNEL)
     for i, step in enumerate(STEPS):
         viz_i = res[step].images[1:2]  # image 1 of channels(LAYER, [0, CHANNEL]) targets CHANNEL
-        own = objectives.evaluate(obj, series[step], viz_i, preprocess="none")
+        own = objectives.evaluate(series[step], obj, viz_i, preprocess="none")
         torch.testing.assert_close(m[i, i], own[0], rtol=1e-5, atol=1e-6)
     # off-diagonal: the final model on the first checkpoint's visualization
-    torch.testing.assert_close(m[0, -1], objectives.evaluate(obj, series[24], res[0].images[1:2],
+    torch.testing.assert_close(m[0, -1], objectives.evaluate(series[24], obj, res[0].images[1:2],
                                                              preprocess="none")[0], rtol=1e-5, atol=1e-6)
     fc = feature_change(series, res, LAYER, CHANNEL)
     assert fc.matrix == m.tolist() and fc.final_activation == pytest.approx(float(m[-1, -1]))
@@ -120,7 +120,7 @@ def test_top_k_examples(series_dir):
     top = top_k_examples(series, LAYER, CHANNEL, data, k=5, preprocess="none")
     assert top.steps == [16, 20, 24] and top.indices.shape == (3, 5) and top.values.shape == (3, 5)
     x, _ = data.tensors()
-    acts = objectives.evaluate(objectives.channel(LAYER, CHANNEL), series[24], x, preprocess="none")
+    acts = objectives.evaluate(series[24], objectives.channel(LAYER, CHANNEL), x, preprocess="none")
     assert set(top.indices[-1].tolist()) == set(torch.topk(acts, 5).indices.tolist())
     torch.testing.assert_close(top.values[-1], torch.topk(acts, 5).values)
     assert top.jaccard_final[-1] == 1.0 and len(top.jaccard_consecutive) == 2
@@ -172,7 +172,7 @@ def test_metrics_score_the_renders_with_the_renders_preprocessing():
     batch = torch.cat([res[0].images, res[5].images])
 
     def expected(pre):
-        return torch.stack([objectives.evaluate(obj, nets[st], batch, preprocess=pre) for st in (0, 5)], dim=1)
+        return torch.stack([objectives.evaluate(nets[st], obj, batch, preprocess=pre) for st in (0, 5)], dim=1)
 
     auto = cross_checkpoint_matrix(s, res, "0", 1)
     torch.testing.assert_close(auto, expected("none"))
@@ -191,5 +191,5 @@ def test_metrics_score_the_renders_with_the_renders_preprocessing():
     with pytest.raises(ConfigError, match="custom preprocess .*pass the same callable"):
         cross_checkpoint_matrix(s, custom, "0", 1)
     torch.testing.assert_close(cross_checkpoint_matrix(s, custom, "0", 1, preprocess=double),
-                               torch.stack([objectives.evaluate(obj, nets[st], torch.cat([custom[0].images,
+                               torch.stack([objectives.evaluate(nets[st], obj, torch.cat([custom[0].images,
                                             custom[5].images]), preprocess=double) for st in (0, 5)], dim=1))

@@ -6,7 +6,7 @@ from tinymodels import TinyCNN
 
 from devvis import objectives as obj
 from devvis import param, render
-from devvis.errors import ChannelOutOfRangeError, LayerNotFoundError
+from devvis.errors import ChannelOutOfRangeError, ConfigError, LayerNotFoundError
 from devvis.hooks import Activations
 
 STEPS = 12
@@ -72,7 +72,7 @@ def test_channels_renders_one_channel_per_image():
     r = render(m, obj.channels("conv2", chans), steps=STEPS, image_size=16, transforms="none", progress=False)
     assert r.images.shape[0] == 3
     # image i's own channel is higher on image i than on the other images
-    acts_vals = torch.stack([obj.evaluate(obj.channel("conv2", c), m, r.images, preprocess="imagenet") for c in chans])
+    acts_vals = torch.stack([obj.evaluate(m, obj.channel("conv2", c), r.images, preprocess="imagenet") for c in chans])
     for i in range(3):
         assert acts_vals[i, i] == acts_vals[i].max(), acts_vals
 
@@ -106,6 +106,12 @@ def test_unknown_layer_names_closest_choices():
 def test_evaluate_matches_direct_forward():
     m = TinyCNN()
     imgs = torch.rand(2, 3, 10, 10)
-    v = obj.evaluate("conv1:2", m, imgs, preprocess="none")
+    v = obj.evaluate(m, "conv1:2", imgs, preprocess="none")
     direct = m.conv1(imgs)[:, 2].mean((1, 2))
     assert torch.allclose(v, direct, atol=1e-6)
+
+
+def test_evaluate_takes_the_model_first_and_names_the_old_order():
+    m = TinyCNN()
+    with pytest.raises(ConfigError, match="model comes first"):
+        obj.evaluate("conv1:2", m, torch.rand(1, 3, 10, 10))
