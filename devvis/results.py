@@ -52,6 +52,19 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 _STEM = re.compile(r"^layer_(?P<layer>.+)_channel_(?P<channel>\d+)_(?P<agg>.+)-(?P<j>\d+)$")
 
 
+def component_stem(layer: str, channel: int | str, aggregation: str = "average", j: int = 0) -> str:
+    """File stem of one component's image: ``layer_{layer}_channel_{c}_{aggregation}-{j}``.
+
+    The one naming rule of results folders (``devvis visualize``, ``sweep``, ``render_series``);
+    :func:`open_results` parses it back.
+
+    >>> component_stem("layer3.1", 7)
+    'layer_layer3.1_channel_7_average-0'
+    """
+    safe = re.sub(r"[^A-Za-z0-9._\-\[\]]", "_", layer)
+    return f"layer_{safe}_channel_{channel}_{aggregation}-{j}"
+
+
 def image_component(fields: Mapping[str, Any], index: int | None) -> tuple[int | None, int | None]:
     """``(channel, image number)`` of image ``index`` from an objective's fields.
 

@@ -28,8 +28,8 @@ from devvis import io as dio
 from devvis.errors import ConfigError, OutputError
 from devvis.longitudinal.series import StepNotFoundError, as_series, format_steps
 from devvis.objectives.core import as_objective
-from devvis.render import RenderResult, component_stem, render
-from devvis.results import RECORD_KEYS, image_component, read_record
+from devvis.render import RenderResult, render
+from devvis.results import RECORD_KEYS, component_stem, image_component, read_record
 from devvis.typing import ImageBatch, ObjectiveLike, PathLike, SeriesLike
 
 #: Manifest written by :meth:`SeriesResult.save` at the top of its folder.

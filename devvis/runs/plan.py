@@ -24,7 +24,7 @@ from torch import nn
 from devvis.errors import ChannelOutOfRangeError, CheckpointError, ConfigError
 from devvis.hooks import list_layers, resolve_name
 from devvis.longitudinal.series import CheckpointSeries
-from devvis.render import component_stem
+from devvis.results import component_stem
 from devvis.runs.settings import RunSettings
 
 
