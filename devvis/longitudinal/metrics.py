@@ -40,6 +40,7 @@ from devvis.longitudinal.series import CheckpointSeries, as_series
 from devvis.objectives import channel as channel_objective
 from devvis.objectives import evaluate
 from devvis.render import RenderResult
+from devvis.render.pipeline import PREPROCESS_CHOICES
 from devvis.typing import PreprocessLike, SeriesLike
 
 
@@ -98,7 +99,7 @@ def render_preprocess(series_result: SeriesResult, preprocess: PreprocessLike = 
         raise ConfigError(f"the renders used different preprocessing ({', '.join(sorted(used))}); "
                           "pass preprocess= explicitly")
     recorded = used.pop()
-    if recorded not in ("auto", "imagenet", "none"):
+    if recorded not in PREPROCESS_CHOICES:
         raise ConfigError(f"the renders used a custom preprocess {recorded}; pass the same callable as preprocess= "
                           "to score their images the way the renders' models saw them")
     return recorded

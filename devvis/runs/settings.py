@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from devvis.errors import ConfigError, closest
+from devvis.render.pipeline import PREPROCESS_CHOICES
 from devvis.state import as_device
 from devvis.typing import PathLike
 
 AGGREGATIONS = ("average", "single", "sum")
 LR_SCHEDULES = ("none", "exponential", "cosine")
-PREPROCESS = ("auto", "imagenet", "none")
+PREPROCESS = PREPROCESS_CHOICES
 PRECISIONS = ("fp32", "bf16", "fp16")
 EXECUTORS = ("local", "slurm", "torchrun")
 #: Settings that do not change an image (excluded from the settings hash).
