@@ -40,8 +40,8 @@ STATUSES = ("completed", "converged", "interrupted", "nan")
 SUCCESS = ("completed", "converged")
 #: Keys of the render itself, present in every record.
 RENDER_KEYS = ("schema_version", "kind", "versions", "written_at", "image_file", "image_index", "objective", "layers",
-               "final_value", "history", "status", "converged", "converged_step", "steps_run", "time_s", "config",
-               "error")
+               "final_value", "final_value_transformed", "history", "status", "converged", "converged_step",
+               "steps_run", "time_s", "config", "error")
 #: Keys of the run the image belongs to, present in every record (``None`` when unknown).
 RUN_KEYS = ("model", "checkpoint_path", "step", "layer", "channel", "neuron", "aggregation", "image_number", "seed",
             "settings_hash", "parameters")
@@ -85,14 +85,18 @@ def image_component(fields: Mapping[str, Any], index: int | None) -> tuple[int |
 
 
 def image_record(*, objective: str, layers: Sequence[str], history: Sequence[Sequence[float]] | Any = (),
-                 status: str, image_index: int | None = 0, column: int | None = None, converged_step: int | None = None,
+                 final_value: float | None = None, status: str, image_index: int | None = 0,
+                 column: int | None = None, converged_step: int | None = None,
                  steps_run: int | None = None, time_s: float | None = None, config: Mapping[str, Any] | None = None,
                  error: str | None = None, fields: Mapping[str, Any] | None = None, **run: Any) -> dict[str, Any]:
     """One image record (schema :data:`SCHEMA_VERSION`).
 
     ``history`` is the render's objective values per step, ``(steps, B)`` (higher is
-    better); the record keeps column ``column`` (default ``image_index``) and its last
-    value as ``final_value``. ``fields`` are the objective's own fields (``objective_type``,
+    better, each under that step's random transforms); the record keeps column ``column``
+    (default ``image_index``) and its last value as ``final_value_transformed``.
+    ``final_value`` is the objective on the saved image without transforms (what
+    ``RenderResult.final_values`` holds); when not given, the last history value stands in.
+    ``fields`` are the objective's own fields (``objective_type``,
     ``n``, ``channels``, ...), stored flat; ``run`` fills the :data:`RUN_KEYS` (``step``,
     ``layer``, ``channel``, ...) and may add further keys. ``channel``/``image_number``
     default to what a ``channel``/``channels`` objective says about image ``image_index``.
@@ -104,7 +108,8 @@ def image_record(*, objective: str, layers: Sequence[str], history: Sequence[Seq
     rec = dio.metadata(KIND)
     rec["schema_version"] = SCHEMA_VERSION
     rec.update(image_file=None, image_index=image_index, objective=objective, layers=list(layers),
-               final_value=hist[-1] if hist else None, history=hist, status=status,
+               final_value=final_value if final_value is not None else (hist[-1] if hist else None),
+               final_value_transformed=hist[-1] if hist else None, history=hist, status=status,
                converged=status == "converged", converged_step=converged_step,
                steps_run=len(hist) if steps_run is None else steps_run, time_s=time_s, config=dict(config or {}),
                error=error)
@@ -151,6 +156,9 @@ def upgrade_record(raw: Mapping[str, Any]) -> dict[str, Any]:
     """
     rec = dict(raw)
     if rec.get("schema_version") == SCHEMA_VERSION and rec.get("kind") == KIND:
+        if "final_value_transformed" not in rec:  # written before final_value meant "without transforms"
+            hist = rec.get("history") or []
+            rec["final_value_transformed"] = hist[-1] if hist else rec.get("final_value")
         return rec
     old_kind, old_version = rec.get("kind"), rec.get("schema_version")
     if old_kind == "visualize":
@@ -172,6 +180,8 @@ def upgrade_record(raw: Mapping[str, Any]) -> dict[str, Any]:
         rec.setdefault(k, None)
     if rec.get("history") is None:
         rec["history"] = []
+    if rec.get("final_value_transformed") is None and rec["history"]:
+        rec["final_value_transformed"] = rec["history"][-1]  # version 1 measured under the transforms
     if rec.get("converged") is None:
         rec["converged"] = rec.get("status") == "converged"
     rec["upgraded_from"] = {"schema_version": old_version, "kind": old_kind}

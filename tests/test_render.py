@@ -89,7 +89,7 @@ def test_input_size_resizes_before_model():
     m = TinyCNN()
     m.conv1.register_forward_pre_hook(lambda mod, inp: seen.append(tuple(inp[0].shape[-2:])))
     render(m, "conv1:0", steps=1, image_size=12, input_size=20, progress=False)
-    assert seen == [(20, 20)]
+    assert seen == [(20, 20), (20, 20)]  # the step's forward, and the final value's (without transforms)
 
 
 def test_lbfgs_closure_optimizer():
@@ -255,3 +255,31 @@ def test_evaluate_scores_what_render_fed_the_model(zoo_style):
         by_hand = m.conv2(m.relu1(m.conv1(x)))[:, 5].mean((1, 2))
     torch.testing.assert_close(objectives.evaluate(m, obj, r.images, input_size=20), by_hand)
     assert r.config["preprocess"] == ("none" if zoo_style else "imagenet") and r.config["input_size"] == 20
+
+
+# --- the final value is the objective on the returned images, without transforms ------------------------
+
+@pytest.mark.parametrize("preprocess", ["auto", "none"])
+def test_final_values_are_the_objective_on_the_returned_images_without_transforms(preprocess, tmp_path):
+    m = TinyCNN()
+    obj = objectives.channels("conv2", [1, 4]) + 0.1 * objectives.channel("conv1", 0)
+    # the standard transforms (jitter, scale, rotate): the last step's value is measured on a moved image
+    r = render(m, obj, steps=5, image_size=24, lr=0.2, preprocess=preprocess, input_size=28, progress=False)
+    evaluated = objectives.evaluate(m, obj, r.images, preprocess=preprocess, input_size=28)
+    torch.testing.assert_close(r.final_values, evaluated, rtol=1e-5, atol=1e-6)
+    assert torch.equal(r.final_values_transformed, r.history[-1])
+    assert not torch.allclose(r.final_values, r.history[-1], rtol=1e-3)  # the transforms do move the value
+    # the record keeps both, each under its own name
+    r.save(tmp_path, names=["a", "b"])
+    rec = json.loads((tmp_path / "b.json").read_text())
+    assert rec["final_value"] == pytest.approx(float(evaluated[1]), rel=1e-5)
+    assert rec["final_value_transformed"] == rec["history"][-1] == pytest.approx(float(r.history[-1, 1]))
+
+
+def test_final_values_without_transforms_equal_one_more_step_of_values():
+    """With no transforms, the final value is what step steps+1 would have measured before its update."""
+    m = TinyCNN()
+    obj = objectives.channel("conv2", 2)
+    r = render(m, obj, steps=3, thresholds=[3], image_size=12, transforms=None, progress=False)
+    torch.testing.assert_close(r.final_values, objectives.evaluate(m, obj, r.snapshots[3]))
+    assert r.final_values.shape == (1,) and r.final_values.dtype == torch.float32

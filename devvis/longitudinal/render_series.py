@@ -109,7 +109,8 @@ class SeriesResult:
 
     @property
     def final_values(self) -> torch.Tensor:
-        """Objective value of each image at its render's last step, ``(n_steps, B)``."""
+        """Objective value of each final image without transforms (:attr:`RenderResult.final_values`),
+        ``(n_steps, B)``."""
         return torch.stack([self.results[s].final_values for s in self.steps])
 
     def save(self, output_dir: PathLike, names: Sequence[str] | None = None) -> Path:
@@ -171,7 +172,7 @@ def read_image(path: PathLike) -> torch.Tensor:
 
 
 def _load_render(folder: Path, files: Sequence[str]) -> RenderResult:
-    images, histories, metas = [], [], []
+    images, histories, metas, finals = [], [], [], []
     for name in files:
         img_path = folder / name
         json_path = img_path.with_suffix(".json")
@@ -181,6 +182,7 @@ def _load_render(folder: Path, files: Sequence[str]) -> RenderResult:
         meta = read_record(json_path)  # the one reader of image records (converts older schemas)
         metas.append(meta)
         histories.append([float("nan") if v is None else v for v in meta.get("history", [])])
+        finals.append(float("nan") if meta.get("final_value") is None else float(meta["final_value"]))
     m = metas[0]
     n = min(len(h) for h in histories)
     history = torch.tensor([h[:n] for h in histories], dtype=torch.float32).T.reshape(n, len(files))
@@ -189,6 +191,7 @@ def _load_render(folder: Path, files: Sequence[str]) -> RenderResult:
         config=m.get("config") or {}, steps_run=int(m.get("steps_run") or n), status=m.get("status", "completed"),
         converged_step=m.get("converged_step"), time_s=float(m.get("time_s") or 0.0),
         fields={**{k: v for k, v in m.items() if k not in RECORD_KEYS}, **({"layer": m["layer"]} if m.get("layer") else {})},
+        final=torch.tensor(finals, dtype=torch.float32),
     )
 
 

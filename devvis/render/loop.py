@@ -34,7 +34,7 @@ from devvis.objectives.core import as_objective
 from devvis.param import image as image_param
 from devvis.render.discover import objective_batch, objective_layers
 from devvis.render.forward import RecordedForward, check_precision
-from devvis.render.optimization import RenderRun
+from devvis.render.optimization import RenderRun, untransformed_values
 from devvis.render.pipeline import ModelInput
 from devvis.render.redirect import REDIRECT_RELU_STEPS, maybe_redirected_relu
 from devvis.render.result import RenderResult
@@ -113,7 +113,9 @@ def render(
         layouts: ``{layer: "nchw" | "nhwc" | "tokens" | "flat"}`` where the detected layout is wrong.
 
     Returns a :class:`~devvis.render.result.RenderResult`: ``images`` ``(B, C, H, W)`` float in [0, 1]
-    on the CPU, ``history`` ``(steps_run, B)``, snapshots, status. Ctrl-C ends the loop early and
+    on the CPU, ``history`` ``(steps_run, B)`` (the values under the random transforms, each step),
+    ``final_values`` ``(B,)`` (the objective on the returned images without transforms: one extra
+    forward at the end), snapshots, status. Ctrl-C ends the loop early and
     returns the images so far with ``status == "interrupted"``. A NaN or infinite objective raises
     :class:`~devvis.errors.NonFiniteObjectiveError` naming it and the step.
     """
@@ -159,6 +161,9 @@ def render(
                 bar.close()
         images = run.images()
         check_finite_images(images, objective.description, run.steps_run)
+        # the final value is the objective on the returned images, without the random transforms
+        final = untransformed_values(model, objective, images, model_input, layers=layers, device=dev,
+                                     layouts=layouts)
     config = _config(model_input, param, images, steps=steps, lr=lr, optimizer=optimizer, scheduler=scheduler,
                      transforms=transforms, seed=seed, device=dev, precision=precision, thresholds=thresholds,
                      redirect_relu=redirect_relu, stop_when=stop_when)
@@ -166,7 +171,7 @@ def render(
         images=images, snapshots=run.snapshots, history=run.history_tensor(images.shape[0]),
         objective=objective.description, layers=layers, config=config, steps_run=run.steps_run, status=status,
         converged_step=run.steps_run if status == "converged" else None, time_s=time.perf_counter() - t0,
-        fields={k: v for k, v in objective.fields.items() if k != "batch"},
+        fields={k: v for k, v in objective.fields.items() if k != "batch"}, final=final,
     )
 
 

@@ -27,11 +27,12 @@ loop has recorded (values per step, snapshots) on itself, not in closures:
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import torch
 from torch import nn
 
+from devvis.hooks import ActivationRecorder
 from devvis.objectives.core import Objective
 from devvis.render.forward import RecordedForward
 from devvis.render.pipeline import ModelInput
@@ -105,3 +106,22 @@ class RenderRun:
     def history_tensor(self, batch: int) -> torch.Tensor:
         """The values of every step, ``(steps_run, B)`` (``(0, batch)`` before the first step)."""
         return torch.stack(self.history) if self.history else torch.zeros(0, batch)
+
+
+@torch.no_grad()
+def untransformed_values(model: nn.Module, objective: Objective, images: torch.Tensor, model_input: ModelInput, *,
+                         layers: Iterable[str], device: torch.device,
+                         layouts: Mapping[str, str] | None = None) -> torch.Tensor:
+    """The objective on ``images`` ``(B, C, H, W)`` in [0, 1] *without* transforms, ``(B,)`` float32 on the CPU.
+
+    The render's final value: ``model_input``'s resize and preprocessing, no random transforms,
+    one fp32 forward without gradient, the path of :func:`devvis.objectives.evaluate` (so
+    ``render(...).final_values`` equals ``evaluate(model, objective, result.images)``). The
+    caller has borrowed ``model`` (:func:`devvis.state.frozen`).
+    """
+    clean = ModelInput(model, transforms=None, preprocess=model_input.preprocess_spec,
+                       input_size=model_input.input_size)
+    img = images.to(device, torch.float32)
+    with ActivationRecorder(model, layers, stop_early=True, layouts=layouts) as rec:
+        acts = RecordedForward(model, rec, precision="fp32", device=device, channels_last=False)(clean(img), img)
+    return objective(acts).detach().float().cpu()

@@ -22,8 +22,10 @@ class RenderResult:
 
     ``images``: final images ``(B, C, H, W)`` float in [0, 1] on the CPU.
     ``snapshots``: ``{step: images}`` at each threshold. ``history``: objective
-    values per step, ``(steps_run, B)``. ``status``: ``"completed"``,
-    ``"converged"`` or ``"interrupted"``.
+    values per step, ``(steps_run, B)``, each measured on that step's randomly
+    transformed images (what the optimizer saw). ``final``: the objective on
+    ``images`` without transforms, ``(B,)`` (read it as :attr:`final_values`).
+    ``status``: ``"completed"``, ``"converged"`` or ``"interrupted"``.
     """
 
     images: torch.Tensor
@@ -37,6 +39,7 @@ class RenderResult:
     converged_step: int | None
     time_s: float
     fields: dict[str, Any] = field(default_factory=dict)
+    final: torch.Tensor | None = None
 
     @property
     def interrupted(self) -> bool:
@@ -45,7 +48,16 @@ class RenderResult:
 
     @property
     def final_values(self) -> torch.Tensor:
-        """Objective value per image at the last step, ``(B,)``."""
+        """The objective on the final :attr:`images` without transforms, ``(B,)``: what
+        ``objectives.evaluate(model, objective, result.images)`` returns. A result built without
+        it (an old results folder, see :attr:`final_values_transformed`) falls back to the last
+        step's values under transforms."""
+        return self.final if self.final is not None else self.final_values_transformed
+
+    @property
+    def final_values_transformed(self) -> torch.Tensor:
+        """Objective value per image at the last step, under that step's random transforms
+        (``history[-1]``), ``(B,)``; NaN before the first step."""
         return self.history[-1] if len(self.history) else torch.full((self.images.shape[0],), float("nan"))
 
     def image_metadata(self, j: int, **run: Any) -> dict[str, Any]:
@@ -55,8 +67,9 @@ class RenderResult:
         """
         from devvis.results import image_record
 
+        final = None if self.final is None else float(self.final[j])
         return image_record(objective=self.objective, layers=self.layers, history=self.history.tolist(),
-                            status=self.status, image_index=j, converged_step=self.converged_step,
+                            final_value=final, status=self.status, image_index=j, converged_step=self.converged_step,
                             steps_run=self.steps_run, time_s=self.time_s, config=self.config, fields=self.fields,
                             **run)
 
