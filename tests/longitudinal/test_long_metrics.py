@@ -14,6 +14,7 @@ from devvis.errors import ConfigError
 from devvis.io import read_json
 from devvis.longitudinal import (CheckpointSeries, cross_checkpoint_matrix, feature_change, plot_matrix,
                                  plot_similarity, render_series, settle_step, top_k_examples, track)
+from devvis.longitudinal.settle import Settle, baseline_image, settle
 from devvis.models import load_checkpoint, read_model_config, save_checkpoint
 
 from long_series_steps import STEPS
@@ -25,16 +26,90 @@ RENDER = dict(steps=4, image_size=20, lr=0.5, preprocess="none", progress=False)
 
 def test_settle_step_definition():
     steps = [0, 10, 100, 1000]
-    assert settle_step(steps, [0.1, 0.9, 0.7, 1.0]) == 1000
+    assert settle_step(steps, [0.1, 0.9, 0.7, 1.0]) is None  # only the final checkpoint: not settled, no label
     assert settle_step(steps, [0.1, 0.9, 0.85, 1.0]) == 10
-    assert settle_step(steps, [0.9, 0.9, 0.9, 0.9]) == 0
+    assert settle_step(steps, [0.9, 0.9, 0.9, 1.0]) == 0
     assert settle_step(steps, [0.9, 0.9, 0.9, 0.5]) is None
     assert settle_step(steps, [0.9, float("nan"), 0.9, 1.0]) == 100  # NaN counts as below
-    assert settle_step(steps, [0.9, None, 0.9, 1.0], threshold=0.95) == 1000
+    assert settle_step(steps, [0.9, None, 0.96, 1.0], threshold=0.95) == 100
     with pytest.raises(ConfigError, match="align"):
         settle_step(steps, [1.0])
     with pytest.raises(ConfigError, match="increasing"):
         settle_step([0, 5, 5], [1.0, 1.0, 1.0])
+
+
+def test_settle_statuses_refuse_similarities_above_one_and_last_step_labels():
+    steps = [0, 10, 100, 1000]
+    assert settle(steps, [0.1, 0.9, 0.85, 1.0]) == Settle(10, "settled", settle(steps, [0.1, 0.9, 0.85, 1.0]).reason)
+    r = settle(steps, [0.1, 0.5, 0.6, 1.0])
+    assert (r.step, r.status) == (None, "not settled") and "no checkpoint before the final" in r.reason
+    # an earlier visualization drives the final unit 1.4x as much as the final one: not comparable, not "settled"
+    r = settle(steps, [0.9, 1.4, 0.95, 1.0])
+    assert (r.step, r.status) == (None, "not comparable") and "step 10" in r.reason
+    assert settle(steps, [0.9, 1.04, 0.95, 1.0]).step == 0  # within the tolerance (0.05)
+    assert settle(steps, [0.9, 1.04, 0.95, 1.0], tolerance=0.01).status == "not comparable"
+    # ... but a value above 1 before a checkpoint below the threshold does not reach the settled run
+    assert settle(steps, [1.4, 0.5, 0.95, 1.0]).step == 100
+    assert settle(steps, [0.9, 0.9, 0.9, float("nan")]).status == "not comparable"  # undefined at the end
+    assert settle([5], [1.0]).status == "not settled"
+
+
+def _one_by_one(w, bias):
+    """A 1x1 conv whose channel 0 is ``w . rgb + bias`` (channel 1 is all zero)."""
+    conv = torch.nn.Conv2d(3, 2, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.zero_()
+        conv.weight[0, :, 0, 0] = torch.tensor(w)
+        conv.bias[0] = bias
+    return torch.nn.Sequential(conv)
+
+
+def test_planted_change_step_is_found_under_a_large_constant_baseline():
+    """Channel 0 computes red - green before step 30 and green - blue from step 30 on, plus a constant bias
+    about ten times its feature-driven part. Raw ratios are ~0.9 at every checkpoint (the old settle step: 0);
+    on the feature-driven part the earlier feature scores below zero and the step is 30."""
+    steps, change = [0, 10, 20, 30, 40, 50], 30
+    bias = 1.5
+    series = CheckpointSeries.from_models(
+        {st: _one_by_one([1.0, -1.0, 0.0] if st < change else [0.0, 1.0, -1.0], bias) for st in steps})
+    res = render_series(series, "0:0", steps=30, image_size=16, lr=0.1, transforms="none", preprocess="none",
+                        progress=False)
+    fc = feature_change(series, res, "0", 0, threshold=0.8)
+    assert fc.baseline.startswith("grey") and fc.baseline_values == pytest.approx([bias] * 6, abs=1e-6)
+    assert 8 * fc.final_driven < bias < 12 * fc.final_driven  # the bias is ~10x the feature-driven part
+    m = torch.tensor(fc.matrix)
+    raw = (m[:, -1] / m[-1, -1]).tolist()
+    assert min(raw) > 0.8 and settle_step(steps, raw) == 0  # what dividing raw activations said
+    assert (fc.settle_step, fc.settle_status) == (change, "settled")
+    assert all(v < 0.8 for v in fc.similarity[:3]) and fc.similarity[3:] == pytest.approx([1.0] * 3)
+    # without a baseline the same renders give the old answer, with the baseline stated as none
+    raw_fc = feature_change(series, res, "0", 0, threshold=0.8, baseline=None)
+    assert raw_fc.settle_step == 0 and raw_fc.baseline.startswith("none") and raw_fc.baseline_values == []
+    rec = read_json_safe(fc.to_dict())
+    assert (rec["settle_status"], rec["settle_step"], rec["baseline"]) == ("settled", change, fc.baseline)
+    assert rec["baseline_values"] == fc.baseline_values and "b[-1]" in rec["definitions"]["similarity"]
+
+
+def test_baselines_grey_dataset_mean_image_and_errors():
+    like = torch.rand(2, 3, 8, 8)
+    grey, text = baseline_image("grey", like)
+    assert grey.shape == (1, 3, 8, 8) and torch.all(grey == 0.5) and text.startswith("grey")
+    data = torch.rand(10, 3, 16, 16)
+    mean, text = baseline_image("dataset_mean", like, loader=data)
+    expected = torch.nn.functional.interpolate(data.mean(0, keepdim=True), size=(8, 8), mode="bilinear",
+                                               align_corners=False)
+    torch.testing.assert_close(mean, expected)
+    assert "10 data-set images" in text
+    given, text = baseline_image(torch.zeros(3, 8, 8), like)
+    assert torch.all(given == 0) and text.startswith("a given image")
+    assert baseline_image(None, like) == (None, "none: raw activations, nothing subtracted")
+    with pytest.raises(ConfigError, match="needs a data set"):
+        baseline_image("dataset_mean", like)
+    with pytest.raises(ConfigError, match="unknown baseline 'black'; valid: 'grey', 'dataset_mean', 'none'"):
+        baseline_image("black", like)
+    with pytest.raises(ConfigError, match="C = 3"):
+        baseline_image(torch.zeros(1, 8, 8), like)
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +162,13 @@ def test_cross_checkpoint_matrix_shape_and_diagonal(series_dir):
     torch.testing.assert_close(m[0, -1], objectives.evaluate(series[24], obj, res[0].images[1:2],
                                                              preprocess="none")[0], rtol=1e-5, atol=1e-6)
     fc = feature_change(series, res, LAYER, CHANNEL)
-    assert fc.matrix == m.tolist() and fc.final_activation == pytest.approx(float(m[-1, -1]))
-    if fc.final_activation > 0:
-        torch.testing.assert_close(torch.tensor(fc.similarity), m[:, -1] / m[-1, -1])
+    torch.testing.assert_close(torch.tensor(fc.matrix), m)
+    assert fc.final_activation == pytest.approx(float(m[-1, -1]))
+    grey = torch.full((1, 3, 20, 20), 0.5)
+    b = torch.stack([objectives.evaluate(series[st], obj, grey, preprocess="none")[0] for st in STEPS])
+    torch.testing.assert_close(torch.tensor(fc.baseline_values), b)
+    if fc.final_driven > 0:
+        torch.testing.assert_close(torch.tensor(fc.similarity), (m[:, -1] - b[-1]) / (m[-1, -1] - b[-1]))
     with pytest.raises(ConfigError, match="no image of layer1.0.conv1:3; it has layer1.0.conv1:0, layer1.0.conv1:1"):
         cross_checkpoint_matrix(series, res, LAYER, 3)
 
