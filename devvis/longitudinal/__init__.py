@@ -27,19 +27,18 @@ from devvis.longitudinal.grid import comparison_grid, component_label
 from devvis.longitudinal.inputs import ImagesLike, images_from
 from devvis.longitudinal.metrics import (
     FeatureChange,
-    TopKExamples,
     component_images,
     cross_checkpoint_matrix,
     feature_change,
     render_preprocess,
     settle_step,
     similarity_to_final,
-    top_k_examples,
 )
 from devvis.longitudinal.plots import plot_longitudinal_activations, plot_matrix, plot_similarity, step_scale
 from devvis.longitudinal.render_series import SeriesResult, render_series, step_dir
 from devvis.longitudinal.series import CheckpointSeries, StepNotFoundError, as_series, format_steps
 from devvis.longitudinal.track import TrackResult, parse_components, track
+from devvis.trust.examples import TopKExamples, top_k_examples
 
 __all__ = [
     "CheckpointSeries", "StepNotFoundError", "as_series", "format_steps", "render_series", "SeriesResult",
