@@ -96,3 +96,16 @@ class StepNotFoundError(DevvisError, LookupError):
 
     def __str__(self) -> str:  # LookupError would repr() the message otherwise
         return self.args[0]
+
+
+class ArchitectureMismatchError(CheckpointError):
+    """A checkpoint's tensors do not fit the model (other layer names or sizes): every step would fail alike."""
+
+
+class BrokenCheckpointError(CheckpointError):
+    """A checkpoint loads but its model is broken: non-finite weights or a non-finite output on a plain input."""
+
+
+class CheckpointNotice(UserWarning):
+    """A one-line notice about checkpoints (a file left out, the model picked among several); the CLI prints it
+    as ``devvis: note: ...``."""

@@ -12,7 +12,7 @@ import torchvision
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devvis.errors import CheckpointError, UnsafeCheckpointError
+from devvis.errors import CheckpointError, CheckpointNotice, ConfigError, UnsafeCheckpointError
 from devvis.models import (
     CheckpointRef,
     find_checkpoints,
@@ -138,8 +138,10 @@ def test_read_checkpoint_step_keys(tmp_path, obj, key):
 
 def test_read_checkpoint_step_absent(tmp_path):
     p = tmp_path / "c.pt"
-    torch.save({"w": torch.ones(2), "epoch": 4}, p)  # epoch alone is not a step
+    torch.save({"w": torch.ones(2), "lr": 0.1}, p)
     assert read_checkpoint_step(p) is None
+    torch.save({"w": torch.ones(2), "epoch": 4}, p)  # torchvision's and timm's scripts store only the epoch
+    assert read_checkpoint_step(p) == 4
     q = tmp_path / "c.safetensors"
     save_checkpoint({"w": torch.ones(2)}, q)
     assert read_checkpoint_step(q) is None
@@ -186,9 +188,13 @@ def test_malicious_pickle_never_runs(tmp_path):
         with pytest.raises(UnsafeCheckpointError):
             call(p)
         assert not marker.exists()
-    # Discovery reads metadata too; it must stay safe and still list the file.
-    refs = find_checkpoints(tmp_path)
-    assert [r.path for r in refs] == [p] and not marker.exists()
+    # Discovery reads metadata too; it must stay safe: a stepless file is left out, saying why.
+    with pytest.raises(CheckpointError, match=r"no checkpoint with a training step.*evil\.pt.*pickled Python objects"):
+        find_checkpoints(tmp_path)
+    named = tmp_path / "step_3.pt"
+    p.rename(named)
+    assert [(r.path, r.step) for r in find_checkpoints(tmp_path)] == [(named, 3)] and not marker.exists()
+    p = named
     # The payload is real: opting in runs it, which is why it is opt-in.
     assert load_checkpoint(p, trust=True)["w"].tolist() == [1.0, 1.0]
     assert marker.exists()
@@ -343,14 +349,14 @@ def test_find_mixed_names(tmp_path):
     save_checkpoint({"w": torch.ones(1)}, tmp_path / "ckpt-20.safetensors")
     _tiny(tmp_path / "epoch=1-step=50.ckpt")
     _tiny(tmp_path / "train_500" / "model.pt")
-    _tiny(tmp_path / "final.pt")  # no step anywhere: comes last
-    refs = find_checkpoints(tmp_path)
+    torch.save({"w": torch.zeros(1)}, tmp_path / "final.pt")  # no step anywhere, other weights: left out with a notice
+    with pytest.warns(CheckpointNotice, match=r"left out .*final\.pt.*--step final\.pt=N.*--exclude final\.pt"):
+        refs = find_checkpoints(tmp_path)
     assert [(r.path.relative_to(tmp_path).as_posix(), r.step, r.source) for r in refs] == [
         ("ckpt-20.safetensors", 20, "name"),
         ("epoch=1-step=50.ckpt", 50, "name"),
         ("step_100.pt", 100, "name"),
         ("train_500/model.pt", 500, "name"),
-        ("final.pt", None, "order"),
     ]
     assert all(isinstance(r, CheckpointRef) for r in refs)
     with pytest.raises(AttributeError):
@@ -367,29 +373,26 @@ def test_find_metadata_steps(tmp_path):
         ("last.ckpt", 200, "metadata"),
         ("a.safetensors", 300, "metadata"),
     ]
-    # Without metadata nothing has a step: natural order, positions as steps.
-    refs = find_checkpoints(tmp_path, read_metadata=False)
-    assert [(r.path.name, r.step, r.source) for r in refs] == [
-        ("a.safetensors", 0, "order"),
-        ("b.safetensors", 1, "order"),
-        ("last.ckpt", 2, "order"),
-    ]
+    # Without metadata nothing has a step, and a position is never a step.
+    with pytest.raises(CheckpointError, match="no checkpoint with a training step.*stored steps were not read"):
+        find_checkpoints(tmp_path, read_metadata=False)
+    refs = find_checkpoints(tmp_path, read_metadata=False, steps=["a.safetensors=7", "b.*=3"], exclude=["*.ckpt"])
+    assert [(r.path.name, r.step, r.source) for r in refs] == [("b.safetensors", 3, "user"), ("a.safetensors", 7, "user")]
 
 
-def test_find_natural_sort_fallback_and_ties(tmp_path):
+def test_find_never_uses_positions_and_rejects_ties(tmp_path):
     for n in ["run10.pt", "run2.pt", "run1.pt"]:
         _tiny(tmp_path / n)
-    refs = find_checkpoints(tmp_path)
-    assert [(r.path.name, r.step, r.source) for r in refs] == [
-        ("run1.pt", 0, "order"),
-        ("run2.pt", 1, "order"),
-        ("run10.pt", 2, "order"),
-    ]
+    with pytest.raises(CheckpointError, match=r"no checkpoint with a training step: left out .*run1\.pt"):
+        find_checkpoints(tmp_path)
     tie = tmp_path / "ties"
     _tiny(tie / "step_5.pt")
     save_checkpoint({"w": torch.ones(1)}, tie / "step_5.safetensors")
-    _tiny(tie / "step_5.ckpt")
-    assert [r.path.name for r in find_checkpoints(tie)] == ["step_5.ckpt", "step_5.pt", "step_5.safetensors"]
+    with pytest.raises(CheckpointError, match=r"two checkpoints claim step 5.*--exclude step_5"):
+        find_checkpoints(tie)
+    assert [r.path.name for r in find_checkpoints(tie, exclude=["*.pt"])] == ["step_5.safetensors"]
+    with pytest.raises(ConfigError, match="no checkpoint file matches 'nope.pt'"):
+        find_checkpoints(tie, steps={"nope.pt": 3})
 
 
 def test_find_ignores_hidden_tmp_aux_and_other_files(tmp_path):
@@ -414,10 +417,14 @@ def test_find_files_list_dedup_and_corrupt_kept(tmp_path):
     b = _tiny(tmp_path / "x" / "step_3.pt")
     bad = tmp_path / "x" / "broken.pt"
     bad.write_bytes(b"garbage")
-    refs = find_checkpoints([a, b, str(b), bad])
-    assert [(r.path, r.step) for r in refs] == [(b, 3), (a, 20), (bad, None)]
-    with pytest.raises(CheckpointError):
-        load_checkpoint(refs[-1].path)  # the failure surfaces when loading, with the file named
+    with pytest.warns(CheckpointNotice, match="broken.pt': cannot read a stored step .*not a valid PyTorch"):
+        refs = find_checkpoints([a, b, str(b), bad])
+    assert [(r.path, r.step) for r in refs] == [(b, 3), (a, 20)]
+    bad_named = tmp_path / "x" / "step_30.pt"
+    bad.rename(bad_named)  # a step in its name: listed, and the failure surfaces when loading, naming the file
+    assert [r.step for r in find_checkpoints(tmp_path / "x")] == [3, 20, 30]
+    with pytest.raises(CheckpointError, match="step_30.pt"):
+        load_checkpoint(bad_named)
 
 
 def test_find_errors(tmp_path):

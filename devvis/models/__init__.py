@@ -7,6 +7,8 @@
 * :mod:`~devvis.models.checkpoints`: reading (``weights_only`` / safetensors) and saving
   checkpoint files, and the step and model config stored with them;
 * :mod:`~devvis.models.state_dict`: fitting a state dict to a model;
+* :mod:`~devvis.models.safe_load`: ``weights_only`` loading with the harmless objects training
+  scripts store (:data:`SAFE_GLOBALS`), and the checks before reading a file;
 * :mod:`~devvis.models.discovery`: which checkpoints a training folder holds, and their steps.
 
 >>> import tempfile, os, torch, torchvision
@@ -33,7 +35,17 @@ from devvis.models.checkpoints import (
     read_model_config,
     save_checkpoint,
 )
-from devvis.models.discovery import CheckpointRef, find_checkpoints, natural_key, parse_step
+from devvis.models.discovery import (
+    CheckpointRef,
+    Discovery,
+    discover_checkpoints,
+    find_checkpoints,
+    format_checkpoint_order,
+    natural_key,
+    parse_step,
+    parse_step_overrides,
+)
+from devvis.models.safe_load import SAFE_GLOBALS
 from devvis.models.factory import list_models, load_model
 from devvis.models.registry import ModelDefaults, ModelEntry, model_entry, register_model, unregister_model
 from devvis.models.state_dict import apply_state_dict, infer_num_classes
@@ -43,11 +55,15 @@ __all__ = [
     "MODEL_CONFIG_FILE",
     "MODEL_CONFIG_KEY",
     "CheckpointRef",
+    "Discovery",
+    "SAFE_GLOBALS",
     "LoadedCheckpoint",
     "ModelDefaults",
     "ModelEntry",
     "apply_state_dict",
+    "discover_checkpoints",
     "find_checkpoints",
+    "format_checkpoint_order",
     "infer_num_classes",
     "is_checkpoint_name",
     "list_models",
@@ -56,6 +72,7 @@ __all__ = [
     "model_entry",
     "natural_key",
     "parse_step",
+    "parse_step_overrides",
     "read_checkpoint",
     "read_checkpoint_step",
     "read_model_config",

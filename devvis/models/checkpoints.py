@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import io as _io
 import json
-import pickle
 import re
-import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +29,12 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from devvis.errors import CheckpointError, ConfigError, DevvisError, UnsafeCheckpointError
+from devvis.errors import CheckpointError, CheckpointNotice, ConfigError, DevvisError
 from devvis.io import atomic_write_bytes, read_json
-from devvis.models.state_dict import strip_wrapper_prefixes
+from devvis.models.safe_load import check_file, first_line as _first_line, safetensors_metadata as _safetensors_metadata
+from devvis.models.safe_load import display as _display, sniff as _sniff, torch_load as _torch_load
+from devvis.models.safe_load import unreadable_error as _unreadable
+from devvis.models.state_dict import EMA_KEYS, select_state_dict, strip_wrapper_prefixes
 from devvis.typing import DeviceLike, PathLike
 
 __all__ = [
@@ -52,15 +53,16 @@ __all__ = [
 #: File suffixes that name checkpoints (``.pth.tar`` is the classic ImageNet-training-script name).
 CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".pth.tar", ".pt.tar")
 
-#: Keys under which training scripts commonly nest the model's state dict, tried in order.
-_WRAPPER_KEYS: tuple[str, ...] = ("state_dict", "model_state_dict", "model", "net", "module")
-
 #: Integer entries of a dict checkpoint that hold the training step, most specific first.
-_STEP_KEYS: tuple[str, ...] = ("step", "global_step", "iteration", "iter")
+#: ``epoch`` comes last: torchvision's and timm's scripts store only it (and name files by it too);
+#: ``global_steps`` is DeepSpeed's.
+_STEP_KEYS: tuple[str, ...] = ("step", "global_step", "global_steps", "iteration", "iter", "epoch")
 
 #: Files a Hugging Face Trainer writes beside the weights in ``checkpoint-N/`` folders;
 #: they are .pt/.pth/.bin files but hold no model.
 _AUXILIARY_FILES = frozenset({"optimizer.pt", "scheduler.pt", "scaler.pt", "training_args.bin", "optimizer.bin"})
+#: DeepSpeed's optimizer shards (``global_stepN/*optim_states.pt``) beside ``mp_rank_00_model_states.pt``.
+_AUXILIARY_PARTS = ("optim_states", "rng_state")
 
 #: Name of the file (beside a checkpoint) and the metadata key (inside one) that
 #: describe how to rebuild the model: ``{"name": ..., "kwargs": {...}}``.
@@ -78,34 +80,13 @@ def is_checkpoint_name(name: str) -> bool:
     [True, False, False, False]
     """
     lower = name.lower()
-    if name.startswith(".") or lower.endswith(".tmp") or lower in _AUXILIARY_FILES or lower.startswith("rng_state"):
+    if name.startswith(".") or lower.endswith(".tmp") or lower in _AUXILIARY_FILES \
+            or any(part in lower for part in _AUXILIARY_PARTS):
         return False
     return lower.endswith(CHECKPOINT_SUFFIXES)
 
 
-def _display(path: PathLike) -> str:
-    return repr(str(path))
-
-
-def _sniff(path: Path) -> str:
-    """``"zip"`` (torch.save >= 1.6), ``"safetensors"`` or ``"other"`` (legacy pickle or garbage)."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if head[:4] == b"PK\x03\x04":
-        return "zip"
-    if len(head) == 9:
-        (n,) = struct.unpack("<Q", head[:8])
-        # safetensors: an 8-byte little-endian header length, then a JSON object.
-        if head[8:9] == b"{" and 8 + n <= path.stat().st_size:
-            return "safetensors"
-    if path.name.endswith(".safetensors"):
-        return "safetensors"  # let safetensors itself say what is wrong with it
-    return "other"
-
-
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise CheckpointError(f"checkpoint file {_display(path)} does not exist")
     if path.is_dir():
         found = [p.name for p in sorted(path.iterdir()) if is_checkpoint_name(p.name)][:5]
         hint = f"; it holds {', '.join(found)}" if found else ""
@@ -113,87 +94,7 @@ def _check_file(path: Path) -> None:
             f"checkpoint {_display(path)} is a folder, not a file{hint}; "
             "pass one file, or use devvis.models.find_checkpoints() for a series"
         )
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint file {_display(path)} is empty (0 bytes); was it saved completely?")
-
-
-def _safetensors_metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
-
-
-def _unsafe_globals(path: Path, error: Exception) -> list[str] | None:
-    """The non-allowlisted Python objects a pickle refers to, or None when it is just corrupt.
-
-    Reading the pickle's opcodes does not execute it, so this is safe on hostile files.
-    """
-    try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-        if names:
-            return list(names)
-    except Exception:  # legacy (non-zip) files are not supported by the scanner
-        pass
-    msg = str(error)
-    m = re.search(r"(?:Unsupported global: GLOBAL|global)\s+([\w.]+)\s+was not an allowed global", msg)
-    if m:
-        return [m.group(1)]
-    if "not an allowed global" in msg or "Unsupported global" in msg:
-        return ["<unknown>"]
-    return None
-
-
-def _torch_load(path: Path, *, trust: bool, map_location: Any, mmap: bool = False) -> Any:
-    kind = _sniff(path)
-    try:
-        with warnings.catch_warnings():
-            # Corrupt files trip torch's "Detected pickle protocol N" warning before the error
-            # that we turn into a CheckpointError; the warning would only repeat it, noisily.
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return torch.load(path, map_location=map_location, weights_only=not trust, mmap=mmap and kind == "zip")
-    except pickle.UnpicklingError as e:
-        if trust:
-            raise
-        names = _unsafe_globals(path, e)
-        if names is None:
-            raise CheckpointError(
-                f"checkpoint {_display(path)} is not a valid PyTorch checkpoint (corrupt or not a checkpoint): "
-                f"{_first_line(e)}"
-            ) from None
-        raise UnsafeCheckpointError(
-            f"checkpoint {_display(path)} contains pickled Python objects beyond tensors "
-            f"({', '.join(names[:5])}); loading it would unpickle them, and unpickling can execute "
-            "arbitrary code. Load it only if you trust where it came from: pass trust=True "
-            "(CLI: --trust-checkpoint), or re-save just the state_dict / as .safetensors"
-        ) from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    inner = re.search(r"Unpickler error:\s*(\S[^\n]*)", text)
-    if inner:  # torch wraps the real cause in paragraphs about weights_only
-        return f"{type(e).__name__}: {inner.group(1)[:300]}"
-    if isinstance(e, EOFError) and not text:
-        return "EOFError: the file ends before the data does"
-    # torch's messages are long; keep the part that says what failed.
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("Weights only load failed", "In PyTorch 2.6", "(1)", "(2)")):
-            if len(line) > 160:  # e.g. torch's zip errors: the first sentence says it
-                line = line.split(". ")[0]
-            return f"{type(e).__name__}: {line[:300]}"
-    return type(e).__name__ + (f": {text[:300]}" if text else "")
-
-
-def _unreadable(path: Path, e: BaseException) -> CheckpointError:
-    """The error for a file that exists but cannot be parsed, saying what kind of file it looks like."""
-    kinds = {"zip": "a truncated or corrupt torch.save file", "safetensors": "a truncated or corrupt safetensors file"}
-    try:
-        kind = kinds.get(_sniff(path), "neither a torch.save nor a safetensors file, or a truncated one")
-    except OSError:
-        kind = "unreadable"
-    return CheckpointError(f"cannot read checkpoint {_display(path)}: {kind} ({_first_line(e)})")
+    check_file(path)
 
 
 def _read(path: Path, *, trust: bool, map_location: Any, mmap: bool = False) -> tuple[Any, dict[str, Any]]:
@@ -220,43 +121,21 @@ def _read(path: Path, *, trust: bool, map_location: Any, mmap: bool = False) -> 
         raise _unreadable(path, e) from e
 
 
-def _tensor_mapping(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and any(isinstance(v, torch.Tensor) for v in obj.values())
-
-
-def _find_state_dict(obj: Any, depth: int = 0) -> Mapping[str, Any] | None:
-    if isinstance(obj, nn.Module):  # a whole pickled model (only reachable with trust=True)
-        return obj.state_dict()
-    if not isinstance(obj, Mapping):
-        return None
-    for key in _WRAPPER_KEYS:
-        inner = obj.get(key)
-        if depth < 2 and (isinstance(inner, nn.Module) or isinstance(inner, Mapping)):
-            found = _find_state_dict(inner, depth + 1)
-            if found is not None:
-                return found
-    if _tensor_mapping(obj) and all(isinstance(k, str) for k in obj):
-        return obj
-    return None
-
-
-def _state_dict_from(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    found = _find_state_dict(obj)
-    if found is None:
-        what = type(obj).__name__
-        if isinstance(obj, Mapping):
-            what += f" with keys {', '.join(map(str, list(obj)[:8]))}"
-        raise CheckpointError(
-            f"checkpoint {_display(path)} holds no tensors (found a {what}); expected a state_dict, "
-            f"or a dict holding one under one of: {', '.join(_WRAPPER_KEYS)}"
-        )
+def _state_dict_from(obj: Any, path: Path, weights: str) -> tuple[dict[str, torch.Tensor], str | None]:
+    found, key, candidates = select_state_dict(obj, weights, where=f"checkpoint {_display(path)}")
+    if len(candidates) > 1:
+        others = [c for c in candidates if c != key]
+        hint = "ema" if weights != "ema" and any(c in EMA_KEYS for c in others) else others[0]
+        # The same words for every file of a series, so the notice is shown once per run.
+        warnings.warn(f"checkpoints hold several models ({', '.join(candidates)}); using {key!r}; pick another "
+                      f"with --weights {hint} (Python: weights={hint!r})", CheckpointNotice, stacklevel=2)
     # `_extra_state` entries are module-defined objects that load_state_dict hands back to the module.
     sd = {k: v for k, v in found.items() if isinstance(v, torch.Tensor) or str(k).endswith("_extra_state")}
-    return strip_wrapper_prefixes(sd)
+    return strip_wrapper_prefixes(sd), key
 
 
 def load_checkpoint(
-    path: PathLike, *, trust: bool = False, map_location: DeviceLike = "cpu"
+    path: PathLike, *, trust: bool = False, map_location: DeviceLike = "cpu", weights: str = "model"
 ) -> dict[str, torch.Tensor]:
     """Read a checkpoint file and return the model's state dict (name -> tensor).
 
@@ -267,8 +146,14 @@ def load_checkpoint(
     one); and ``.safetensors`` files (recognized by content, not only suffix).
     Tensors keep their stored dtype and shape; they are placed by ``map_location``.
 
-    Files are read with ``weights_only=True``: one that needs arbitrary Python
-    objects raises :class:`~devvis.errors.UnsafeCheckpointError` *without*
+    ``weights`` picks the model of a checkpoint that holds several: ``"model"`` (the
+    usual entry), ``"ema"`` (timm's ``state_dict_ema`` and other EMA copies) or the name of
+    a top-level entry (``"teacher"``); when there are several and one is picked by default,
+    a :class:`~devvis.errors.CheckpointNotice` warning names it and the others.
+
+    Files are read with ``weights_only=True`` (plus the harmless objects training scripts
+    store, :data:`~devvis.models.safe_load.SAFE_GLOBALS`: ``argparse.Namespace``, paths,
+    numpy scalars): one that needs other Python objects raises :class:`~devvis.errors.UnsafeCheckpointError` *without*
     running any of its code, unless ``trust=True``.
 
     Raises:
@@ -282,7 +167,7 @@ def load_checkpoint(
     >>> {k: tuple(v.shape) for k, v in load_checkpoint(p).items()}
     {'w': (2, 3)}
     """
-    return read_checkpoint(path, trust=trust, map_location=map_location).state_dict
+    return read_checkpoint(path, trust=trust, map_location=map_location, weights=weights).state_dict
 
 
 @dataclass(frozen=True)
@@ -294,11 +179,14 @@ class LoadedCheckpoint:
         state_dict: name -> tensor, as :func:`load_checkpoint` returns it.
         metadata: the non-tensor entries (safetensors header metadata, or a dict
             checkpoint's top-level scalars such as ``epoch`` and ``global_step``).
+        weights_key: the entry the state dict came from (``"state_dict_ema"``), or None for a
+            plain state dict.
     """
 
     path: Path
     state_dict: dict[str, torch.Tensor] = field(repr=False)
     metadata: dict[str, Any]
+    weights_key: str | None = None
 
     @property
     def step(self) -> int | None:
@@ -314,7 +202,8 @@ class LoadedCheckpoint:
         return _config_from_meta(self.metadata, self.path) or _config_from_folder(self.path)
 
 
-def read_checkpoint(path: PathLike, *, trust: bool = False, map_location: DeviceLike = "cpu") -> LoadedCheckpoint:
+def read_checkpoint(path: PathLike, *, trust: bool = False, map_location: DeviceLike = "cpu",
+                    weights: str = "model") -> LoadedCheckpoint:
     """Read a checkpoint file once: its state dict (see :func:`load_checkpoint`) and its metadata.
 
     Raises the same errors as :func:`load_checkpoint`.
@@ -329,7 +218,8 @@ def read_checkpoint(path: PathLike, *, trust: bool = False, map_location: Device
     p = Path(path)
     obj, meta = _read(p, trust=trust, map_location=map_location)
     try:
-        return LoadedCheckpoint(p, _state_dict_from(obj, p), meta)
+        sd, key = _state_dict_from(obj, p, weights)
+        return LoadedCheckpoint(p, sd, meta, key)
     except DevvisError:
         raise
     except Exception as e:

@@ -20,10 +20,18 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from devvis.errors import CheckpointError
+from devvis.errors import ArchitectureMismatchError, CheckpointError
 from devvis.typing import PathLike
 
-__all__ = ["WRAPPER_PREFIXES", "align_prefixes", "apply_state_dict", "infer_num_classes", "strip_wrapper_prefixes"]
+__all__ = ["EMA_KEYS", "MODEL_KEYS", "WRAPPER_PREFIXES", "align_prefixes", "apply_state_dict", "infer_num_classes",
+           "select_state_dict", "strip_wrapper_prefixes"]
+
+#: Entries under which training scripts nest the model's state dict, tried in order (``weights="model"``).
+MODEL_KEYS: tuple[str, ...] = ("state_dict", "model_state_dict", "model", "net", "module")
+#: Entries holding an exponential moving average of the weights (``weights="ema"``): timm's
+#: ``state_dict_ema`` first.
+EMA_KEYS: tuple[str, ...] = ("state_dict_ema", "model_ema", "ema_state_dict", "model_ema_state_dict", "ema_model",
+                             "ema", "module_ema")
 
 #: Prefixes added by wrappers rather than by the architecture: DataParallel/DDP
 #: (``module.``), ``torch.compile`` (``_orig_mod.``) and PyTorch Lightning (``model.``).
@@ -32,6 +40,74 @@ WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.", "model.")
 _CLASSIFIER_KEY = re.compile(
     r"(?:^|\.)(?:fc|classifier|head|heads\.head|last_linear|logits|linear|out|output)(?:\.\d+)?\.weight$"
 )
+
+
+def _tensor_mapping(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and any(isinstance(v, torch.Tensor) for v in obj.values()) \
+        and all(isinstance(k, str) for k in obj)
+
+
+def _unwrap(obj: Any, depth: int = 0) -> Mapping[str, Any] | None:
+    """The state dict in ``obj``: itself, a whole module's, or one nested under :data:`MODEL_KEYS`."""
+    if isinstance(obj, nn.Module):  # a whole pickled model (only reachable with trust=True)
+        return obj.state_dict()
+    if not isinstance(obj, Mapping):
+        return None
+    if _tensor_mapping(obj):
+        return obj
+    for key in MODEL_KEYS:
+        if depth < 2 and isinstance(obj.get(key), (nn.Module, Mapping)):
+            found = _unwrap(obj[key], depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def select_state_dict(obj: Any, weights: str = "model", *, where: str = "the checkpoint"
+                      ) -> tuple[Mapping[str, Any], str | None, list[str]]:
+    """The model weights in a loaded checkpoint: ``(state dict, entry used, candidate entries)``.
+
+    ``weights``: ``"model"`` (a plain state dict, else the first of :data:`MODEL_KEYS`,
+    else the first entry that holds a state dict), ``"ema"`` (the first of :data:`EMA_KEYS`)
+    or the name of a top-level entry (``"teacher"``). Candidates are the top-level entries
+    that hold a state dict (``["state_dict", "state_dict_ema"]`` for timm); a plain state
+    dict has none.
+
+    Raises:
+        CheckpointError: no tensors, or no entry ``weights`` names (the message lists the candidates).
+
+    >>> import torch
+    >>> ck = {"student": {"w": torch.zeros(1)}, "teacher": {"w": torch.ones(1)}, "epoch": 3}
+    >>> sd, key, cands = select_state_dict(ck, "teacher")
+    >>> sd["w"].item(), key, cands
+    (1.0, 'teacher', ['student', 'teacher'])
+    """
+    if _tensor_mapping(obj) or isinstance(obj, nn.Module):
+        if weights not in ("model",):
+            raise CheckpointError(f"{where} holds a single model (a plain state dict); --weights {weights} has "
+                                  "nothing to pick: use --weights model")
+        return _unwrap(obj) or {}, None, []
+    candidates: list[str] = []
+    if isinstance(obj, Mapping):
+        candidates = [str(k) for k, v in obj.items() if isinstance(k, str) and _unwrap(v) is not None]
+    if not candidates:
+        what = type(obj).__name__ + (f" with keys {', '.join(map(str, list(obj)[:8]))}" if isinstance(obj, Mapping)
+                                     else "")
+        raise CheckpointError(f"{where} holds no tensors (found a {what}); expected a state_dict, or a dict "
+                              f"holding one under one of: {', '.join(MODEL_KEYS)}")
+    if weights == "model":
+        key = next((k for k in MODEL_KEYS if k in candidates), candidates[0])
+    elif weights == "ema":
+        key = next((k for k in EMA_KEYS if k in candidates), None)
+        if key is None:
+            raise CheckpointError(f"{where} holds no EMA weights (looked for {', '.join(EMA_KEYS[:4])}, ...); "
+                                  f"its models: {', '.join(candidates)}; pick one with --weights NAME")
+    elif weights in candidates:
+        key = weights
+    else:
+        raise CheckpointError(f"--weights {weights!r}: {where} has no such model; choose model, ema"
+                              f" or one of its entries: {', '.join(candidates)}")
+    return _unwrap(obj[key]) or {}, key, candidates
 
 
 def strip_wrapper_prefixes(sd: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,7 +226,7 @@ def apply_state_dict(
                 f"(num_classes, width{classes})?"
             )
         model_name = f"{name!r} ({type(model).__name__})" if name else type(model).__name__
-        raise CheckpointError(f"{where} does not fit the model {model_name}: {'; '.join(parts)}. {why}")
+        raise ArchitectureMismatchError(f"{where} does not fit the model {model_name}: {'; '.join(parts)}. {why}")
     if not strict:
         sd = {k: v for k, v in sd.items() if k in own}
     try:
