@@ -42,7 +42,7 @@ from torch import nn
 from devvis import io as dio
 from devvis.errors import ConfigError
 from devvis.longitudinal.appearance import AppearanceChange, appearance_change
-from devvis.longitudinal.inputs import ImagesLike, images_from
+from devvis.longitudinal.inputs import ImagesLike
 from devvis.longitudinal.render_series import SeriesResult, image_labels
 from devvis.longitudinal.series import CheckpointSeries, as_series
 from devvis.longitudinal.settle import (DEFAULT_TOLERANCE, BaselineLike, baseline_image, settle, settle_step,
@@ -51,6 +51,7 @@ from devvis.objectives import channel as channel_objective
 from devvis.objectives import evaluate
 from devvis.render import RenderResult
 from devvis.render.pipeline import PREPROCESS_CHOICES
+from devvis.trust.examples import TopKExamples, top_k_examples
 from devvis.typing import PreprocessLike, SeriesLike
 
 
@@ -156,70 +157,6 @@ def cross_checkpoint_matrix(series: SeriesLike, series_result: SeriesResult, lay
 
 
 @dataclass
-class TopKExamples:
-    """Top-``k`` data-set examples of a channel at each checkpoint.
-
-    ``indices``/``values``: ``(n_checkpoints, k)`` (long / float), most activating first;
-    indices are positions in the data set. ``jaccard_consecutive[i]``: overlap
-    ``|A ∩ B| / |A ∪ B|`` of the top-k sets of checkpoints ``i`` and ``i + 1`` (``n - 1``
-    values); ``jaccard_final[i]``: overlap of checkpoint ``i``'s set with the final one's.
-    """
-
-    steps: list[int]
-    k: int
-    indices: torch.Tensor
-    values: torch.Tensor
-    jaccard_consecutive: list[float]
-    jaccard_final: list[float]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready record."""
-        return {"steps": self.steps, "k": self.k, "indices": self.indices.tolist(), "values": self.values.tolist(),
-                "jaccard_consecutive": self.jaccard_consecutive, "jaccard_final": self.jaccard_final}
-
-
-def _jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
-    sa, sb = set(a.tolist()), set(b.tolist())
-    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
-
-
-def top_k_examples(series: SeriesLike, layer: str, channel: int, loader: ImagesLike, k: int = 9, *,
-                   preprocess: PreprocessLike = "auto", batch_size: int = 64) -> TopKExamples:
-    """Per checkpoint, the ``k`` examples of ``loader`` that activate ``(layer, channel)`` most.
-
-    ``loader``: a DataLoader, Dataset or image tensor ``(N, C, H, W)`` in [0, 1] (read once, in
-    data-set order; see :func:`~devvis.longitudinal.inputs.images_from`). Activation = the
-    channel's mean over positions. ``preprocess``: ``"auto"`` (the model's own default), ``None``
-    (identity), ``"imagenet"`` or a callable. Returns :class:`TopKExamples` with the Jaccard
-    overlaps of the top-k sets.
-
-    >>> import torch
-    >>> from devvis.longitudinal import CheckpointSeries
-    >>> nets = {s: torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1)) for s in (0, 1)}
-    >>> top = top_k_examples(CheckpointSeries.from_models(nets), "0", 0, torch.rand(20, 3, 4, 4), k=3)
-    >>> tuple(top.indices.shape), len(top.jaccard_consecutive)
-    ((2, 3), 1)
-    """
-    if not isinstance(k, int) or k < 1:
-        raise ConfigError(f"k must be a positive integer, got {k!r}")
-    s = as_series(series)
-    images = images_from(loader, batch_size)
-    if k > images.shape[0]:
-        raise ConfigError(f"k={k} exceeds the {images.shape[0]} examples given")
-    objective = channel_objective(layer, channel)
-    idx, vals = [], []
-    for _step, model in s:
-        a = evaluate(model, objective, images, preprocess=preprocess, batch_size=batch_size)
-        v, i = torch.topk(a, k)
-        idx.append(i)
-        vals.append(v)
-    indices, values = torch.stack(idx), torch.stack(vals)
-    consecutive = [_jaccard(indices[i], indices[i + 1]) for i in range(len(indices) - 1)]
-    final = [_jaccard(indices[i], indices[-1]) for i in range(len(indices))]
-    return TopKExamples(s.steps, k, indices, values, consecutive, final)
-
-
-@dataclass
 class FeatureChange:
     """How one component's feature visualization changed across checkpoints (see the module docstring).
 
@@ -289,7 +226,8 @@ def feature_change(series: SeriesLike, series_result: SeriesResult, layer: str, 
     ``(C, H, W)``; :func:`~devvis.longitudinal.settle.baseline_image`). ``appearance``: also the
     appearance distances in the final checkpoint's early layers (``appearance_layers``, default
     its first two convolutions). With ``loader`` (images ``(N, C, H, W)`` in [0, 1], a Dataset or
-    a DataLoader), also :func:`top_k_examples`. ``preprocess``: ``"auto"`` (default) the renders'
+    a DataLoader), also :func:`top_k_examples` (unless ``k=0``: the loader then only serves
+    ``baseline="dataset_mean"``). ``preprocess``: ``"auto"`` (default) the renders'
     own (see :func:`render_preprocess`), used for every score. Each model is loaded once.
 
     >>> import torch
@@ -327,7 +265,7 @@ def feature_change(series: SeriesLike, series_result: SeriesResult, layer: str, 
         notes.append(f"the final checkpoint's channel does not respond to its own visualization above the baseline "
                      f"(M[-1, -1] - b = {float(m[-1, -1]):.4g} - {float(b[-1]):.4g} <= 0): similarity is undefined")
     top = None
-    if loader is not None:
+    if loader is not None and k != 0:
         top = top_k_examples(s if steps == s.steps else _restrict(s, steps), layer, channel, loader, k,
                              preprocess=pre, batch_size=batch_size)
     return FeatureChange(layer=layer, channel=channel, steps=steps, similarity=sim.tolist(), matrix=m.tolist(),

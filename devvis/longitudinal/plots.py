@@ -129,23 +129,56 @@ def plot_longitudinal_activations(activations: Union[LongitudinalActivations, to
     return path
 
 
+def _settle_label(change: "FeatureChange") -> str:
+    """What the plot says about the settle step: the step, or the status and no step."""
+    if change.settle_step is not None:
+        return f"settles at step {change.settle_step}"
+    return change.settle_status
+
+
 def plot_similarity(change: "FeatureChange", output_path: PathLike) -> Path:
-    """Plot a :class:`~devvis.longitudinal.FeatureChange`'s similarity to the final feature over
-    steps, with the threshold and the settle step marked; write PNG + JSON (same stem)."""
+    """Plot a :class:`~devvis.longitudinal.FeatureChange`: the similarity to the final feature on
+    its feature-driven part over steps (threshold, ``1 + tolerance`` and the settle step marked, or
+    the status ``not settled`` / ``not comparable``) and, when measured, the appearance distance
+    below it (to the final visualization and to the next checkpoint's); write PNG + JSON (same stem)."""
     path = _output(output_path)
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    appearance = change.appearance
+    rows = 2 if appearance is not None else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(6.0, 3.6 * rows), sharex=True, squeeze=False)
+    ax = axes[0][0]
     x = np.asarray(change.steps, dtype=float)
     sim = np.asarray([np.nan if v is None else v for v in change.similarity], dtype=float)
-    ax.plot(x, sim, "o-", color="tab:green", label="similarity to final feature")
+    ax.plot(x, sim, "o-", color="tab:green", label="similarity to final feature (baseline subtracted)")
     ax.axhline(change.threshold, color="grey", ls="--", lw=1, label=f"threshold {change.threshold:g}")
+    top = 1.0 + change.tolerance
+    over = sim > top
+    if over.any():
+        ax.axhline(top, color="tab:orange", ls=":", lw=1, label=f"1 + tolerance ({top:g})")
+        ax.plot(x[over], sim[over], "x", color="tab:orange", ms=9, mew=2, label="not comparable (> 1 + tolerance)")
+    label = _settle_label(change)
     if change.settle_step is not None:
-        ax.axvline(change.settle_step, color="tab:red", lw=1.5, label=f"settles at step {change.settle_step}")
-    scale = set_step_axis(ax, change.steps)
-    ax.set_ylabel("act. under final model / final feature's")
-    ax.set_title(f"{change.layer} channel {change.channel}: when the feature settles", fontsize=9)
-    ax.legend(fontsize=8)
+        ax.axvline(change.settle_step, color="tab:red", lw=1.5, label=label)
+    else:
+        ax.text(0.02, 0.04, label, transform=ax.transAxes, fontsize=9, color="tab:red")
+    scale = set_step_axis(ax, change.steps, label=rows == 1)
+    ax.set_ylabel("(act. - baseline) under final model\n/ final feature's")
+    baseline = change.baseline.split(":")[0]
+    ax.set_title(f"{change.layer} channel {change.channel}: when the feature settles (baseline: {baseline})",
+                 fontsize=9)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    if appearance is not None:
+        ax2 = axes[1][0]
+        ax2.plot(x, appearance.to_final, "o-", color="tab:purple", label="to the final visualization")
+        ax2.plot(x[1:], appearance.consecutive, "s--", color="tab:blue", ms=4,
+                 label="to the previous checkpoint's")
+        set_step_axis(ax2, change.steps)
+        ax2.set_ylabel("appearance distance D")
+        ax2.set_title(f"how different the visualization looks (final checkpoint's layers {', '.join(appearance.layers)})",
+                      fontsize=9)
+        ax2.legend(fontsize=7)
+        ax2.grid(alpha=0.3)
     dio.write_figure(path, fig)
     dio.write_json(path.with_suffix(".json"), {**change.to_dict(), "plot": path.name, "x_scale": scale})
     return path

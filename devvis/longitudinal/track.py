@@ -27,6 +27,7 @@ from devvis.longitudinal.metrics import FeatureChange, feature_change, render_pr
 from devvis.longitudinal.plots import plot_matrix, plot_similarity
 from devvis.longitudinal.render_series import SeriesResult, render_series
 from devvis.longitudinal.series import as_series
+from devvis.longitudinal.settle import DEFAULT_TOLERANCE, BaselineLike
 from devvis.typing import PathLike, PreprocessLike, SeriesLike
 
 Component = Union[str, tuple[str, int]]
@@ -67,12 +68,20 @@ def parse_components(components: Sequence[Component]) -> list[tuple[str, int]]:
     return out
 
 
+def _summary(fc: FeatureChange) -> dict[str, Any]:
+    """One component's line of ``track.json``: settle step, status, reason, baseline, appearance."""
+    return {"settle_step": fc.settle_step, "settle_status": fc.settle_status, "settle_reason": fc.settle_reason,
+            "baseline": fc.baseline, "final_driven": fc.final_driven,
+            "appearance_to_final": fc.appearance.to_final if fc.appearance is not None else None}
+
+
 def _safe(layer: str) -> str:
     return re.sub(r"[^A-Za-z0-9._\-]", "_", layer)
 
 
 def track(series: SeriesLike, components: Sequence[Component], output_dir: PathLike, *, steps: int = 128,
-          image_size: int = 64, seed: int = 0, threshold: float = 0.8, preprocess: PreprocessLike = "auto",
+          image_size: int = 64, seed: int = 0, threshold: float = 0.8, tolerance: float = DEFAULT_TOLERANCE,
+          baseline: BaselineLike = "grey", appearance: bool = True, preprocess: PreprocessLike = "auto",
           loader: ImagesLike | None = None, k: int = 9, progress: bool = True, **render_kwargs: Any) -> TrackResult:
     """Render each component at every checkpoint and write its feature-change analysis.
 
@@ -80,15 +89,19 @@ def track(series: SeriesLike, components: Sequence[Component], output_dir: PathL
     per channel, one render per checkpoint and layer), with the same ``seed`` at every
     checkpoint. For each component ``layer:c`` it writes into ``output_dir``:
 
-    * ``{layer}_channel_{c}_similarity.png`` (+ ``.json``): similarity to the final feature,
-      threshold and settle step marked;
+    * ``{layer}_channel_{c}_similarity.png`` (+ ``.json``): similarity to the final feature on its
+      feature-driven part (``baseline`` subtracted), threshold and settle step or status marked,
+      and the appearance distances below it;
     * ``{layer}_channel_{c}_matrix.png`` (+ ``.json``): the cross-checkpoint matrix;
     * ``{layer}_channel_{c}_feature_change.json``: every number (see :class:`FeatureChange`);
 
     and once: ``renders/layer_{layer}/`` (the visualizations, :meth:`SeriesResult.save`),
     ``grid.png`` (+ ``.json``, rows = components, columns = checkpoints) and ``track.json``
-    (a summary with each settle step). ``steps``/``image_size``/``render_kwargs`` go to
-    :func:`devvis.render`; ``loader`` (optional) adds top-``k`` data-set examples.
+    (a summary: per component the settle step, its status and reason, the baseline and the
+    appearance distances to the final visualization). ``threshold``, ``tolerance``, ``baseline``
+    and ``appearance`` go to :func:`feature_change`. ``steps``/``image_size``/``render_kwargs`` go to
+    :func:`devvis.render`; ``loader`` (optional) adds top-``k`` data-set examples (none with ``k=0``)
+    and is the data set of ``baseline="dataset_mean"``.
     ``preprocess`` (default ``"auto"``: the model's own default) is used by the renders, and the
     metrics score the renders' images with the same preprocessing; ``track.json`` records what
     was applied (``"imagenet"``, ``"none"`` or a callable's repr).
@@ -109,8 +122,8 @@ def track(series: SeriesLike, components: Sequence[Component], output_dir: PathL
     changes: dict[str, FeatureChange] = {}
     for layer, c in tqdm(comps, disable=not progress, desc="metrics", unit="component"):
         label = component_label(layer, c)
-        fc = feature_change(s, renders[layer], layer, c, threshold=threshold, preprocess=preprocess, loader=loader,
-                            k=k)
+        fc = feature_change(s, renders[layer], layer, c, threshold=threshold, tolerance=tolerance, baseline=baseline,
+                            appearance=appearance, preprocess=preprocess, loader=loader, k=k)
         changes[label] = fc
         stem = f"{_safe(layer)}_channel_{c}"
         files.append(plot_similarity(fc, out / f"{stem}_similarity.png"))
@@ -125,10 +138,13 @@ def track(series: SeriesLike, components: Sequence[Component], output_dir: PathL
     summary = dio.metadata(
         "track", series=s.describe(), components=[component_label(l, c) for l, c in comps],
         settings={"steps": steps, "image_size": image_size, "seed": seed, "threshold": threshold,
+                  "tolerance": tolerance, "baseline": baseline if isinstance(baseline, (str, type(None))) else "image",
+                  "appearance": appearance,
                   "preprocess": applied if isinstance(applied, str) else repr(applied), "k": k,
                   **{key: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
                      for key, v in render_kwargs.items()}},
         settle_steps={lab: fc.settle_step for lab, fc in changes.items()},
+        features={lab: _summary(fc) for lab, fc in changes.items()},
         files=[str(f.relative_to(out)) if f.is_relative_to(out) else str(f) for f in files])
     dio.write_json(out / "track.json", summary)
     files.append(out / "track.json")

@@ -62,11 +62,24 @@ def test_track_and_grid_commands(main, series_dir, tmp_path, capsys):
                "--image-size", "16", "--top-k", "3", "--examples", "12", "--no-progress"])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "layer1.0:0:" in text and "layer2.0:3:" in text
+    assert "layer1.0:0:" in text and "layer2.0:3:" in text and "baseline grey" in text
+    assert "looks apart from final: " in text
     summary = read_json(out / "track.json")
+    for label, line in summary["features"].items():  # a settle step, or a status and its reason, never a last step
+        assert f"{label}: " + (f"settles at step {line['settle_step']}" if line["settle_step"] is not None
+                               else line["settle_status"]) in text
+        assert line["settle_step"] != 24
     assert set(summary["settle_steps"]) == {"layer1.0:0", "layer2.0:3"} and summary["settings"]["preprocess"] == "none"
     assert _png_ok(out / "layer2.0_channel_3_similarity.png") and _png_ok(out / "grid.png")
     assert read_json(out / "layer1.0_channel_0_feature_change.json")["top_k"]["k"] == 3
+    rc = main(["track", "--checkpoint-path", str(series_dir / "step_000012.safetensors"),
+               str(series_dir / "step_000024.safetensors"), "--components", "layer1.0:0", "--output-path",
+               str(tmp_path / "mean"), "--steps", "2", "--image-size", "16", "--baseline", "dataset_mean",
+               "--examples", "6", "--no-appearance", "--no-progress"])
+    assert rc == 0 and "baseline dataset_mean" in capsys.readouterr().out
+    rec = read_json(tmp_path / "mean" / "layer1.0_channel_0_feature_change.json")
+    assert rec["baseline"].startswith("dataset_mean: the pixel-wise mean of 6") and rec["top_k"] is None
+    assert rec["appearance"] is None
     rc = main(["grid", str(out / "renders" / "layer_layer2.0"), "--cell-size", "32"])
     assert rc == 0
     grid = out / "renders" / "layer_layer2.0" / "longitudinal" / "grid.png"

@@ -143,7 +143,11 @@ def test_settle_step_of_a_channel_frozen_from_step_S(frozen_series):
         assert sim[i] == pytest.approx(1.0, abs=1e-6)
     # ... and the step before S was rendered from a different channel, which the final model likes less
     assert sim[i_s - 1] < 0.999
-    assert fc.settle_step == S
+    assert (fc.settle_step, fc.settle_status) == (S, "settled")
+    # the visualizations from S on are one image: they look the same (appearance distance 0), the earlier ones not
+    ap = fc.appearance
+    assert ap.to_final[i_s:] == [0.0] * (len(STEPS) - i_s) and ap.consecutive[i_s:] == [0.0] * (len(STEPS) - 1 - i_s)
+    assert ap.to_final[i_s - 1] > 0 and ap.consecutive[i_s - 1] > 0 and ap.layers == ["conv1", "layer1.0.conv1"]
     assert settle_step(fc.steps, sim, threshold=0.999) == S
 
 
@@ -219,6 +223,13 @@ def test_plots_and_track(series_dir, tmp_path):
     assert list(out.renders) == ["layer1.0.conv1", "layer2.0"]  # one render per layer and checkpoint
     summary = read_json(tmp_path / "track" / "track.json")
     assert summary["settle_steps"] == {k: v.settle_step for k, v in out.changes.items()}
+    assert summary["settings"]["baseline"] == "grey" and summary["settings"]["tolerance"] == 0.05
+    for label, fc in out.changes.items():
+        line = summary["features"][label]
+        assert line["settle_status"] in ("settled", "not settled", "not comparable")
+        assert (line["settle_step"] is None) is (line["settle_status"] != "settled")
+        assert line["baseline"].startswith("grey") and line["appearance_to_final"] == fc.appearance.to_final
+        assert len(fc.appearance.to_final) == 4 and fc.appearance.to_final[-1] == 0.0
     for stem in ("layer1.0.conv1_channel_2", "layer2.0_channel_1", "layer1.0.conv1_channel_0"):
         for kind in ("similarity", "matrix"):
             png = tmp_path / "track" / f"{stem}_{kind}.png"
@@ -227,6 +238,8 @@ def test_plots_and_track(series_dir, tmp_path):
             assert read_json(png.with_suffix(".json"))["steps"] == [0, 8, 16, 24]
         rec = read_json(tmp_path / "track" / f"{stem}_feature_change.json")
         assert len(rec["matrix"]) == 4 and rec["top_k"]["k"] == 3
+        assert len(rec["baseline_values"]) == 4 and rec["settle_status"] in ("settled", "not settled", "not comparable")
+        assert len(rec["appearance"]["consecutive"]) == 3 and rec["appearance"]["layers"] == ["conv1", "layer1.0.conv1"]
     with Image.open(tmp_path / "track" / "grid.png") as im:
         assert im.size[0] > 4 * 64
     assert (tmp_path / "track" / "renders" / "layer_layer2.0" / "series_result.json").is_file()
