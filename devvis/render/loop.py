@@ -35,7 +35,7 @@ from devvis.param import image as image_param
 from devvis.render.discover import objective_batch, objective_layers
 from devvis.render.forward import RecordedForward, check_precision
 from devvis.render.optimization import RenderRun, untransformed_values
-from devvis.render.pipeline import ModelInput
+from devvis.render.pipeline import ModelInput, model_input_channels
 from devvis.render.redirect import REDIRECT_RELU_STEPS, maybe_redirected_relu
 from devvis.render.result import RenderResult
 from devvis.render.stopping import StopRule, StopWhen, check_finite_images
@@ -126,7 +126,7 @@ def render(
     thresholds = _thresholds(thresholds, steps)
     generator = torch.Generator().manual_seed(int(seed))
     if param is None:
-        param = _default_param(image_size, batch or objective_batch(objective), seed)
+        param = _default_param(image_size, batch or objective_batch(objective), seed, model_input_channels(model))
     param = param.to(dev)
     model_input = ModelInput(model, transforms=transforms, preprocess=preprocess, input_size=input_size)
     t0 = time.perf_counter()
@@ -184,10 +184,10 @@ def _thresholds(thresholds: Iterable[int] | None, steps: int) -> list[int]:
     return ts
 
 
-def _default_param(image_size: int | tuple[int, int], batch: int, seed: int) -> nn.Module:
-    """``param.image`` of ``image_size`` (``H = W`` or ``(H, W)``), seeded."""
+def _default_param(image_size: int | tuple[int, int], batch: int, seed: int, channels: int = 3) -> nn.Module:
+    """``param.image`` of ``image_size`` (``H = W`` or ``(H, W)``), seeded, with the model's input channels."""
     w, h = (image_size, image_size) if isinstance(image_size, int) else (image_size[1], image_size[0])
-    return image_param(w, h, batch=batch, seed=seed)
+    return image_param(w, h, batch=batch, seed=seed, channels=channels)
 
 
 def _optimizer(param: nn.Module, factory: OptimizerFactory | None, lr: float) -> torch.optim.Optimizer:

@@ -10,7 +10,12 @@ longitudinal activations (without). The preprocessing rule lives here alone:
   for any other model;
 - ``"imagenet"``: ImageNet mean/std normalisation;
 - ``"none"`` or ``None``: identity (the images as given);
+- ``"mean=0.5,0.5,0.5:std=0.5,0.5,0.5"``: the model's own normalisation (:class:`Normalize`; one
+  value stands for every channel: ``"mean=0.5:std=0.5"`` maps [0, 1] to [-1, 1]);
 - a callable ``(B, C, H, W) -> (B, C, H, W)``.
+
+The parameterization's channels follow the model's first layer
+(:func:`model_input_channels`: 1 for a grayscale model).
 
 >>> import torch, torchvision
 >>> from devvis.render.pipeline import ModelInput
@@ -33,6 +38,87 @@ from devvis.transforms.preprocess import imagenet_normalize
 from devvis.typing import PreprocessLike, TensorFn, TransformsLike
 
 PREPROCESS_CHOICES = ("auto", "imagenet", "none")
+#: Help text of a ``--preprocess`` flag (every command that has one).
+PREPROCESS_HELP = ("input normalization: auto (the model's own default: none for devvis zoo models, trained on "
+                   "[0, 1] images; imagenet otherwise), imagenet, none, or mean=M,M,M:std=S,S,S (e.g. "
+                   "mean=0.5,0.5,0.5:std=0.5,0.5,0.5 for models trained on [-1, 1])")
+
+
+class Normalize:
+    """``(x - mean) / std`` per channel: a model's own input normalisation.
+
+    Built from ``"mean=0.5,0.5,0.5:std=0.5,0.5,0.5"`` (:meth:`parse`); one value applies to
+    every channel. Its ``repr`` is that spec, so records say which normalisation was used.
+
+    >>> import torch
+    >>> norm = Normalize.parse("mean=0.5:std=0.5")
+    >>> norm(torch.ones(1, 1, 2, 2)).unique().tolist(), repr(norm)
+    ([1.0], 'mean=0.5:std=0.5')
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        if not mean or len(mean) != len(std) and 1 not in (len(mean), len(std)):
+            raise TransformError(f"normalization needs as many means as stds (or one of either); got mean={mean}, "
+                                 f"std={std}")
+        if any(not s > 0 for s in std):
+            raise TransformError(f"normalization std must be > 0 in every channel; got std={std}")
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    @classmethod
+    def parse(cls, spec: str) -> "Normalize":
+        """``"mean=M[,M...]:std=S[,S...]"`` -> :class:`Normalize`; :class:`TransformError` naming the spec."""
+        parts = dict(p.partition("=")[::2] for p in spec.split(":"))
+        try:
+            mean = tuple(float(v) for v in parts.pop("mean").split(","))
+            std = tuple(float(v) for v in parts.pop("std").split(","))
+            if parts:
+                raise KeyError(next(iter(parts)))
+        except (KeyError, ValueError):
+            raise TransformError(f"invalid preprocess {spec!r}; expected mean=M,M,M:std=S,S,S (one value per "
+                                 "channel, or one for all), e.g. mean=0.5,0.5,0.5:std=0.5,0.5,0.5") from None
+        return cls(mean, std)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n = max(len(self.mean), len(self.std))
+        if n != 1 and x.shape[1] != n:
+            raise TransformError(f"preprocess {self!r} has {n} channel values but the images have {x.shape[1]} "
+                                 "channels; give one value per channel (or one for all)")
+        shape = (1, -1, 1, 1)
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(shape)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(shape)
+        return (x - mean) / std
+
+    def __repr__(self) -> str:
+        return "mean=" + ",".join(f"{v:g}" for v in self.mean) + ":std=" + ",".join(f"{v:g}" for v in self.std)
+
+
+def check_preprocess(spec: str) -> str:
+    """``spec`` if it is a valid ``--preprocess`` value (a choice or ``mean=...:std=...``), else
+    :class:`~devvis.errors.TransformError` naming the valid forms. Used as the flags' ``type``.
+
+    >>> check_preprocess("imagenet"), check_preprocess("mean=0.5:std=0.5")
+    ('imagenet', 'mean=0.5:std=0.5')
+    """
+    if spec in PREPROCESS_CHOICES:
+        return spec
+    if isinstance(spec, str) and spec.startswith("mean="):
+        Normalize.parse(spec)
+        return spec
+    raise TransformError(f"unknown preprocess {spec!r}; valid: {', '.join(PREPROCESS_CHOICES)} or "
+                         "mean=M,M,M:std=S,S,S")
+
+
+def model_input_channels(model: nn.Module, default: int = 3) -> int:
+    """Channels of the images ``model`` takes: its first convolution's ``in_channels`` (``default`` without one).
+
+    >>> from torch import nn
+    >>> model_input_channels(nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU())), model_input_channels(nn.Linear(4, 2))
+    (1, 3)
+    """
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.Conv1d)):
+            return int(module.in_channels)
+    return default
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -53,8 +139,10 @@ def auto_preprocess(spec: PreprocessLike, model: nn.Module | None = None) -> str
         return "none"
     if spec == "imagenet" or callable(spec):
         return spec
+    if isinstance(spec, str) and spec.startswith("mean="):
+        return Normalize.parse(spec)
     raise TransformError(f"unknown preprocess {spec!r}; valid: {', '.join(map(repr, PREPROCESS_CHOICES))}, "
-                         "None (identity) or a callable")
+                         "'mean=M,M,M:std=S,S,S', None (identity) or a callable")
 
 
 def resolve_preprocess(spec: PreprocessLike, model: nn.Module | None = None) -> TensorFn:
@@ -105,4 +193,7 @@ class ModelInput:
         x = self.transforms(images, generator=generator)
         if self.resize is not None:
             x = self.resize(x)
+        if self.preprocess_spec == "imagenet" and x.shape[1] != 3:
+            raise TransformError(f"preprocess 'imagenet' normalizes 3 channels but the images have {x.shape[1]}; "
+                                 "pass preprocess='mean=M:std=S' (CLI: --preprocess mean=M:std=S) or 'none'")
         return self.preprocess(x)
