@@ -50,14 +50,15 @@ def format_steps(steps: Sequence[int], n: int = 12) -> str:
     return ", ".join(map(str, steps[: n // 2])) + ", ..., " + ", ".join(map(str, steps[-n // 2:]))
 
 
-def _refs_from(paths_or_refs: PathsOrRefs) -> list[Any]:
-    """CheckpointRefs for files, folders, or refs already found (kept as they are)."""
-    from devvis.models import CheckpointRef, find_checkpoints
+def _refs_from(paths_or_refs: PathsOrRefs, **discovery: Any) -> tuple[list[Any], list[tuple[Path, str]]]:
+    """CheckpointRefs for files, folders, or refs already found (kept as they are); and the files left out."""
+    from devvis.models import CheckpointRef, discover_checkpoints
 
     if isinstance(paths_or_refs, CheckpointRef):
-        return [paths_or_refs]
+        return [paths_or_refs], []
     if isinstance(paths_or_refs, (str, os.PathLike)):
-        return find_checkpoints(paths_or_refs)
+        found = discover_checkpoints(paths_or_refs, **discovery).emit()
+        return found.refs, found.left_out
     items = list(paths_or_refs)
     if not items:
         raise CheckpointError("no checkpoint paths given (expected files, folders or CheckpointRefs)")
@@ -65,9 +66,42 @@ def _refs_from(paths_or_refs: PathsOrRefs) -> list[Any]:
     paths: list[Any] = []
     for item in items:
         (refs if isinstance(item, CheckpointRef) else paths).append(item)
+    left_out: list[tuple[Path, str]] = []
     if paths:
-        refs.extend(find_checkpoints(paths))
-    return refs
+        found = discover_checkpoints(paths, **discovery).emit()
+        refs.extend(found.refs)
+        left_out = found.left_out
+    return refs, left_out
+
+
+def _check_broken(model: nn.Module, step: int, path: Path | None) -> None:
+    """Raise :class:`~devvis.errors.BrokenCheckpointError` when a loaded model is broken: non-finite
+    weights, or a non-finite output on a plain grey image (a training run that diverged)."""
+    from devvis.architectures import fixed_input_size
+    from devvis.errors import BrokenCheckpointError
+    from devvis.render.pipeline import model_input_channels
+
+    where = f"the checkpoint of step {step}" + (f" ({str(path)!r})" if path is not None else "")
+    how = f"; leave it out with --exclude {path.name}" if path is not None else ""
+    bad = [n for n, t in list(model.named_parameters()) + list(model.named_buffers())
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise BrokenCheckpointError(f"{where} is broken: {len(bad)} of its tensors hold NaN or inf "
+                                    f"({', '.join(bad[:3])}); training had diverged when it was saved{how}")
+    size = fixed_input_size(model) or 64
+    h, w = (size, size) if isinstance(size, int) else size
+    device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    try:
+        with torch.no_grad():
+            out = model(torch.full((1, model_input_channels(model), h, w), 0.5, device=device))
+    except Exception:  # not an image model, or another input size: not this check's business
+        return
+    tensors = [out] if isinstance(out, torch.Tensor) else [v for v in (out.values() if isinstance(out, dict) else
+                                                                        out if isinstance(out, (tuple, list)) else [])
+                                                           if isinstance(v, torch.Tensor)]
+    if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in tensors):
+        raise BrokenCheckpointError(f"{where} is broken: its output on a plain grey image is not finite (NaN or "
+                                    f"inf); the weights had diverged when it was saved{how}")
 
 
 class CheckpointSeries:
@@ -93,6 +127,16 @@ class CheckpointSeries:
         which loads into copies).
     trust:
         Allow checkpoints that need arbitrary unpickling (only for files you trust).
+    steps, exclude:
+        Steps set by hand (``{"final.pt": 9000}``) and globs of files to leave out, passed to
+        :func:`~devvis.models.discover_checkpoints` (which gives every checkpoint its step;
+        files without one are left out with a :class:`~devvis.errors.CheckpointNotice`).
+    weights:
+        Which model of checkpoints holding several: ``"model"``, ``"ema"`` (timm's
+        ``state_dict_ema``) or an entry's name (``"teacher"``).
+    check_finite:
+        Refuse a checkpoint whose weights, or whose output on a plain grey image, are not
+        finite (:class:`~devvis.errors.BrokenCheckpointError`, naming its step).
     device:
         Where models are put (default CPU). Models are returned in eval mode.
     keep_in_memory:
@@ -104,7 +148,9 @@ class CheckpointSeries:
     """
 
     def __init__(self, paths_or_refs: PathsOrRefs, model_fn: ModelFn = None, *, model: nn.Module | None = None,
-                 trust: bool = False, device: DeviceLike = None, keep_in_memory: bool = False):
+                 trust: bool = False, device: DeviceLike = None, keep_in_memory: bool = False,
+                 steps: Mapping[str, int] | Sequence[str] | None = None, exclude: Sequence[str] = (),
+                 weights: str = "model", check_finite: bool = True):
         if isinstance(model_fn, nn.Module) and model is None:  # an architecture instance: reused, as model=
             model_fn, model = None, model_fn
         if model is not None and model_fn is not None:
@@ -113,12 +159,13 @@ class CheckpointSeries:
             raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if model_fn is not None and not (isinstance(model_fn, str) or callable(model_fn)):
             raise ConfigError(f"model_fn must be a callable returning an nn.Module, a model name or None; got {model_fn!r}")
-        refs = _refs_from(paths_or_refs)
+        refs, self.left_out = _refs_from(paths_or_refs, steps=steps, exclude=tuple(exclude), weights=weights,
+                                         trust=trust)
         missing = [str(r.path) for r in refs if r.step is None]
         if missing:
             raise CheckpointError(
-                f"checkpoints without a training step in their name or metadata: {', '.join(missing[:3])}; "
-                "rename them (e.g. step_1000.pt) or save them with a step (devvis.models.save_checkpoint(..., step=))")
+                f"checkpoints without a training step: {', '.join(missing[:3])}; give them one with "
+                "steps={FILE: N} (CLI: --step FILE=N), or rename them (e.g. step_1000.pt)")
         refs = sorted(refs, key=lambda r: r.step)
         seen: dict[int, Any] = {}
         for r in refs:
@@ -128,6 +175,7 @@ class CheckpointSeries:
                     "pass only one checkpoint per step")
             seen[r.step] = r
         self._init(refs, {}, model_fn, model, trust, device, keep_in_memory)
+        self.weights, self.check_finite = weights, check_finite
 
     def _init(self, refs: list[Any], models: dict[int, nn.Module], model_fn: ModelFn, model: nn.Module | None,
               trust: bool, device: Any, keep_in_memory: bool) -> None:
@@ -141,6 +189,8 @@ class CheckpointSeries:
         self.device = as_device(device)
         self.keep_in_memory = keep_in_memory or self._in_memory
         self._cache: dict[int, nn.Module] = dict(models)
+        self.weights, self.check_finite = "model", False
+        self.left_out: list[tuple[Path, str]] = []
 
     @classmethod
     def from_models(cls, models: Mapping[int, nn.Module], *, device: DeviceLike = None) -> "CheckpointSeries":
@@ -219,7 +269,19 @@ class CheckpointSeries:
         else:
             cfg = self.model_config()
             how = f"model config {cfg['name']!r}" if cfg else "model config"
-        return {"steps": self.steps, "paths": [str(p) if p is not None else None for p in self.paths], "model": how}
+        return {"steps": self.steps, "paths": [str(p) if p is not None else None for p in self.paths], "model": how,
+                "checkpoints": [{"step": r.step, "path": str(r.path), "source": r.source,
+                                 "copies": [str(c) for c in r.copies]} for r in self._refs],
+                "left_out": [{"path": str(p), "reason": why} for p, why in self.left_out],
+                "weights": self.weights}
+
+    def order(self) -> str:
+        """The mapping step <- file that every command prints (:func:`~devvis.models.format_checkpoint_order`)."""
+        from devvis.models import format_checkpoint_order
+
+        if not self._refs:
+            return "checkpoint order (step <- file):\n" + "\n".join(f"  step {s} <- (in memory)" for s in self._steps)
+        return format_checkpoint_order(self._refs)
 
     # -- loading ----------------------------------------------------------------------
     def _build(self, i: int) -> nn.Module:
@@ -227,7 +289,7 @@ class CheckpointSeries:
 
         ref = self._refs[i]
         if isinstance(self.model_fn, str) or (self.model_fn is None and self.template is None):
-            model = load_model(self.model_fn, checkpoint=ref.path, trust=self.trust)
+            model = load_model(self.model_fn, checkpoint=ref.path, trust=self.trust, weights=self.weights)
         else:
             if self.template is not None:
                 model = copy.deepcopy(self.template) if self.keep_in_memory else self.template
@@ -235,10 +297,13 @@ class CheckpointSeries:
                 model = self.model_fn()  # type: ignore[misc]
                 if not isinstance(model, nn.Module):
                     raise ConfigError(f"model_fn returned {type(model).__name__}, not a torch.nn.Module")
-            apply_state_dict(model, load_checkpoint(ref.path, trust=self.trust), path=ref.path)
+            apply_state_dict(model, load_checkpoint(ref.path, trust=self.trust, weights=self.weights), path=ref.path)
         if self.device is not None:
             model.to(self.device)
-        return model.eval()
+        model.eval()
+        if self.check_finite:
+            _check_broken(model, ref.step, ref.path)
+        return model
 
     def at(self, i: int) -> nn.Module:
         """The model of the ``i``-th checkpoint in step order (negative ``i`` counts from the end)."""
@@ -271,6 +336,7 @@ class CheckpointSeries:
             refs = [self._refs[i] for i in idx] if self._refs else []
             models = {s: self._models[s] for s in steps} if self._in_memory else {}
             sub._init(refs, models, self.model_fn, self.template, self.trust, self.device, self.keep_in_memory)
+            sub.weights, sub.check_finite, sub.left_out = self.weights, self.check_finite, self.left_out
             return sub
         if isinstance(key, bool) or not hasattr(key, "__index__"):
             raise StepNotFoundError(f"index a series by training step (int) or by a slice of positions; got {key!r}")

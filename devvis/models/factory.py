@@ -179,6 +179,7 @@ def load_model(
     trust: bool = False,
     strict: bool = True,
     device: DeviceLike = None,
+    weights: str = "model",
     **kw: Any,
 ) -> nn.Module:
     """Build a model by name, optionally load a checkpoint into it, and return it in eval mode.
@@ -205,6 +206,8 @@ def load_model(
         trust: allow arbitrary unpickling (only for files you trust).
         strict: require every key to match (see :func:`~devvis.models.apply_state_dict`).
         device: where the model goes (default CPU).
+        weights: which model of a checkpoint holding several: ``"model"``, ``"ema"`` or an entry's
+            name (see :func:`~devvis.models.load_checkpoint`).
 
     Raises:
         ModelNotFoundError: unknown name (the message lists the closest names).
@@ -215,7 +218,11 @@ def load_model(
     >>> net.fc.out_features, net.training
     (10, False)
     """
-    ckpt = read_checkpoint(checkpoint, trust=trust, map_location="cpu") if checkpoint is not None else None
+    if checkpoint is None and weights not in ("model", "ema"):  # torchvision's weights="DEFAULT" habit
+        raise ConfigError(f"devvis never downloads weights: drop weights={weights!r} and pass checkpoint=<file> "
+                          "instead (weights= picks the model inside a checkpoint: 'model', 'ema' or an entry's name)")
+    ckpt = (read_checkpoint(checkpoint, trust=trust, map_location="cpu", weights=weights)
+            if checkpoint is not None else None)
     config = ckpt.model_config() if ckpt is not None else None
     if name is None:
         if config is None:
