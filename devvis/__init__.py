@@ -23,7 +23,8 @@ from devvis.models import CheckpointRef, find_checkpoints, load_checkpoint, load
 from devvis.render import Convergence, RenderResult, render
 
 # Subpackages imported on first use, so `import devvis` stays light.
-_LAZY = ("longitudinal", "circuits", "slt", "data", "zoo", "compat", "models", "hooks", "io", "visualize", "sweep")
+_LAZY = ("longitudinal", "circuits", "slt", "data", "zoo", "compat", "models", "hooks", "io", "runs", "results",
+         "state", "typing")
 
 __all__ = [
     "__version__", "render", "RenderResult", "Convergence", "objectives", "param", "transforms", "errors",

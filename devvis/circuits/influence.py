@@ -96,9 +96,9 @@ def channel_influence(
     model: nn.Module,
     source_layer: str,
     target_layer: str,
-    inputs: torch.Tensor,
-    target_channel: int | None = None,
+    images: torch.Tensor,
     *,
+    target_channel: int | None = None,
     method: str = "grad_x_act",
     steps: int = 16,
     preprocess: PreprocessLike = "auto",
@@ -110,7 +110,7 @@ def channel_influence(
 
     A target channel's value on an image is its activation averaged over
     positions. ``method="grad_x_act"``: influence ``[t, s]`` is
-    ``sum over positions of d t / d S[s] * S[s]`` averaged over ``inputs``
+    ``sum over positions of d t / d S[s] * S[s]`` averaged over ``images``
     (``S`` is the source activation). ``method="integrated_gradients"`` replaces
     the gradient by its average along ``alpha * S`` for ``alpha`` at the
     ``steps`` midpoints of [0, 1]; then the influences of a target channel sum
@@ -118,7 +118,7 @@ def channel_influence(
     (completeness). For a model that is linear between the two layers both
     methods agree exactly.
 
-    ``inputs``: images ``(N, C, H, W)`` in [0, 1]; the model sees them through
+    ``images``: images ``(N, C, H, W)`` in [0, 1]; the model sees them through
     :class:`~devvis.render.pipeline.ModelInput` (resize to the model's fixed
     input size if it has one, then ``preprocess``: ``"auto"``, the model's own
     default; ``"imagenet"``; ``None``/``"none"``, as given; or a callable).
@@ -139,9 +139,9 @@ def channel_influence(
         raise ConfigError(f"steps must be a positive integer (integration points); got {steps!r}")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() < 2 or inputs.shape[0] < 1:
-        shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
-        raise ConfigError(f"inputs must be a batch of images (N, C, H, W) with N >= 1; got {shape}")
+    if not isinstance(images, torch.Tensor) or images.dim() < 2 or images.shape[0] < 1:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ConfigError(f"images must be a batch of images (N, C, H, W) with N >= 1; got {shape}")
     source = check_layer(model, source_layer, "source")
     target = check_layer(model, target_layer, "target")
     model_input = ModelInput(model, preprocess=preprocess)
@@ -153,14 +153,14 @@ def channel_influence(
     total: torch.Tensor | None = None
     plan: CallPlan | None = None
     with frozen(model):
-        for start in range(0, inputs.shape[0], batch_size):
-            x = model_input(inputs[start:start + batch_size].to(device=device, dtype=torch.float32))
+        for start in range(0, images.shape[0], batch_size):
+            x = model_input(images[start:start + batch_size].to(device=device, dtype=torch.float32))
             if plan is None:  # which call each name means: counted once, on the first batch
                 plan = plan_calls(model, source, target, x)
             part = _batch_attribution(model, source, target, x, channels, method, steps, plan)
             total = part if total is None else total + part
     assert total is not None
-    result = (total / inputs.shape[0]).float().cpu()
+    result = (total / images.shape[0]).float().cpu()
     return result[0] if target_channel is not None else result
 
 
@@ -249,7 +249,7 @@ def influence_trajectory(
     found: list[int] = []
     rows: list[torch.Tensor] = []
     for step, model in tqdm(iterate_series(series), disable=not progress, desc="influence", leave=False):
-        rows.append(channel_influence(model, source_layer, target_layer, inputs, target_channel, method=method,
+        rows.append(channel_influence(model, source_layer, target_layer, inputs, target_channel=target_channel, method=method,
                                       steps=steps, preprocess=preprocess, batch_size=batch_size))
         found.append(step)
     if not rows:

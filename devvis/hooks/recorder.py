@@ -78,7 +78,9 @@ class ActivationRecorder:
 
     ``names`` are dotted names, underscored aliases or names with a selector
     (``blocks.3.attn[0]``); ``"input"`` is ignored here (the caller adds it).
-    ``layouts`` optionally fixes the layout of named layers.
+    ``layouts`` optionally fixes the layout of named layers. ``plan`` reuses the
+    :class:`~devvis.hooks.CallPlan` of an earlier recorder on the same model and layers,
+    so even the first run stops early.
 
     >>> import torch, torchvision
     >>> m = torchvision.models.resnet18(weights=None).eval()
@@ -89,7 +91,7 @@ class ActivationRecorder:
     """
 
     def __init__(self, model: nn.Module, names: Iterable[str], *, stop_early: bool = True,
-                 layouts: Mapping[str, str] | None = None, detach: bool = False):
+                 layouts: Mapping[str, str] | None = None, detach: bool = False, plan: CallPlan | None = None):
         self.model = model
         self.names = [resolve_name(model, n) for n in dict.fromkeys(names) if n != INPUT]
         self.stop_early = stop_early
@@ -106,8 +108,9 @@ class ActivationRecorder:
         self._store: dict[str, torch.Tensor] = {}
         self._layouts: dict[str, str] = {}
         self._calls: dict[str, int] = {}
-        #: How often each hooked module runs per forward pass; learned by the first :meth:`run`.
-        self.plan: CallPlan | None = None
+        #: How often each hooked module runs per forward pass; learned by the first :meth:`run`
+        #: unless given (``plan=``: another recorder's plan on the same model, to skip the counting pass).
+        self.plan: CallPlan | None = plan
         self.stopped_early = False
 
     def _hook_for(self, base: str, module: nn.Module) -> Callable[[nn.Module, object, ModuleOutput], None]:

@@ -9,6 +9,8 @@ exactly what the render's model saw, minus the random transforms.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -59,14 +61,14 @@ def evaluate(model: nn.Module, objective: ObjectiveLike, images: ImageBatch, *, 
     model_input = ModelInput(model, transforms=None, preprocess=preprocess, input_size=input_size)
     dev = model_device(model)
     outs = []
-    with frozen(model):
-        layers: list[str] | None = None
+    with frozen(model), contextlib.ExitStack() as stack:
+        recorder: ActivationRecorder | None = None
         for i in range(0, images.shape[0], batch_size):
             img = images[i:i + batch_size].to(dev, torch.float32)
             x = model_input(img)
-            if layers is None:
+            if recorder is None:  # one recorder for every batch: the calls are counted once
                 layers = objective_layers(model, objective, x, img)
-            with ActivationRecorder(model, layers, stop_early=True) as rec:
-                acts = RecordedForward(model, rec, precision=precision, device=dev, channels_last=False)(x, img)
+                recorder = stack.enter_context(ActivationRecorder(model, layers, stop_early=True))
+            acts = RecordedForward(model, recorder, precision=precision, device=dev, channels_last=False)(x, img)
             outs.append(objective(acts).float().cpu())
     return torch.cat(outs)

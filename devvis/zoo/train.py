@@ -41,6 +41,7 @@ from devvis.data.synthetic import SyntheticShapes, num_classes
 from devvis.errors import CheckpointError, ConfigError, OutputError, closest
 from devvis.io import metadata, read_json, write_json
 from devvis.models.checkpoints import MODEL_CONFIG_FILE, save_checkpoint
+from devvis.state import frozen
 
 #: File names inside a series folder.
 SERIES_FILE = "series.json"
@@ -211,14 +212,12 @@ def _clear_stale(output_dir: Path) -> None:
 @torch.no_grad()
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 250) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` (eval mode) on images ``x`` (N,3,H,W), labels ``y`` (N,)."""
-    was_training = model.training
-    model.eval()
     loss_sum, correct = 0.0, 0
-    for i in range(0, len(x), batch):
-        logits = model(x[i : i + batch])
-        loss_sum += F.cross_entropy(logits, y[i : i + batch], reduction="sum").item()
-        correct += int((logits.argmax(1) == y[i : i + batch]).sum())
-    model.train(was_training)
+    with frozen(model, freeze=False):  # every submodule's mode comes back as it was
+        for i in range(0, len(x), batch):
+            logits = model(x[i : i + batch])
+            loss_sum += F.cross_entropy(logits, y[i : i + batch], reduction="sum").item()
+            correct += int((logits.argmax(1) == y[i : i + batch]).sum())
     n = max(len(x), 1)
     return loss_sum / n, correct / n
 

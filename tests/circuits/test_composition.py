@@ -41,14 +41,14 @@ def test_composition_writes_figure_and_json_that_agree_with_direct_computation(t
 
     # influences: the final row of channel_influence, top 3 by magnitude, strongest first
     final = series[40]
-    row = channel_influence(final, SOURCE, TARGET, probes, CHANNEL, preprocess="none")
+    row = channel_influence(final, SOURCE, TARGET, probes, target_channel=CHANNEL, preprocess="none")
     expected_top = torch.argsort(row.abs(), descending=True, stable=True)[:3].tolist()
     assert res.channels == expected_top
     for u in res.upstream:
         assert u.influence == pytest.approx(float(row[u.channel]), rel=1e-5, abs=1e-7)
         assert u.trajectory[-1] == pytest.approx(u.influence)
         assert len(u.trajectory) == 4
-    first = channel_influence(series[0], SOURCE, TARGET, probes, CHANNEL, preprocess="none")
+    first = channel_influence(series[0], SOURCE, TARGET, probes, target_channel=CHANNEL, preprocess="none")
     assert [u.trajectory[0] for u in res.upstream] == pytest.approx([float(first[c]) for c in res.channels],
                                                                       rel=1e-5, abs=1e-7)
 

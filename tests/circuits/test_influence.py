@@ -50,8 +50,8 @@ def test_linear_path_integrated_gradients_equal_grad_x_act_and_are_complete():
 def test_integrated_gradients_complete_through_a_relu():
     net = _net(2)
     x = _images(4, 8)
-    ig = channel_influence(net, "1", "4", x, 0, method="integrated_gradients", steps=48, preprocess=None)
-    gxa = channel_influence(net, "1", "4", x, 0, preprocess=None)
+    ig = channel_influence(net, "1", "4", x, target_channel=0, method="integrated_gradients", steps=48, preprocess=None)
+    gxa = channel_influence(net, "1", "4", x, target_channel=0, preprocess=None)
     with torch.no_grad():
         s = net[:2](x)
         target = net[2:](s).mean(dim=(2, 3)).mean(dim=0)[0]
@@ -98,7 +98,7 @@ def test_bad_arguments():
         channel_influence(net, "1", "3", _images(), target_channel=4)
     with pytest.raises(ConfigError, match="runs before"):
         channel_influence(net, "3", "1", _images())
-    with pytest.raises(ConfigError, match="inputs"):
+    with pytest.raises(ConfigError, match="images must be a batch"):
         channel_influence(net, "1", "3", torch.rand(0, 3, 8, 8))
 
 

@@ -115,3 +115,30 @@ def test_evaluate_takes_the_model_first_and_names_the_old_order():
     m = TinyCNN()
     with pytest.raises(ConfigError, match="model comes first"):
         obj.evaluate("conv1:2", m, torch.rand(1, 3, 10, 10))
+
+
+def test_evaluate_counts_calls_once_and_then_stops_early():
+    import torchvision
+
+    m = torchvision.models.resnet18(weights=None).eval()
+    runs = []
+    m.fc.register_forward_hook(lambda *a: runs.append(1))
+    vals = obj.evaluate(m, "layer1.0:3", torch.rand(8, 3, 32, 32), batch_size=2)
+    assert vals.shape == (8,) and len(runs) == 1   # 4 batches, the whole model only on the first
+
+
+def test_recorder_reuses_a_plan_and_stops_early_on_its_first_run():
+    import torchvision
+
+    from devvis.hooks import ActivationRecorder
+
+    m = torchvision.models.resnet18(weights=None).eval()
+    runs = []
+    m.fc.register_forward_hook(lambda *a: runs.append(1))
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        with ActivationRecorder(m, ["layer1.0.relu"]) as rec:
+            first = rec.run(x)["layer1.0.relu"]
+        with ActivationRecorder(m, ["layer1.0.relu"], plan=rec.plan) as again:
+            second = again.run(x)["layer1.0.relu"]
+    assert len(runs) == 1 and again.stopped_early and torch.equal(first, second)
