@@ -32,8 +32,13 @@ def register(sub) -> None:
     p.add_argument("--image-size", type=int, default=32, help="image size of the synthetic data set")
     p.add_argument("--output-path", default="results", help="results folder; files go to OUTPUT/slt/")
     p.add_argument("--sampler", default="sgld", choices=["sgld", "rmsprop_sgld"], help="SGLD variant")
-    p.add_argument("--lr", type=float, default=1e-4, help="SGLD step size ε")
-    p.add_argument("--localization", type=float, default=100.0, help="localization strength γ")
+    p.add_argument("--lr", type=float, default=None,
+                   help="SGLD step size ε (default: 1e-4, flagged uncalibrated; or chosen by --calibrate)")
+    p.add_argument("--localization", type=float, default=None,
+                   help="localization strength γ (default: 100, flagged uncalibrated; or chosen by --calibrate)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="choose lr, localization and nβ automatically on the last checkpoint (devvis.slt.calibrate); "
+                        "writes OUTPUT/slt/calibration.json and calibration.png")
     p.add_argument("--nbeta", type=float, default=None, help="inverse temperature nβ (default: m/log m, m = batch size)")
     p.add_argument("--num-chains", type=int, default=4, help="independent SGLD chains")
     p.add_argument("--num-draws", type=int, default=200, help="draws per chain after burn-in")
@@ -42,7 +47,9 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="minibatch size m (ignored when --data gives a DataLoader)")
     p.add_argument("--params", nargs="+", default=None, metavar="NAME",
                    help="restrict sampling to these modules or parameters (weight-refined LLC)")
-    p.add_argument("--train-mode", action="store_true", help="sample in train() mode (dropout on, BatchNorm batch stats)")
+    p.add_argument("--train-mode", action=argparse.BooleanOptionalAction, default=True,
+                   help="sample in train() mode (the loss the model was trained on: BatchNorm batch statistics, "
+                        "dropout on); --no-train-mode samples in eval() mode")
     p.add_argument("--seed", type=int, default=0, help="seed of every chain (the same at each checkpoint)")
     p.add_argument("--device", default=None, help="device to sample on (default: cpu)")
     p.add_argument("--trust-checkpoint", action="store_true",
@@ -93,20 +100,47 @@ def run(args: argparse.Namespace) -> int:
     # the one checkpoint series: steps from names or metadata, one model in memory at a time
     series = CheckpointSeries(args.checkpoint_path, args.model, trust=args.trust_checkpoint, device=device)
     loader = _load_data(args)
+    if args.data == "synthetic":
+        _check_classes(series, loader)
+    if args.calibrate and (args.lr is not None or args.localization is not None or args.nbeta is not None):
+        raise ConfigError("--calibrate chooses --lr, --localization and --nbeta; give either --calibrate or them")
     out = Path(args.output_path) / "slt"
     traj = llc_trajectory(
         series, loader, torch.nn.functional.cross_entropy, output_dir=out, progress=args.progress,
         sampler=args.sampler, lr=args.lr, localization=args.localization, nbeta=args.nbeta,
         num_chains=args.num_chains, num_draws=args.num_draws, num_burnin_steps=args.num_burnin_steps,
         num_steps_bw_draws=args.num_steps_bw_draws, seed=args.seed, params=args.params,
-        train_mode=args.train_mode,
+        train_mode=args.train_mode, calibrate=args.calibrate,
     )
-    print(f"{'step':>10}  {'LLC':>10}  {'std':>8}  notes")
+    h = traj.hyperparameters
+    if traj.calibration is not None:
+        print(f"calibration: {traj.calibration.reason}; wrote {out / 'calibration.png'}")
+    print(f"{'step':>10}  {'LLC':>10}  {'std':>8}  health")
     for step, res in zip(traj.steps, traj.results):
         mean = f"{res.llc_mean:10.3f}" if math.isfinite(res.llc_mean) else f"{'nan':>10}"
         std = f"{res.llc_std:8.3f}" if math.isfinite(res.llc_std) else f"{'-':>8}"
-        notes = "; ".join(f"{k}: chains {v}" for k, v in res.flags.items() if v) or "ok"
-        print(f"{step:>10}  {mean}  {std}  {notes}")
-    print(f"nβ = {traj.hyperparameters['nbeta']:.4g} ({traj.hyperparameters['nbeta_source']}); "
-          f"wrote {out / 'llc_trajectory.json'} and {out / 'llc_trajectory.png'}")
+        print(f"{step:>10}  {mean}  {std}  {res.health}")
+    print(f"settings: {h['sampler']}, lr = {h['lr']:.3g}, localization = {h['localization']:.3g}, nβ = {h['nbeta']:.4g} "
+          f"({h['nbeta_source']}), {h['num_chains']} chains x {h['num_draws']} draws, burn-in {h['num_burnin_steps']}, "
+          f"{'train' if h['train_mode'] else 'eval'} mode, {'calibrated' if h['calibrated'] else 'not calibrated'}")
+    print(f"wrote {out / 'llc_trajectory.json'} and {out / 'llc_trajectory.png'}")
     return 0
+
+
+def _check_classes(series: Any, loader: Any) -> None:
+    """One-line ConfigError when the model's number of outputs is not the synthetic data's number of classes."""
+    import torch
+
+    from devvis.data import SyntheticShapes
+
+    x, _ = next(iter(loader))
+    model = series.at(0)
+    with torch.no_grad():
+        was = model.training
+        model.eval()
+        out = model(x[:2].to(next(model.parameters()).device))
+        model.train(was)
+    k = SyntheticShapes.num_classes
+    if out.dim() != 2 or out.shape[1] != k:
+        raise ConfigError(f"--data synthetic has {k} classes but the model outputs {tuple(out.shape[1:])} per "
+                          f"image; pass --data package.module:callable returning the model's own data")

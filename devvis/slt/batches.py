@@ -20,7 +20,8 @@ from torch import nn
 
 from devvis.errors import ConfigError
 
-__all__ = ["Batch", "Criterion", "Loader", "batch_size_of", "leading_dim", "split_batch", "to_device", "cycle",
+__all__ = ["Batch", "Criterion", "Loader", "SeededStream", "batch_size_of", "leading_dim", "loader_generators",
+           "split_batch", "to_device", "cycle",
            "mean_loss"]
 
 Batch = tuple[Any, Any]
@@ -100,3 +101,84 @@ def mean_loss(model: nn.Module | Callable[[Any], Any], loader: Loader, criterion
     if weight == 0:
         raise ConfigError("the loader yielded no batches")
     return total / weight
+
+
+def loader_generators(loader: Any) -> list[torch.Generator]:
+    """The ``torch.Generator`` objects a loader draws its order from (its own, its sampler's, its batch sampler's)."""
+    found: list[torch.Generator] = []
+    holders = [loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)]
+    holders.append(getattr(holders[2], "sampler", None))
+    for holder in holders:
+        gen = getattr(holder, "generator", None)
+        if isinstance(gen, torch.Generator) and all(gen is not g for g in found):
+            found.append(gen)
+    return found
+
+
+class SeededStream:
+    """Batches of ``loader`` drawn on private random streams seeded by ``seed``.
+
+    Every ``next()`` runs the loader with its own generators (a DataLoader's ``generator``, its
+    sampler's) and the global CPU RNG (which an unseeded shuffle or a random augmentation reads)
+    swapped for this stream's states, then puts the caller's states back. So the order and the
+    augmentation of the batches depend only on ``seed``: the same for every checkpoint of a series,
+    whatever the loader's generator had done before, and the loader's generator is left untouched.
+    Several streams can be interleaved step by step (the chains of one estimate) without
+    influencing each other. A loader whose workers draw from other generators is not covered.
+
+    >>> g = torch.Generator().manual_seed(5)
+    >>> dl = torch.utils.data.DataLoader(list(range(6)), batch_size=2, shuffle=True, generator=g)
+    >>> state = g.get_state()
+    >>> a = [next(s).tolist() for s in [SeededStream(dl, 1)] for _ in range(3)]
+    >>> _ = list(dl)  # the loader's own generator advances...
+    >>> b = [next(s).tolist() for s in [SeededStream(dl, 1)] for _ in range(3)]
+    >>> a == b, torch.equal(g.get_state(), state) or "advanced only by list(dl)"
+    (True, 'advanced only by list(dl)')
+    """
+
+    def __init__(self, loader: Loader, seed: int, *, epochs: int | None = None):
+        self.loader = loader
+        self.epochs = epochs
+        self._generators = loader_generators(loader)
+        self._states = [torch.Generator(device=g.device).manual_seed(seed + 1 + i).get_state()
+                        for i, g in enumerate(self._generators)]
+        self._global = torch.Generator().manual_seed(seed).get_state()
+        self._it: Iterator[Any] | None = None
+        self._epoch = 0
+        self._empty = True
+
+    def _swap(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        saved = ([g.get_state() for g in self._generators], torch.get_rng_state())
+        for g, s in zip(self._generators, self._states):
+            g.set_state(s)
+        torch.set_rng_state(self._global)
+        return saved
+
+    def _unswap(self, saved: tuple[list[torch.Tensor], torch.Tensor]) -> None:
+        self._states = [g.get_state() for g in self._generators]
+        self._global = torch.get_rng_state()
+        for g, s in zip(self._generators, saved[0]):
+            g.set_state(s)
+        torch.set_rng_state(saved[1])
+
+    def __iter__(self) -> "SeededStream":
+        return self
+
+    def __next__(self) -> Any:
+        saved = self._swap()
+        try:
+            while True:
+                if self._it is None:
+                    if self.epochs is not None and self._epoch >= self.epochs:
+                        raise StopIteration
+                    self._it, self._empty = iter(self.loader), True
+                try:
+                    batch = next(self._it)
+                    self._empty = False
+                    return batch
+                except StopIteration:
+                    if self._empty:
+                        raise ConfigError("the loader yielded no batches") from None
+                    self._it, self._epoch = None, self._epoch + 1
+        finally:
+            self._unswap(saved)

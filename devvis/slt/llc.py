@@ -30,6 +30,15 @@ Conventions used here (they are recorded in every result):
   ``init_loss_batches`` batches) at w*, weighted by batch size.
 * The sampled loss at each step is the minibatch loss at the current weights,
   computed in the same forward pass as the gradient.
+* Data order: each chain draws its batches through its own
+  :class:`~devvis.slt.batches.SeededStream` seeded from ``(seed, chain)``: the loader's own
+  generator is swapped out while it runs, so every checkpoint of a series sees the same batches.
+* Mode: by default every submodule samples in ``train()`` mode (BatchNorm on batch statistics,
+  dropout on): the loss the weights were trained to minimize, and devinterp's choice; see
+  ``train_mode``. For a model with BatchNorm or dropout the loss at w* is measured in both modes
+  and a finding notes when they disagree.
+* Chains run together on one stacked state (:mod:`devvis.slt.chains`), vectorised with
+  ``torch.func.vmap`` when the model allows it.
 
 The samplers (``sampler="sgld"`` and ``"rmsprop_sgld"``) and their updates are described
 in :mod:`devvis.slt.samplers`; the chain health checks in :mod:`devvis.slt.diagnostics`.
@@ -64,10 +73,11 @@ from tqdm.auto import tqdm
 
 from devvis.errors import ConfigError, LayerNotFoundError
 from devvis.slt import diagnostics
-from devvis.slt.batches import Criterion, Loader, batch_size_of, cycle, mean_loss
+from devvis.slt.batches import Criterion, Loader, SeededStream, batch_size_of, mean_loss
+from devvis.slt.chains import ChainSettings, make_engine, run_chains
 from devvis.slt.diagnostics import LLCDiagnosticWarning
 from devvis.slt.result import LLCResult
-from devvis.slt.samplers import SAMPLERS, run_chain
+from devvis.slt.samplers import SAMPLERS
 from devvis.state import as_device, frozen, model_device
 from devvis.typing import DeviceLike
 
@@ -78,7 +88,14 @@ __all__ = [
     "default_nbeta",
     "resolve_params",
     "SAMPLERS",
+    "DEFAULT_LR",
+    "DEFAULT_LOCALIZATION",
 ]
+
+#: Step size used when none is given (flagged "uncalibrated": see :func:`devvis.slt.calibrate`).
+DEFAULT_LR = 1e-4
+#: Localization used when none is given (flagged "uncalibrated").
+DEFAULT_LOCALIZATION = 100.0
 
 
 def default_nbeta(batch_size: int) -> float:
@@ -94,9 +111,9 @@ def default_nbeta(batch_size: int) -> float:
 
 
 def _chain_seed(seed: int, chain: int) -> int:
-    """A 63-bit seed mixed from ``(seed, chain)``; chain -1 is the initial-loss pass."""
+    """A 63-bit seed mixed from ``(seed, chain)``; chain -1 is the initial-loss pass, -2 the forward passes."""
     # SeedSequence mixes the pair so that nearby seeds or chains give unrelated streams.
-    entropy = [int(seed) & 0xFFFFFFFFFFFFFFFF, int(chain) + 1]
+    entropy = [int(seed) & 0xFFFFFFFFFFFFFFFF, int(chain) + 2]
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
@@ -131,17 +148,12 @@ def resolve_params(model: nn.Module, names: Iterable[str] | None) -> list[tuple[
 
 
 
-def _fork_rng(seed: int, device: torch.device):
-    devices = [device] if device.type == "cuda" else []
-    ctx = torch.random.fork_rng(devices=devices)
-
-    @contextlib.contextmanager
-    def seeded() -> Iterator[None]:
-        with ctx:
-            torch.manual_seed(seed)
-            yield
-
-    return seeded()
+@contextlib.contextmanager
+def _seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """The global RNG (dropout in the forward pass) forked and seeded; the caller's state comes back."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def _check_settings(*, sampler: str, lr: float, localization: float, nbeta: float | None, num_chains: int,
@@ -164,14 +176,44 @@ def _check_settings(*, sampler: str, lr: float, localization: float, nbeta: floa
         raise ConfigError(f"init_loss_batches must be >= 1 or None, got {init_loss_batches!r}")
 
 
+def has_mode_dependent_modules(model: nn.Module) -> bool:
+    """True when ``model`` holds BatchNorm-like (running statistics) or dropout modules."""
+    from torch.nn.modules.batchnorm import _NormBase
+    from torch.nn.modules.dropout import _DropoutNd
+
+    return any(isinstance(m, (_NormBase, _DropoutNd, nn.Dropout)) for m in model.modules())
+
+
+#: A finding notes the mode when nβ·|L_train(w*) − L_eval(w*)| exceeds this (one unit of the LLC scale)
+#: and the two losses differ by more than :data:`MODE_RELATIVE`.
+MODE_GAP = 1.0
+MODE_RELATIVE = 0.05
+
+
+def _mode_finding(model: nn.Module, loader: Loader, criterion: Criterion, dev: torch.device, batches: int | None,
+                  seed: int, init_loss: float, train_mode: bool, nbeta: float) -> tuple[str | None, float]:
+    """Loss at w* in the other mode, and a finding when it disagrees strongly with ``init_loss``."""
+    other = "eval" if train_mode else "train"
+    with frozen(model, mode=other, freeze=False, restore_values=True):
+        with _seeded_global_rng(seed, dev):
+            loss = mean_loss(model, SeededStream(loader, seed, epochs=1), criterion, dev, batches)
+    gap = abs(loss - init_loss)
+    if gap * nbeta > MODE_GAP and gap > MODE_RELATIVE * max(abs(loss), abs(init_loss)):
+        mine = "train" if train_mode else "eval"
+        return (f"the loss at w* is {init_loss:.4g} in {mine} mode (sampled) but {loss:.4g} in {other} mode "
+                f"(BatchNorm/dropout): the two modes sample different posteriors and give different LLCs; "
+                f"train mode is the loss the weights were trained on"), loss
+    return None, loss
+
+
 def estimate_llc(
     model: nn.Module,
     loader: Loader,
     criterion: Criterion,
     *,
     sampler: str = "sgld",
-    lr: float = 1e-4,
-    localization: float = 100.0,
+    lr: float | None = None,
+    localization: float | None = None,
     nbeta: float | None = None,
     num_chains: int = 4,
     num_draws: int = 200,
@@ -182,162 +224,166 @@ def estimate_llc(
     progress: bool = True,
     params: Iterable[str] | None = None,
     init_loss_batches: int | None = None,
-    train_mode: bool = False,
+    train_mode: bool = True,
     rmsprop_alpha: float = 0.99,
-    rmsprop_eps: float = 1.0,
+    rmsprop_eps: float = 0.1,
+    vectorize: bool | None = None,
+    warn: bool = True,
 ) -> LLCResult:
     """Estimate the local learning coefficient of ``model`` at its current weights.
 
     Args:
-        model: any ``nn.Module``; its weights w* are where the posterior is localized.
-            It is borrowed through :func:`devvis.state.frozen` (``restore_values=True``):
-            sampled in place and restored bit-exactly afterwards (weights, buffers,
-            requires_grad, .grad, every submodule's train/eval mode, device), also on
-            errors and KeyboardInterrupt.
-        loader: an iterable of ``(inputs, targets)`` batches (a DataLoader or a list);
-            iterated cyclically. Inside each chain the global torch RNG is forked and
-            seeded from ``(seed, chain)``, so a shuffling DataLoader gives the same
-            order for the same seed and the caller's RNG state is untouched.
-        criterion: ``criterion(model(inputs), targets)`` -> scalar tensor, the mean
-            per-sample negative log-likelihood of the batch (see module docstring).
+        model: any ``nn.Module``; its weights w* are where the posterior is localized. It is
+            borrowed through :func:`devvis.state.frozen` (``restore_values=True``) and given back
+            bit-exactly (weights, buffers, requires_grad, .grad, every submodule's mode, device).
+        loader: an iterable of ``(inputs, targets)`` batches (a DataLoader or a list), iterated
+            cyclically; chain c reads it through a :class:`~devvis.slt.batches.SeededStream`
+            seeded from ``(seed, c)``, so the data order does not depend on the loader's history.
+        criterion: ``criterion(model(inputs), targets)`` -> scalar, the mean per-sample NLL.
         sampler: ``"sgld"`` or ``"rmsprop_sgld"`` (updates in :mod:`devvis.slt.samplers`).
-        lr: SGLD step size ε.
-        localization: γ, strength of the pull towards w*.
+        lr: step size ε; localization: γ. Left as None they take :data:`DEFAULT_LR` and
+            :data:`DEFAULT_LOCALIZATION` and the result is flagged ``uncalibrated`` (not ok):
+            choose them with :func:`devvis.slt.calibrate`.
         nbeta: inverse temperature nβ; default ``m/log m`` with m the batch size.
-        num_chains, num_draws, num_burnin_steps, num_steps_bw_draws: chain layout;
-            each chain takes ``num_burnin_steps + num_draws * num_steps_bw_draws``
-            steps and draws the loss every ``num_steps_bw_draws`` steps after burn-in.
-        seed: seeds each chain's noise generator from ``(seed, chain)``.
-        device: where to sample (the model is moved there and back); default: the
-            model's device.
+        num_chains, num_draws, num_burnin_steps, num_steps_bw_draws: chain layout.
+        seed: seeds each chain's noise and data streams from ``(seed, chain)``.
+        device: where to sample (default: the model's device).
         progress: show a tqdm progress bar.
-        params: restrict sampling to these module or parameter names (the
-            weight-refined LLC); the others stay fixed at w*. nβ and the formula
-            are unchanged.
+        params: restrict sampling to these module or parameter names (the weight-refined LLC).
         init_loss_batches: compute L_n(w*) over only the first this-many batches.
-        train_mode: sample with ``model.train()`` (dropout active, BatchNorm using
-            batch statistics and updating running stats, which are restored after).
-            Default False: ``model.eval()``, so BatchNorm uses its running stats.
-            Either way every submodule is set to that one mode while sampling, and
-            each gets its own mode back afterwards.
-        rmsprop_alpha, rmsprop_eps: α and δ of ``rmsprop_sgld``.
+        train_mode: True (default): every submodule in ``train()`` mode while sampling, the loss
+            the model was trained on (BatchNorm batch statistics, dropout on; devinterp does the
+            same). False: ``eval()`` (BatchNorm running statistics). Measured on a BatchNorm CNN,
+            eval mode leaves most draws below L(w*) because w* minimizes the train-mode loss
+            (``benchmarks/llc_modes.py``).
+        rmsprop_alpha, rmsprop_eps: α and δ of ``rmsprop_sgld`` (devinterp's defaults).
+        vectorize: None: chains run in one ``torch.func.vmap`` when the model allows, else in a
+            loop; True: vmap or error; False: loop.
+        warn: emit an :class:`LLCDiagnosticWarning` per finding.
 
     Returns:
-        :class:`LLCResult`; ``loss_traces`` has shape ``(num_chains, num_burnin_steps + num_draws)``.
+        :class:`LLCResult`; ``loss_traces`` ``(num_chains, num_burnin_steps + num_draws)``;
+        ``ok`` is False with ``reasons`` when a check of :mod:`devvis.slt.diagnostics` fails.
 
     Raises:
         ConfigError: invalid settings (unknown sampler, non-positive lr, ...).
         LayerNotFoundError: a name in ``params`` is not a module or parameter.
     """
     t0 = time.perf_counter()
+    defaults_used = [name for name, v in (("lr", lr), ("localization", localization)) if v is None]
+    lr = DEFAULT_LR if lr is None else lr
+    localization = DEFAULT_LOCALIZATION if localization is None else localization
     _check_settings(sampler=sampler, lr=lr, localization=localization, nbeta=nbeta, num_chains=num_chains,
                     num_draws=num_draws, num_burnin_steps=num_burnin_steps, num_steps_bw_draws=num_steps_bw_draws,
                     init_loss_batches=init_loss_batches)
-
     if nbeta is None:
         batch_size = batch_size_of(loader)
         nbeta_value, nbeta_source = default_nbeta(batch_size), f"default m/log m (m={batch_size})"
     else:
         nbeta_value, nbeta_source = float(nbeta), "user"
     selected = resolve_params(model, params)
-    sampled_names = [n for n, _ in selected]
     dim = sum(p.numel() for _, p in selected)
     dev = as_device(device) or model_device(model)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
-
+    settings = ChainSettings(sampler=sampler, lr=float(lr), localization=float(localization), nbeta=nbeta_value,
+                             num_burnin_steps=int(num_burnin_steps), num_draws=int(num_draws),
+                             num_steps_bw_draws=int(num_steps_bw_draws), alpha=float(rmsprop_alpha),
+                             eps=float(rmsprop_eps))
     hyper: dict[str, Any] = {
-        "sampler": sampler,
-        "lr": float(lr),
-        "localization": float(localization),
-        "nbeta": nbeta_value,
-        "nbeta_source": nbeta_source,
-        "num_chains": int(num_chains),
-        "num_draws": int(num_draws),
-        "num_burnin_steps": int(num_burnin_steps),
-        "num_steps_bw_draws": int(num_steps_bw_draws),
-        "seed": int(seed),
-        "init_loss_batches": init_loss_batches,
-        "train_mode": bool(train_mode),
-        "restricted_params": None if params is None else sampled_names,
-        "num_sampled_params": int(dim),
+        "sampler": sampler, "lr": float(lr), "localization": float(localization), "nbeta": nbeta_value,
+        "nbeta_source": nbeta_source, "num_chains": int(num_chains), "num_draws": int(num_draws),
+        "num_burnin_steps": int(num_burnin_steps), "num_steps_bw_draws": int(num_steps_bw_draws),
+        "seed": int(seed), "init_loss_batches": init_loss_batches, "train_mode": bool(train_mode),
+        "restricted_params": None if params is None else [n for n, _ in selected], "num_sampled_params": int(dim),
+        "uncalibrated_defaults": defaults_used,
     }
     if sampler == "rmsprop_sgld":
         hyper.update(rmsprop_alpha=float(rmsprop_alpha), rmsprop_eps=float(rmsprop_eps))
 
-    steps_per_chain = num_burnin_steps + num_draws * num_steps_bw_draws
     traces = np.full((num_chains, num_burnin_steps + num_draws), np.nan)
-    llcs = [math.nan] * num_chains
     findings: list[str] = []
-    flags: dict[str, list[int]] = {"nan": [], "diverged": [], "trending": []}
-
-    # Today's sampling mode (one mode for every submodule, as before); frozen gives each its own back.
+    flags: dict[str, list[int]] = {k: [] for k in ("nan", "diverged", "trending", "low_acceptance",
+                                                    "pull_dominates", "below_init", "negative", "chains_disagree",
+                                                    "burnin_short", "uncalibrated", "mode")}
     mode = "train" if train_mode else "eval"
     with frozen(model, mode=mode, freeze=False, restore_values=True, device=dev if device is not None else None):
-        chosen_ids = {id(p) for _, p in selected}
-        all_params = list(model.parameters())
-        for p in all_params:
-            p.requires_grad_(id(p) in chosen_ids)
-        sampled = [p for _, p in selected]
-        anchors = [p.detach().clone() for p in sampled]
+        chosen = {id(p) for _, p in selected}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in chosen)
+        anchor = torch.cat([p.detach().reshape(-1) for _, p in selected]).clone()
         buffers = [b for b in model.buffers()]
         buffers0 = [b.detach().clone() for b in buffers]
-
-        with _fork_rng(_chain_seed(seed, -1), dev):
-            init_loss = mean_loss(model, loader, criterion, dev, init_loss_batches)
+        init_seed = _chain_seed(seed, -1)
+        with _seeded_global_rng(init_seed, dev):
+            init_loss = mean_loss(model, SeededStream(loader, init_seed, epochs=1), criterion, dev, init_loss_batches)
         if not math.isfinite(init_loss):
             raise ConfigError(f"the loss at the given weights is {init_loss}; the LLC is undefined there")
-
-        bar = tqdm(total=num_chains * steps_per_chain, desc="LLC", disable=not progress, leave=False)
+        with torch.no_grad():
+            for b, b0 in zip(buffers, buffers0):
+                b.copy_(b0)
+        other_loss = None
+        if has_mode_dependent_modules(model):
+            finding, other_loss = _mode_finding(model, loader, criterion, dev, init_loss_batches, init_seed,
+                                                init_loss, bool(train_mode), nbeta_value)
+            if finding:
+                findings.append(finding)
+                flags["mode"] = list(range(num_chains))
+        streams = [SeededStream(loader, _chain_seed(seed, c)) for c in range(num_chains)]
+        gens = [torch.Generator(device=dev).manual_seed(_chain_seed(seed, c)) for c in range(num_chains)]
+        engine = make_engine(model, criterion, selected, num_chains, vectorize)
+        bar = tqdm(total=num_chains * settings.steps, desc="LLC", disable=not progress, leave=False)
         try:
-            for chain in range(num_chains):
-                with torch.no_grad():
-                    for p, a in zip(sampled, anchors):
-                        p.copy_(a)
-                    for b, b0 in zip(buffers, buffers0):
-                        b.copy_(b0)
-                cseed = _chain_seed(seed, chain)
-                gen = torch.Generator(device=dev)
-                gen.manual_seed(cseed)
-                with _fork_rng(cseed, dev):
-                    stopped = run_chain(
-                        model, cycle(loader), criterion, sampled, anchors, traces[chain], device=dev,
-                        generator=gen, sampler=sampler, lr=lr, localization=localization, nbeta=nbeta_value,
-                        num_burnin_steps=num_burnin_steps, num_steps_bw_draws=num_steps_bw_draws,
-                        steps=steps_per_chain, alpha=rmsprop_alpha, eps=rmsprop_eps, bar=bar,
-                    )
-                if stopped is not None:
-                    flags["nan"].append(chain)
-                    findings.append(diagnostics.stopped(chain, *stopped, num_burnin_steps))
-                    continue
-                draws = traces[chain, num_burnin_steps:]
-                llc = nbeta_value * (float(np.mean(draws)) - init_loss)
-                llcs[chain] = llc
-                for flag, finding in (("diverged", diagnostics.diverged(chain, llc=llc, dim=dim)),
-                                      ("trending", diagnostics.trending(chain, draws, init_loss))):
-                    if finding is not None:
-                        flags[flag].append(chain)
-                        findings.append(finding)
+            with _seeded_global_rng(_chain_seed(seed, -2), dev):
+                stats = run_chains(engine, streams, anchor.to(dev), traces, settings, gens, device=dev, bar=bar)
         finally:
             bar.close()
+    hyper["engine"] = stats.engine
+    if stats.fallback_reason:
+        hyper["vmap_fallback"] = stats.fallback_reason
 
+    draws = traces[:, num_burnin_steps:]
+    llcs = [math.nan] * num_chains
+    for c in range(num_chains):
+        if c in stats.stopped:
+            step, value = stats.stopped[c]
+            flags["nan"].append(c)
+            findings.append(diagnostics.stopped(c, step, value, num_burnin_steps))
+            continue
+        llcs[c] = float(nbeta_value * (np.mean(draws[c]) - init_loss))
+        for key, finding in (("diverged", diagnostics.diverged(c, llc=llcs[c], dim=dim)),
+                             ("trending", diagnostics.trending(c, draws[c], init_loss)),
+                             ("low_acceptance", diagnostics.low_acceptance(c, stats.acceptance[c])),
+                             ("pull_dominates", diagnostics.pull_dominates(c, stats.pull_ratio[c]))):
+            if finding:
+                flags[key].append(c)
+                findings.append(finding)
     finite = [v for v in llcs if math.isfinite(v)]
     llc_mean = float(np.mean(finite)) if finite else math.nan
     llc_std = float(np.std(finite, ddof=1)) if len(finite) >= 2 else math.nan
     if not finite:
         findings.append("all chains stopped on NaN/inf losses: the estimate is NaN")
-    for msg in findings:
-        warnings.warn(f"LLC: {msg}", LLCDiagnosticWarning, stacklevel=2)
+    else:
+        alive = draws[[c for c in range(num_chains) if math.isfinite(llcs[c])]]
+        for key, finding in (("below_init", diagnostics.below_init(alive, init_loss)),
+                             ("negative", diagnostics.negative(llc_mean)),
+                             ("chains_disagree", diagnostics.chains_disagree(alive)),
+                             ("burnin_short", diagnostics.burnin_short(alive, init_loss))):
+            if finding:
+                flags[key] = list(range(num_chains))
+                findings.append(finding)
+    if defaults_used:
+        flags["uncalibrated"] = list(range(num_chains))
+        findings.append(f"uncalibrated defaults for {' and '.join(defaults_used)} (lr={lr:g}, localization="
+                        f"{localization:g}): the default settings can be far off for this model; choose them with "
+                        f"devvis.slt.calibrate(...) or `devvis llc --calibrate`")
+    if warn:
+        for msg in findings:
+            warnings.warn(f"LLC: {msg}", LLCDiagnosticWarning, stacklevel=2)
     return LLCResult(
-        llc_mean=llc_mean,
-        llc_std=llc_std,
-        llc_per_chain=llcs,
-        loss_traces=traces,
-        num_burnin_steps=int(num_burnin_steps),
-        init_loss=float(init_loss),
-        nbeta=nbeta_value,
-        hyperparameters=hyper,
-        diagnostics=findings,
-        flags=flags,
-        time_s=time.perf_counter() - t0,
+        llc_mean=llc_mean, llc_std=llc_std, llc_per_chain=llcs, loss_traces=traces,
+        num_burnin_steps=int(num_burnin_steps), init_loss=float(init_loss), nbeta=nbeta_value,
+        hyperparameters=hyper, diagnostics=findings, flags=flags, time_s=time.perf_counter() - t0,
+        acceptance=stats.acceptance, pull_ratio=stats.pull_ratio,
+        init_loss_other_mode=other_loss,
     )

@@ -3,8 +3,11 @@
 >>> import numpy as np
 >>> res = LLCResult(llc_mean=2.0, llc_std=0.1, llc_per_chain=[1.9, 2.1], loss_traces=np.ones((2, 5)),
 ...                 num_burnin_steps=1, init_loss=0.9, nbeta=10.0, hyperparameters={})
->>> res.ok, res.draw_traces.shape
-(True, (2, 4))
+>>> res.ok, res.draw_traces.shape, res.health
+(True, (2, 4), 'healthy')
+>>> res.flags["pull_dominates"] = [0]
+>>> res.ok, res.health
+(False, 'unhealthy: pull_dominates')
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from devvis.slt.diagnostics import FAILING
 from devvis.typing import PathLike
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
@@ -42,8 +46,14 @@ class LLCResult:
         hyperparameters: every setting (sampler, lr, localization, nbeta and its
             source, chains, draws, burn-in, thinning, seed, mode, sampled parameters).
         diagnostics: human-readable findings, one string each (empty when all is well).
-        flags: ``{"nan": [...], "diverged": [...], "trending": [...]}``: chain indices.
+        flags: ``{name: [chain indices]}`` for every check of :mod:`devvis.slt.diagnostics`
+            (``nan``, ``diverged``, ``trending``, ``low_acceptance``, ``pull_dominates``,
+            ``below_init``, ``negative``, ``chains_disagree``, ``burnin_short``, ``uncalibrated``,
+            ``mode``); an estimate-wide flag lists every chain.
         time_s: wall time of the whole estimate.
+        acceptance: mean MALA acceptance probability per chain (NaN where not measured).
+        pull_ratio: mean ``|γ(w − w*)| / |nβ∇L|`` over the draws, per chain.
+        init_loss_other_mode: L(w*) in the mode not sampled (models with BatchNorm/dropout), else None.
     """
 
     llc_mean: float
@@ -57,11 +67,33 @@ class LLCResult:
     diagnostics: list[str] = field(default_factory=list)
     flags: dict[str, list[int]] = field(default_factory=dict)
     time_s: float = 0.0
+    acceptance: list[float] = field(default_factory=list)
+    pull_ratio: list[float] = field(default_factory=list)
+    init_loss_other_mode: float | None = None
+
+    @property
+    def failed_checks(self) -> list[str]:
+        """Names of the failing checks (:data:`devvis.slt.diagnostics.FAILING` that fired)."""
+        out = [k for k in FAILING if self.flags.get(k)]
+        return out if math.isfinite(self.llc_mean) else ["nan"] + out
 
     @property
     def ok(self) -> bool:
-        """True when the estimate is finite and no chain diverged."""
-        return math.isfinite(self.llc_mean) and not self.flags.get("diverged")
+        """True when the estimate is finite and no failing check fired (see :attr:`reasons`)."""
+        return not self.failed_checks
+
+    @property
+    def reasons(self) -> list[str]:
+        """The findings that make the estimate not ok (empty when ``ok``)."""
+        if self.ok:
+            return []
+        notes = [d for d in self.diagnostics if not d.startswith("the loss at w* is")]
+        return notes or list(self.failed_checks)
+
+    @property
+    def health(self) -> str:
+        """``"healthy"`` or ``"unhealthy: check, check, ..."``: the verdict shown by the CLI and in JSON."""
+        return "healthy" if self.ok else "unhealthy: " + ", ".join(self.failed_checks)
 
     @property
     def draw_traces(self) -> np.ndarray:
@@ -77,6 +109,11 @@ class LLCResult:
             "init_loss": float(self.init_loss),
             "nbeta": float(self.nbeta),
             "ok": self.ok,
+            "health": self.health,
+            "reasons": self.reasons,
+            "acceptance": [float(v) for v in self.acceptance],
+            "pull_ratio": [float(v) for v in self.pull_ratio],
+            "init_loss_other_mode": self.init_loss_other_mode,
             "hyperparameters": dict(self.hyperparameters),
             "diagnostics": list(self.diagnostics),
             "flags": {k: list(v) for k, v in self.flags.items()},

@@ -1,146 +1,93 @@
-"""The SGLD samplers of the LLC estimator: one chain of localized Langevin steps.
+"""The SGLD updates, on the stacked state of all chains at once.
 
-With ε = ``lr``, γ = ``localization``, w* the anchors and the drift
-``g = nβ·∇L_m(w) + γ(w − w*)`` (``L_m`` the minibatch loss):
+The state is one float tensor ``w`` of shape ``(C, D)``: C chains, D sampled numbers (every sampled
+parameter flattened and concatenated). With the minibatch loss gradient ``g = ∇L_m(w)`` (raw, not
+scaled by nβ), the localization centre ``w*`` and the drift ``∇U = nβ·g + γ(w − w*)``:
 
-SGLD (``"sgld"``):
+``sgld`` (Welling & Teh 2011, localized as in Lau et al. 2023)::
 
-    w ← w − (ε/2)·g + N(0, ε·I)
+    w ← w − (ε/2)·∇U + √ε·N(0, I)
 
-RMSProp-preconditioned SGLD (``"rmsprop_sgld"``, Li et al. 2016, without the small Γ
-correction term, as is usual), per parameter tensor, α = ``alpha``, δ = ``eps``:
+``rmsprop_sgld`` (Li et al. 2016, "Preconditioned SGLD"; as devinterp's RMSProp preconditioner),
+α = ``alpha``, δ = ``eps``; the running average is of the *raw minibatch gradient* g, so the
+preconditioner follows the loss surface and not the nβ-scaled drift::
 
-    V ← g⊙g at the first step, then V ← α·V + (1−α)·g⊙g
+    V ← α·V + (1−α)·g⊙g            (V = 0 before the first step)
     G = 1 / (√V + δ)
-    w ← w − (ε/2)·G⊙g + √(ε·G)⊙N(0, I)
+    w ← w − (ε/2)·G⊙∇U + √(ε·G)⊙N(0, I)
 
->>> import numpy as np, torch
->>> from torch import nn
->>> model = nn.Linear(2, 1)
->>> x, y = torch.randn(8, 2), torch.zeros(8, 1)
->>> params = list(model.parameters())
->>> trace = np.full(5, np.nan)
->>> run_chain(model, iter([(x, y)] * 5), nn.functional.mse_loss, params, [p.detach().clone() for p in params],
-...           trace, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0), sampler="sgld",
-...           lr=1e-4, localization=1.0, nbeta=4.0, num_burnin_steps=0, num_steps_bw_draws=1) is None
-True
->>> bool(np.isfinite(trace).all())
-True
+:func:`log_acceptance` gives the Metropolis–Hastings log acceptance ratio of a step as if it were a
+MALA proposal (Furman & Lau 2024): a well-tuned step size keeps it near 1.
+
+>>> import torch
+>>> w, a = torch.zeros(2, 3), torch.zeros(2, 3)
+>>> step = sgld_step(w, torch.ones(2, 3), a, None, lr=0.1, localization=1.0, nbeta=2.0,
+...                  noise=torch.zeros(2, 3), sampler="sgld")
+>>> step.w.tolist()[0], step.precond
+([-0.10000000149011612, -0.10000000149011612, -0.10000000149011612], None)
 """
 
 from __future__ import annotations
 
-import math
-from typing import Iterator, Sequence
+from dataclasses import dataclass
 
-import numpy as np
 import torch
-from torch import nn
-from tqdm.auto import tqdm
 
-from devvis.slt.batches import Batch, Criterion, split_batch, to_device
-
-__all__ = ["SAMPLERS", "run_chain"]
+__all__ = ["SAMPLERS", "Step", "drift", "sgld_step", "log_acceptance"]
 
 #: Sampler names accepted by :func:`~devvis.slt.estimate_llc`.
 SAMPLERS: tuple[str, ...] = ("sgld", "rmsprop_sgld")
 
 
-def _drifts(sampled: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None], anchors: Sequence[torch.Tensor],
-            nbeta: float, localization: float) -> list[torch.Tensor]:
-    """``g = nβ·∇L_m(w) + γ(w − w*)`` per sampled tensor (a missing gradient counts as zero)."""
-    drifts = []
-    for p, g, a in zip(sampled, grads, anchors):
-        d = g * nbeta if g is not None else torch.zeros_like(p)
-        if localization:
-            d = d.add(p - a, alpha=localization)
-        drifts.append(d)
-    return drifts
+@dataclass
+class Step:
+    """One update: the new state ``w`` ``(C, D)``, the preconditioner ``G`` used (None for plain SGLD), and
+    the running average ``V`` to carry to the next step (None for plain SGLD)."""
+
+    w: torch.Tensor
+    precond: torch.Tensor | None
+    sq_avg: torch.Tensor | None
 
 
-def _sgld_step(sampled: Sequence[torch.Tensor], drifts: Sequence[torch.Tensor], *, lr: float,
-               generator: torch.Generator, device: torch.device) -> None:
-    half_lr, noise_std = lr / 2, math.sqrt(lr)
-    for p, d in zip(sampled, drifts):
-        p.add_(d, alpha=-half_lr)
-        p.add_(torch.randn(p.shape, generator=generator, device=device, dtype=p.dtype), alpha=noise_std)
+def drift(w: torch.Tensor, grad: torch.Tensor, anchor: torch.Tensor, *, localization: float,
+          nbeta: float) -> torch.Tensor:
+    """``∇U = nβ·g + γ(w − w*)``, all ``(C, D)`` (``anchor`` broadcasts)."""
+    d = grad * nbeta
+    if localization:
+        d = d + localization * (w - anchor)
+    return d
 
 
-def _rmsprop_sgld_step(sampled: Sequence[torch.Tensor], drifts: Sequence[torch.Tensor],
-                       sq_avg: list[torch.Tensor] | None, *, lr: float, alpha: float, eps: float,
-                       generator: torch.Generator, device: torch.device) -> list[torch.Tensor]:
-    """One preconditioned step; returns the running average V of the squared drift (created at the first step)."""
-    if sq_avg is None:
-        sq_avg = [d * d for d in drifts]
-    else:
-        for v, d in zip(sq_avg, drifts):
-            v.mul_(alpha).addcmul_(d, d, value=1 - alpha)
-    for p, d, v in zip(sampled, drifts, sq_avg):
-        precond = 1.0 / (v.sqrt() + eps)
-        p.add_(precond * d, alpha=-lr / 2)
-        noise = torch.randn(p.shape, generator=generator, device=device, dtype=p.dtype)
-        p.add_(noise * (precond * lr).sqrt())
-    return sq_avg
+def sgld_step(w: torch.Tensor, grad: torch.Tensor, anchor: torch.Tensor, sq_avg: torch.Tensor | None, *,
+              lr: float, localization: float, nbeta: float, noise: torch.Tensor, sampler: str,
+              alpha: float = 0.99, eps: float = 0.1) -> Step:
+    """One ``sampler`` step from ``w`` with raw loss gradient ``grad`` and standard normal ``noise`` (all ``(C, D)``)."""
+    d = drift(w, grad, anchor, localization=localization, nbeta=nbeta)
+    if sampler == "sgld":
+        return Step(w - (lr / 2) * d + (lr ** 0.5) * noise, None, None)
+    sq = grad * grad * (1 - alpha) if sq_avg is None else sq_avg * alpha + (1 - alpha) * grad * grad
+    precond = 1.0 / (sq.sqrt() + eps)
+    return Step(w - (lr / 2) * precond * d + (precond * lr).sqrt() * noise, precond, sq)
 
 
-def _trace_column(step: int, num_burnin_steps: int, num_steps_bw_draws: int) -> int | None:
-    """Column of ``trace`` that records ``step``: every burn-in step, then every ``num_steps_bw_draws``-th step."""
-    if step < num_burnin_steps:
-        return step
-    if (step - num_burnin_steps) % num_steps_bw_draws == 0:
-        return num_burnin_steps + (step - num_burnin_steps) // num_steps_bw_draws
-    return None
+def log_acceptance(w: torch.Tensor, w_new: torch.Tensor, *, loss: torch.Tensor, loss_new: torch.Tensor,
+                   grad: torch.Tensor, grad_new: torch.Tensor, anchor: torch.Tensor, precond: torch.Tensor | None,
+                   lr: float, localization: float, nbeta: float) -> torch.Tensor:
+    """Log MH acceptance ratio ``(C,)`` of the move ``w → w_new`` as a MALA proposal on one minibatch.
 
-
-def run_chain(model: nn.Module, batches: Iterator[Batch], criterion: Criterion, sampled: Sequence[torch.Tensor],
-              anchors: Sequence[torch.Tensor], trace: np.ndarray, *, device: torch.device,
-              generator: torch.Generator, sampler: str, lr: float, localization: float, nbeta: float,
-              num_burnin_steps: int, num_steps_bw_draws: int, steps: int | None = None, alpha: float = 0.99,
-              eps: float = 1.0, bar: tqdm | None = None) -> tuple[int, float] | None:
-    """Run one chain of ``steps`` sampler steps on the tensors ``sampled`` (moved in place).
-
-    Args:
-        model, criterion: the loss at each step is ``criterion(model(inputs), targets)`` on
-            the next batch of ``batches`` (an endless iterator, see :func:`~devvis.slt.batches.cycle`).
-        sampled: the parameters being sampled (``requires_grad=True``); ``anchors``: their
-            values w* (same shapes), the centre of the localization.
-        trace: float array ``(num_burnin_steps + num_draws,)``; the recorded minibatch losses
-            are written into it (burn-in steps, then one per draw).
-        generator: the noise generator on ``device`` (seeded per chain by the caller).
-        sampler: one of :data:`SAMPLERS` (updates in the module docstring).
-        steps: number of steps (default: as many as ``trace`` records).
-        alpha, eps: α and δ of ``rmsprop_sgld``.
-        bar: a tqdm bar advanced once per step.
-
-    Returns:
-        ``(step, value)`` when the loss became NaN/inf at ``step`` (the chain stops there),
-        else None.
+    ``loss``/``grad`` and ``loss_new``/``grad_new`` are the minibatch loss ``(C,)`` and its raw gradient
+    ``(C, D)`` at ``w`` and ``w_new`` on the *same* batch; ``U = nβ·L + γ/2·|w − w*|²``; the proposal is
+    Gaussian with mean ``w − (ε/2)·G∇U(w)`` and covariance ``ε·G`` (G = ``precond`` or 1), whose
+    normalizers cancel because G is held fixed for the pair.
     """
-    if steps is None:
-        steps = num_burnin_steps + (len(trace) - num_burnin_steps) * num_steps_bw_draws
-    sq_avg: list[torch.Tensor] | None = None
-    for step in range(steps):
-        x, y = to_device(split_batch(next(batches)), device)
-        loss = criterion(model(x), y)
-        value = float(loss.detach())
-        col = _trace_column(step, num_burnin_steps, num_steps_bw_draws)
-        if not math.isfinite(value):
-            if bar is not None:
-                bar.update(steps - step)
-            return step, value
-        if col is not None:
-            trace[col] = value
-        if loss.requires_grad:
-            grads: Sequence[torch.Tensor | None] = torch.autograd.grad(loss, sampled, allow_unused=True)
-        else:  # the loss does not depend on any sampled parameter: only the localization acts
-            grads = (None,) * len(sampled)
-        with torch.no_grad():
-            drifts = _drifts(sampled, grads, anchors, nbeta, localization)
-            if sampler == "sgld":
-                _sgld_step(sampled, drifts, lr=lr, generator=generator, device=device)
-            else:
-                sq_avg = _rmsprop_sgld_step(sampled, drifts, sq_avg, lr=lr, alpha=alpha, eps=eps,
-                                            generator=generator, device=device)
-        if bar is not None:
-            bar.update(1)
-    return None
+    w, w_new, anchor = w.double(), w_new.double(), anchor.double()
+    g = 1.0 if precond is None else precond.double()
+
+    def potential(x: torch.Tensor, lss: torch.Tensor) -> torch.Tensor:
+        return nbeta * lss.double().to(x.device) + localization / 2 * ((x - anchor) ** 2).sum(1)
+
+    d_old = drift(w, grad.double(), anchor, localization=localization, nbeta=nbeta)
+    d_new = drift(w_new, grad_new.double(), anchor, localization=localization, nbeta=nbeta)
+    fwd = (((w_new - w + lr / 2 * g * d_old) ** 2) / (2 * lr * g)).sum(1)
+    back = (((w - w_new + lr / 2 * g * d_new) ** 2) / (2 * lr * g)).sum(1)
+    return potential(w, loss) - potential(w_new, loss_new) + fwd - back

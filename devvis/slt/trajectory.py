@@ -25,6 +25,7 @@ from torch import nn
 from devvis.errors import ConfigError
 from devvis.longitudinal.plots import set_step_axis
 from devvis.slt.batches import Criterion, Loader
+from devvis.slt.calibrate import Calibration, calibrate as run_calibration
 from devvis.slt.llc import estimate_llc
 from devvis.slt.result import LLCResult
 from devvis.typing import PathLike
@@ -44,6 +45,7 @@ class LLCTrajectory:
         llc_mean, llc_std: one value per step (NaN where undefined).
         results: the full :class:`~devvis.slt.LLCResult` per step.
         hyperparameters: the settings shared by every estimate.
+        calibration: the :class:`~devvis.slt.Calibration` that chose the settings, if any.
     """
 
     steps: list[int]
@@ -51,6 +53,12 @@ class LLCTrajectory:
     llc_std: list[float]
     results: list[LLCResult] = field(repr=False)
     hyperparameters: dict[str, Any]
+    calibration: Calibration | None = field(default=None, repr=False)
+
+    @property
+    def health(self) -> list[str]:
+        """The verdict of each estimate (``"healthy"`` or ``"unhealthy: ..."``)."""
+        return [r.health for r in self.results]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready numbers: steps, mean/std, hyperparameters, per-step details and diagnostics."""
@@ -59,6 +67,9 @@ class LLCTrajectory:
             "llc_mean": list(self.llc_mean),
             "llc_std": list(self.llc_std),
             "hyperparameters": dict(self.hyperparameters),
+            "health": self.health,
+            "calibration": None if self.calibration is None else {
+                "settings": self.calibration.settings, "reason": self.calibration.reason},
             "per_step": [
                 {"step": s, **r.to_dict(include_traces=False)} for s, r in zip(self.steps, self.results)
             ],
@@ -71,6 +82,8 @@ class LLCTrajectory:
         out = Path(output_dir)
         write_json(out / "llc_trajectory.json", metadata("llc_trajectory", **self.to_dict()))
         plot_trajectory(self, out / "llc_trajectory.png", feature_curves=feature_curves)
+        if self.calibration is not None:
+            self.calibration.save(out)
 
 
 def llc_trajectory(
@@ -81,6 +94,7 @@ def llc_trajectory(
     feature_curves: FeatureCurves | None = None,
     output_dir: PathLike | None = None,
     progress: bool = True,
+    calibrate: bool | Mapping[str, Any] = False,
     **llc_kwargs: Any,
 ) -> LLCTrajectory:
     """Estimate the LLC at each ``(step, model)`` of ``series`` with the same seed and settings.
@@ -94,6 +108,10 @@ def llc_trajectory(
             the step axis (e.g. feature-change curves from ``devvis.longitudinal``).
         output_dir: when given, writes ``llc_trajectory.json`` and ``llc_trajectory.png`` there.
         progress: progress bar per estimate.
+        calibrate: True (or a dict of :func:`~devvis.slt.calibrate` keywords): choose lr, localization
+            and nβ with :func:`~devvis.slt.calibrate` at the *last* checkpoint (the trained model) and use
+            them at every checkpoint; the sweep is written beside the trajectory. When no setting is
+            healthy the defaults are used and every estimate is flagged.
         **llc_kwargs: :func:`estimate_llc` keywords, identical at every checkpoint
             (the seed too, so differences between steps are not sampling noise of
             different streams).
@@ -101,6 +119,21 @@ def llc_trajectory(
     Returns:
         :class:`LLCTrajectory` with one entry per checkpoint, in the series' order.
     """
+    calibration = None
+    if calibrate:
+        if hasattr(series, "at") and hasattr(series, "__len__"):
+            last = series.at(len(series) - 1)  # a CheckpointSeries: load only the last model
+        else:
+            series = list(series)
+            if not series:
+                raise ConfigError("series yielded no (step, model) pairs")
+            last = series[-1][1]
+        shared = {k: v for k, v in llc_kwargs.items()
+                  if k in ("sampler", "seed", "train_mode", "params", "device", "init_loss_batches", "vectorize")}
+        options = dict(calibrate) if isinstance(calibrate, Mapping) else {}
+        calibration = run_calibration(last, loader, criterion, progress=progress, **{**shared, **options})
+        del last
+        llc_kwargs = {**llc_kwargs, **calibration.settings}
     steps: list[int] = []
     results: list[LLCResult] = []
     for item in series:
@@ -115,12 +148,14 @@ def llc_trajectory(
     if not results:
         raise ConfigError("series yielded no (step, model) pairs")
     shared = {k: v for k, v in results[0].hyperparameters.items()}
+    shared["calibrated"] = bool(calibration is not None and calibration.ok)
     traj = LLCTrajectory(
         steps=steps,
         llc_mean=[r.llc_mean for r in results],
         llc_std=[r.llc_std for r in results],
         results=results,
         hyperparameters=shared,
+        calibration=calibration,
     )
     if output_dir is not None:
         traj.save(output_dir, feature_curves=feature_curves)
@@ -145,10 +180,10 @@ def plot_trajectory(
     mean = np.asarray(traj.llc_mean, dtype=float)
     std = np.nan_to_num(np.asarray(traj.llc_std, dtype=float), nan=0.0)
     ax.errorbar(traj.steps, mean, yerr=std, marker="o", ms=4, capsize=3, lw=1.2)
-    bad = [s for s, r in zip(traj.steps, traj.results) if r.diagnostics]
+    bad = [s for s, r in zip(traj.steps, traj.results) if not r.ok]
     if bad:
         ys = [m for s, m in zip(traj.steps, mean) if s in bad]
-        ax.scatter(bad, ys, facecolors="none", edgecolors="r", s=90, label="diagnostics fired", zorder=3)
+        ax.scatter(bad, ys, facecolors="none", edgecolors="r", s=90, label="unhealthy estimate", zorder=3)
         ax.legend(fontsize=7)
     h = traj.hyperparameters
     ax.set_ylabel("LLC")

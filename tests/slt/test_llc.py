@@ -15,7 +15,7 @@ from devvis.io import read_json, write_json
 from devvis.slt import LLCDiagnosticWarning, default_nbeta, estimate_llc, llc_sweep, llc_trajectory
 from devvis.longitudinal.plots import set_step_axis
 
-FAST = dict(lr=1e-3, localization=10.0, num_chains=2, num_draws=15, progress=False)
+FAST = dict(lr=1e-3, localization=10.0, num_chains=2, num_draws=15, progress=False, warn=False)
 
 
 def small_data(n=64, d=4, k=3, seed=0):
@@ -85,7 +85,8 @@ def test_frozen_batchnorm_inside_a_train_mode_model_comes_back_exactly():
         res = estimate_llc(model, loader_of(x, y), ce, train_mode=train_mode, **FAST)
         handle.remove()
         assert math.isfinite(res.llc_mean)
-        assert seen and all(t == train_mode for t in seen)  # today's sampling mode: one mode for all
+        # one mode for all while sampling; the 4 batches of the other mode are the loss check at w*
+        assert seen and seen[-1] == train_mode and seen.count(not train_mode) == 4
         assert {name: m.training for name, m in model.named_modules()} == modes
         assert {name: p.requires_grad for name, p in model.named_parameters()} == flags
         assert_same(model, snap)
@@ -93,16 +94,18 @@ def test_frozen_batchnorm_inside_a_train_mode_model_comes_back_exactly():
         assert all(p.grad is None for n, p in model.named_parameters() if n != "0.bias")
 
 
-def test_eval_mode_during_sampling_unless_train_mode():
+def test_train_mode_during_sampling_unless_train_mode_false():
+    # Default: train mode (the loss the weights were trained on); the other mode only for the 4-batch loss check.
     model = bn_net()
     x, y = small_data()
     seen: list[bool] = []
     model[1].register_forward_hook(lambda m, i, o: seen.append(m.training))
-    estimate_llc(model, loader_of(x, y), ce, **FAST)
-    assert seen and not any(seen)
+    res = estimate_llc(model, loader_of(x, y), ce, **FAST)
+    assert seen[-1] is True and seen.count(False) == 4 and res.hyperparameters["train_mode"] is True
     seen.clear()
-    estimate_llc(model, loader_of(x, y), ce, train_mode=True, **FAST)
-    assert seen and all(seen)
+    res = estimate_llc(model, loader_of(x, y), ce, train_mode=False, **FAST)
+    assert seen[-1] is False and seen.count(True) == 4 and res.hyperparameters["train_mode"] is False
+    assert res.init_loss_other_mode is not None
 
 
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
@@ -139,15 +142,18 @@ def nan_after(k):
 def test_nan_stops_chains_and_all_nan_is_not_ok():
     model = bn_net()
     x, y = small_data()
-    init_calls = 4  # one per batch for L(w*)
+    # Loop engine: 4 batches for L(w*), 4 for the other mode; then per step chain 0, chain 1 and the
+    # MALA check of each (every one of the 15 draws is a MALA point): 4 calls per step.
+    init_calls = 8
     with pytest.warns(LLCDiagnosticWarning, match="nan"):
-        res = estimate_llc(model, loader_of(x, y), nan_after(init_calls + 5), **FAST)
+        res = estimate_llc(model, loader_of(x, y), nan_after(init_calls + 4 * 2), vectorize=False,
+                           **{**FAST, "warn": True})
     assert res.flags["nan"] == [0, 1]
     assert all(math.isnan(v) for v in res.llc_per_chain)
-    assert math.isnan(res.llc_mean) and not res.ok
-    # Chain 0 recorded its first 5 steps, then stopped: the rest of its trace is NaN.
-    assert np.isfinite(res.loss_traces[0, :5]).all() and np.isnan(res.loss_traces[0, 5:]).all()
-    assert any("chain 0" in d and "step 5" in d for d in res.diagnostics)
+    assert math.isnan(res.llc_mean) and not res.ok and res.health.startswith("unhealthy: nan")
+    # Chain 0 recorded its first 2 steps, then stopped: the rest of its trace is NaN.
+    assert np.isfinite(res.loss_traces[0, :2]).all() and np.isnan(res.loss_traces[0, 2:]).all()
+    assert any("chain 0" in d and "step 2" in d for d in res.diagnostics)
     assert any("all chains" in d for d in res.diagnostics)
 
 
@@ -159,14 +165,14 @@ def test_one_nan_chain_is_excluded_from_mean():
     def nan_once(out, t):
         calls["n"] += 1
         loss = ce(out, t)
-        return loss * float("nan") if calls["n"] == 4 + 3 else loss  # chain 0, step 2
+        return loss * float("nan") if calls["n"] == 8 + 4 * 2 + 1 else loss  # chain 0, step 2 (see above)
 
     with pytest.warns(LLCDiagnosticWarning):
-        res = estimate_llc(model, loader_of(x, y), nan_once, **FAST)
+        res = estimate_llc(model, loader_of(x, y), nan_once, vectorize=False, **{**FAST, "warn": True})
     assert res.flags["nan"] == [0]
     assert math.isnan(res.llc_per_chain[0]) and math.isfinite(res.llc_per_chain[1])
     assert res.llc_mean == pytest.approx(res.llc_per_chain[1])
-    assert res.ok
+    assert "nan" not in res.failed_checks
 
 
 def test_restricted_llc_moves_only_chosen_parameters():
@@ -183,7 +189,7 @@ def test_restricted_llc_moves_only_chosen_parameters():
         moved.append(not torch.equal(model[3].weight.detach(), w3))
         return ce(out, t)
 
-    res = estimate_llc(model, loader_of(x, y), watching, params=["3"], **FAST)
+    res = estimate_llc(model, loader_of(x, y), watching, params=["3"], vectorize=False, **FAST)
     assert any(moved)
     assert res.hyperparameters["restricted_params"] == ["3.weight", "3.bias"]
     assert res.hyperparameters["num_sampled_params"] == 8 * 3 + 3
@@ -248,7 +254,8 @@ def test_nbeta_default_and_user_recorded():
 
 def test_trace_layout_burnin_and_thinning():
     x, y = small_data()
-    res = estimate_llc(bn_net(), loader_of(x, y), ce, num_burnin_steps=5, num_steps_bw_draws=3, **FAST)
+    res = estimate_llc(bn_net(), loader_of(x, y), ce, num_burnin_steps=5, num_steps_bw_draws=3, train_mode=False,
+                       **FAST)
     assert res.loss_traces.shape == (2, 5 + 15)
     assert res.draw_traces.shape == (2, 15)
     assert np.isfinite(res.loss_traces).all()
@@ -270,8 +277,9 @@ def test_init_loss_is_batch_weighted_mean_and_can_be_limited():
     with torch.no_grad():
         full = float(ce(model(x), y))
         first = float(ce(model(x[:16]), y[:16]))
-    assert estimate_llc(model, loader, ce, **FAST).init_loss == pytest.approx(full, rel=1e-5)
-    assert estimate_llc(model, loader, ce, init_loss_batches=1, **FAST).init_loss == pytest.approx(first, rel=1e-6)
+    kw = dict(FAST, train_mode=False)
+    assert estimate_llc(model, loader, ce, **kw).init_loss == pytest.approx(full, rel=1e-5)
+    assert estimate_llc(model, loader, ce, init_loss_batches=1, **kw).init_loss == pytest.approx(first, rel=1e-6)
 
 
 def test_divergence_is_flagged_and_not_ok():

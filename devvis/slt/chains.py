@@ -1,0 +1,244 @@
+"""Running all chains of an estimate together on one stacked state ``(C, D)``.
+
+Two engines compute each chain's minibatch loss and its gradient at the chains' current weights:
+
+* :class:`VmapEngine` — one ``torch.func.vmap`` over the chains (``functional_call`` with the
+  stacked weights, each chain its own batch): one batched forward/backward per step.
+* :class:`LoopEngine` — the fallback: writes each chain's weights into the model in turn.
+
+``vectorize=None`` tries the vmap engine at the first step and falls back to the loop when the model
+or the criterion cannot be vmapped (``.item()``, data-dependent control flow, ...). Both engines give
+the same numbers up to float rounding, since the noise (one generator per chain) and the data (one
+:class:`~devvis.slt.batches.SeededStream` per chain) do not depend on the engine.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils import _pytree as pytree
+from tqdm.auto import tqdm
+
+from devvis.slt.batches import Batch, Criterion, split_batch, to_device
+from devvis.slt.samplers import log_acceptance, sgld_step
+
+__all__ = ["LoopEngine", "VmapEngine", "make_engine", "ChainSettings", "ChainStats", "run_chains"]
+
+
+class LoopEngine:
+    """Loss and gradient of each chain in turn, through the model's own parameters (``sampled``)."""
+
+    name = "loop"
+
+    def __init__(self, model: nn.Module, criterion: Criterion, sampled: Sequence[nn.Parameter]):
+        self.model, self.criterion, self.sampled = model, criterion, list(sampled)
+        self.shapes = [p.shape for p in self.sampled]
+        self.sizes = [p.numel() for p in self.sampled]
+
+    def __call__(self, w: torch.Tensor, batches: Sequence[Batch | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        losses = torch.full((w.shape[0],), math.nan, dtype=torch.float64)
+        grads = torch.zeros_like(w)
+        for c, batch in enumerate(batches):
+            if batch is None:
+                continue
+            with torch.no_grad():
+                for p, v in zip(self.sampled, w[c].split(self.sizes)):
+                    p.copy_(v.view_as(p))
+            x, y = batch
+            loss = self.criterion(self.model(x), y)
+            losses[c] = float(loss.detach())
+            if loss.requires_grad and math.isfinite(losses[c]):
+                gs = torch.autograd.grad(loss, self.sampled, allow_unused=True)
+                grads[c] = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                      for g, p in zip(gs, self.sampled)])
+        return losses, grads
+
+
+class VmapEngine:
+    """Loss and gradient of all chains in one ``torch.func.vmap`` (stacked weights, stacked batches)."""
+
+    name = "vmap"
+
+    def __init__(self, model: nn.Module, criterion: Criterion, names: Sequence[str], num_chains: int):
+        from torch.func import functional_call, grad_and_value, vmap
+
+        self.names = list(names)
+        params = dict(model.named_parameters())
+        self.shapes = [params[n].shape for n in self.names]
+        self.sizes = [params[n].numel() for n in self.names]
+        fixed = {n: p.detach() for n, p in params.items() if n not in set(self.names)}
+        # Each chain keeps its own buffers (BatchNorm statistics move in train mode).
+        self.buffers = {n: b.detach().unsqueeze(0).repeat(num_chains, *([1] * b.dim()))
+                        for n, b in model.named_buffers()}
+
+        def loss_of(weights: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: Any, y: Any):
+            out = functional_call(model, {**fixed, **weights, **buffers}, (x,))
+            return criterion(out, y)
+
+        self._fn = vmap(grad_and_value(loss_of), in_dims=(0, 0, 0, 0), randomness="different")
+
+    def __call__(self, w: torch.Tensor, batches: Sequence[Batch | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        present = next(b for b in batches if b is not None)
+        filled = [b if b is not None else present for b in batches]
+        x = pytree.tree_map(lambda *ts: torch.stack(ts), *[b[0] for b in filled])
+        y = pytree.tree_map(lambda *ts: torch.stack(ts), *[b[1] for b in filled])
+        weights = {n: v.view(w.shape[0], *s) for n, v, s in zip(self.names, w.split(self.sizes, dim=1), self.shapes)}
+        grads, losses = self._fn(weights, self.buffers, x, y)
+        flat = torch.cat([grads[n].reshape(w.shape[0], -1) for n in self.names], dim=1)
+        losses = losses.detach().to(torch.float64).cpu()
+        for c, b in enumerate(batches):
+            if b is None:
+                losses[c] = math.nan
+        return losses, flat.detach()
+
+
+def make_engine(model: nn.Module, criterion: Criterion, selected: Sequence[tuple[str, nn.Parameter]],
+                num_chains: int, vectorize: bool | None) -> "AutoEngine":
+    """The engine for ``vectorize``: True (vmap, errors propagate), False (loop), None (vmap, loop on failure)."""
+    return AutoEngine(model, criterion, selected, num_chains, vectorize)
+
+
+class AutoEngine:
+    """Tries :class:`VmapEngine` at the first call and keeps :class:`LoopEngine` when it fails (``vectorize=None``)."""
+
+    def __init__(self, model: nn.Module, criterion: Criterion, selected: Sequence[tuple[str, nn.Parameter]],
+                 num_chains: int, vectorize: bool | None):
+        self.loop = LoopEngine(model, criterion, [p for _, p in selected])
+        self.engine: Any = self.loop
+        self.fallback_reason: str | None = None
+        self._untried = vectorize is not False
+        self._strict = vectorize is True
+        self._args = (model, criterion, [n for n, _ in selected], num_chains)
+
+    @property
+    def name(self) -> str:
+        return self.engine.name
+
+    def __call__(self, w: torch.Tensor, batches: Sequence[Batch | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._untried:
+            self._untried = False
+            try:
+                engine = VmapEngine(*self._args)
+                out = engine(w, batches)
+                self.engine = engine
+                return out
+            except Exception as e:  # noqa: BLE001 - any vmap failure means "use the loop"
+                if self._strict:
+                    raise
+                self.fallback_reason = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+        return self.engine(w, batches)
+
+
+@dataclass
+class ChainSettings:
+    """The sampler and chain layout shared by every chain of an estimate."""
+
+    sampler: str
+    lr: float
+    localization: float
+    nbeta: float
+    num_burnin_steps: int
+    num_draws: int
+    num_steps_bw_draws: int
+    alpha: float = 0.99
+    eps: float = 0.1
+    mala_points: int = 32
+
+    @property
+    def steps(self) -> int:
+        return self.num_burnin_steps + self.num_draws * self.num_steps_bw_draws
+
+    def column(self, step: int) -> int | None:
+        """Column of the trace that records ``step``: every burn-in step, then every ``num_steps_bw_draws``-th."""
+        if step < self.num_burnin_steps:
+            return step
+        if (step - self.num_burnin_steps) % self.num_steps_bw_draws == 0:
+            return self.num_burnin_steps + (step - self.num_burnin_steps) // self.num_steps_bw_draws
+        return None
+
+    def mala_steps(self) -> set[int]:
+        """Steps (after burn-in) at which the MALA acceptance is measured: ``mala_points`` evenly spaced."""
+        after = range(self.num_burnin_steps, self.steps)
+        k = min(self.mala_points, len(after))
+        if k <= 0:
+            return set()
+        return {after[int(i)] for i in np.linspace(0, len(after) - 1, k).round()}
+
+
+@dataclass
+class ChainStats:
+    """Per-chain measurements beside the loss traces (``C`` entries each)."""
+
+    stopped: dict[int, tuple[int, float]] = field(default_factory=dict)
+    acceptance: list[float] = field(default_factory=list)
+    pull_ratio: list[float] = field(default_factory=list)
+    engine: str = "loop"
+    fallback_reason: str | None = None
+
+
+def run_chains(engine: AutoEngine, streams: Sequence[Any], anchor: torch.Tensor, traces: np.ndarray,
+               settings: ChainSettings, generators: Sequence[torch.Generator], *, device: torch.device,
+               bar: tqdm | None = None) -> ChainStats:
+    """Run every chain from ``anchor`` ``(D,)`` for ``settings.steps`` steps; write ``traces`` ``(C, T)``.
+
+    ``streams[c]`` yields chain c's batches, ``generators[c]`` its noise. A chain whose loss becomes
+    NaN/inf stops there (its trace stays NaN from that step); the others go on.
+    """
+    C, D = len(streams), anchor.numel()
+    w = anchor.unsqueeze(0).repeat(C, 1)
+    sq_avg: torch.Tensor | None = None
+    stats = ChainStats()
+    active = [True] * C
+    accept_sum, accept_n = np.zeros(C), np.zeros(C)
+    ratio_sum, ratio_n = np.zeros(C), np.zeros(C)
+    mala = settings.mala_steps()
+    s = settings
+    for step in range(s.steps):
+        batches = [to_device(split_batch(next(streams[c])), device) if active[c] else None for c in range(C)]
+        losses, grads = engine(w, batches)
+        for c in range(C):
+            if active[c] and not math.isfinite(float(losses[c])):
+                active[c] = False
+                stats.stopped[c] = (step, float(losses[c]))
+                batches[c] = None
+        if not any(active):
+            break
+        col = s.column(step)
+        if col is not None:
+            for c in range(C):
+                if active[c]:
+                    traces[c, col] = float(losses[c])
+        if step >= s.num_burnin_steps and col is not None:
+            pull = (s.localization * (w - anchor)).norm(dim=1).double().cpu()
+            push = (s.nbeta * grads).norm(dim=1).double().cpu()
+            r = (pull / push.clamp_min(1e-300)).numpy()
+            for c in range(C):
+                if active[c]:
+                    ratio_sum[c] += min(float(r[c]), 1e12)
+                    ratio_n[c] += 1
+        noise = torch.stack([torch.randn(D, generator=g, device=device, dtype=w.dtype) for g in generators])
+        new = sgld_step(w, grads, anchor, sq_avg, lr=s.lr, localization=s.localization, nbeta=s.nbeta, noise=noise,
+                        sampler=s.sampler, alpha=s.alpha, eps=s.eps)
+        if step in mala:
+            loss_new, grad_new = engine(new.w, batches)
+            logacc = log_acceptance(w, new.w, loss=losses, loss_new=loss_new, grad=grads, grad_new=grad_new,
+                                    anchor=anchor, precond=new.precond, lr=s.lr, localization=s.localization,
+                                    nbeta=s.nbeta).cpu().numpy()
+            for c in range(C):
+                if active[c] and math.isfinite(float(loss_new[c])):
+                    accept_sum[c] += math.exp(min(0.0, float(logacc[c]))) if math.isfinite(logacc[c]) else 0.0
+                    accept_n[c] += 1
+        keep = torch.tensor(active, device=w.device)[:, None]
+        w = torch.where(keep, new.w, w)
+        sq_avg = new.sq_avg
+        if bar is not None:
+            bar.update(C)
+    stats.acceptance = [float(a / n) if n else math.nan for a, n in zip(accept_sum, accept_n)]
+    stats.pull_ratio = [float(a / n) if n else math.nan for a, n in zip(ratio_sum, ratio_n)]
+    stats.engine, stats.fallback_reason = engine.name, engine.fallback_reason
+    return stats
