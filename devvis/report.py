@@ -10,6 +10,8 @@ Sections, each present when its results are:
   (``longitudinal/renders/``), read with :func:`devvis.results.open_results`;
 * **Feature development** — per component: similarity to the final feature with
   its settle step, the cross-checkpoint matrix, and the activation trajectory;
+* **Dataset examples and trust** — per unit and checkpoint: visualizations, top dataset examples
+  with receptive-field crops, trust metrics and verdict (``trust/``, :mod:`devvis.trust`);
 * **Local learning coefficient** — ``slt/llc_trajectory.*``;
 * **Circuits** — ``circuits/*``;
 * **Run parameters** — the settings recorded by the run.
@@ -52,6 +54,7 @@ table.data{border-collapse:collapse;font-size:13px;margin:6px 0}
 table.data td,table.data th{border:1px solid #ddd;padding:3px 8px;text-align:left}
 pre{background:#fff;border:1px solid #e3e3e3;padding:8px;font-size:12px;overflow-x:auto;max-height:360px}
 .note{color:#666;font-size:13px}
+table.trust img{height:72px;display:block;margin:2px 0;image-rendering:pixelated}
 """
 
 # Marks the page with how many images decoded, so a headless browser can check for broken ones.
@@ -211,6 +214,43 @@ def _development(root: Path, nav: list[tuple[str, str]]) -> str:
     return _section("Feature development", note + table + grid_fig + "".join(blocks), nav)
 
 
+def _trust(root: Path, nav: list[tuple[str, str]]) -> str:
+    """Dataset examples and trust verdicts from ``trust/`` (:meth:`devvis.trust.TrustResult.save`)."""
+    d = root / "trust"
+    data = _read(d / "trust.json")
+    if not data or not data.get("units"):
+        return ""
+    note = ("<p class='note'>For each unit and checkpoint: its visualizations (one per random start), its top "
+            "dataset examples (top row) with the receptive field of the position where the unit responds most "
+            "(bottom row), and the trust verdict. Metrics (definitions in docs/trust.md): natural-max ratio = the "
+            "visualization's activation over the dataset maximum; seed = agreement of the starts; robust = "
+            "activation kept under unseen transforms (natural examples'); path = similarity of the "
+            "visualization's activations to the natural examples' in the layers before the unit (0: like random "
+            "images; after Geirhos et al. 2023); spectrum = log10 distance to the dataset's power spectrum.</p>")
+    parts = [note]
+    for label, rows in data["units"].items():
+        layer, _, c = label.rpartition(":")
+        stem = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in layer) + f"_channel_{c}"
+        ok = sum(r.get("verdict") == "trustworthy" for r in rows)
+        body = []
+        for r in rows:
+            step = r.get("step")
+            viz = d / "visualizations" / stem / f"step_{step:06d}.png"
+            ex = d / "examples" / stem / f"step_{step:06d}.png"
+            imgs = "".join(_img(p, f"{label} at step {step}: {what}", "") for p, what in
+                           ((viz, "visualizations"), (ex, "dataset examples and crops")) if p.exists())
+            verdict = html.escape(str(r.get("verdict", "")))
+            body.append(f"<tr><td>{_step_label(step)}</td><td>{imgs}</td><td>{verdict}</td>"
+                        f"<td>{_num(r.get('natural_max_ratio'), '.2f')}</td><td>{_num(r.get('seed_similarity'), '.2f')}</td>"
+                        f"<td>{_num(r.get('transform_robustness'), '.2f')} ({_num(r.get('natural_robustness'), '.2f')})</td>"
+                        f"<td>{_num(r.get('path_similarity'), '.2f')}</td><td>{_num(r.get('spectral_distance'), '.2f')}</td></tr>")
+        parts.append(f"<h3 id='trust-{_anchor(label)}'>{html.escape(label)}: trustworthy at {ok}/{len(rows)} "
+                     "checkpoints</h3><table class='data trust'><tr><th>step</th><th>visualizations · dataset "
+                     "examples and crops</th><th>verdict</th><th>natural-max ratio</th><th>seed</th><th>robust "
+                     "(natural)</th><th>path</th><th>spectrum</th></tr>" + "".join(body) + "</table>")
+    return _section("Dataset examples and trust", "".join(parts), nav)
+
+
 def _llc(root: Path, nav: list[tuple[str, str]]) -> str:
     d = root / "slt"
     data = _read(d / "llc_trajectory.json")
@@ -289,6 +329,7 @@ def write_report(results_dir: str | os.PathLike, output: str | os.PathLike | Non
     sections = [
         _features(root, nav, settle),
         _development(root, nav),
+        _trust(root, nav),
         _llc(root, nav),
         _circuits(root, nav),
         _parameters(root, nav),
