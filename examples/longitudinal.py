@@ -8,8 +8,11 @@ Trains devvis's compact ResNet on generated shapes for 60 steps (checkpoints at
 * ``activations_layer2.0_channel_C.png`` (+ .json): the channel's mean activation on
   held-out probe images at every checkpoint (mean ± std band);
 * ``grid.png`` (+ .json): their feature visualizations, rows = channels, columns = checkpoints;
-* ``layer2.0_channel_C_similarity.png`` / ``_matrix.png`` (+ .json): how similar each
-  checkpoint's visualization is to the final one, and the step at which it settles.
+* ``layer2.0_channel_C_similarity.png`` / ``_matrix.png`` (+ .json): how much of the final
+  visualization's feature-driven response (a grey image's response subtracted) each
+  checkpoint's visualization evokes in the final channel, the step at which it settles (or
+  "not settled" / "not comparable"), and how different each visualization *looks* from the
+  final one in the final checkpoint's early layers.
 
 Runs in well under a minute on a laptop CPU. The models are devvis zoo models, trained on
 raw [0, 1] images; they carry that default, which ``preprocess="auto"`` (the default
@@ -54,12 +57,18 @@ def run(out: Path) -> int:
     comparison_grid(renders, output_path=out / "grid.png")
     written.append(out / "grid.png")
     for c in CHANNELS:
-        change = feature_change(series, renders, LAYER, c, threshold=0.8)
+        change = feature_change(series, renders, LAYER, c, threshold=0.8, baseline="grey")
         written += [plot_similarity(change, out / f"{LAYER}_channel_{c}_similarity.png"),
                     plot_matrix(change, out / f"{LAYER}_channel_{c}_matrix.png")]
-        print(f"{LAYER}:{c} similarity to the final feature: "
-              + ", ".join(f"{s}: {v:.2f}" for s, v in zip(change.steps, change.similarity))
-              + f"; settles at step {change.settle_step}")
+        settled = (f"settles at step {change.settle_step}" if change.settle_step is not None
+                   else f"{change.settle_status}: {change.settle_reason}")
+        print(f"{LAYER}:{c} similarity to the final feature (grey baseline {change.baseline_values[-1]:.2f} "
+              "subtracted): " + ", ".join(f"{s}: {v:.2f}" for s, v in zip(change.steps, change.similarity))
+              + f"; {settled}")
+        assert change.appearance is not None
+        print(f"{LAYER}:{c} appearance distance to the final visualization "
+              f"({', '.join(change.appearance.layers)}): "
+              + ", ".join(f"{s}: {v:.3f}" for s, v in zip(change.steps, change.appearance.to_final)))
     print("wrote:")
     for p in written:
         print(f"  {p} (+ {p.with_suffix('.json').name})")

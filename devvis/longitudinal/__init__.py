@@ -6,8 +6,9 @@
 * :func:`get_activations` + :func:`plot_longitudinal_activations` — a channel's response to
   fixed probe images over training;
 * :func:`comparison_grid` — rows = components, columns = checkpoints;
-* :func:`feature_change`, :func:`cross_checkpoint_matrix`, :func:`settle_step`,
-  :func:`top_k_examples` — how much a feature changed, and when it settled (the models'
+* :func:`feature_change`, :func:`cross_checkpoint_matrix`, :func:`settle`,
+  :func:`appearance_distance`, :func:`top_k_examples` — how much a feature changed (on the
+  feature-driven part of the response, and in appearance), and when it settled (the models'
   series first, then the renders);
 * :func:`track` — all of the above for a list of components, written to a folder.
 
@@ -25,15 +26,15 @@ from devvis.longitudinal.activations import (DEFAULT_PROBE_RENDER, LongitudinalA
                                              preprocess_name)
 from devvis.longitudinal.grid import comparison_grid, component_label
 from devvis.longitudinal.inputs import ImagesLike, images_from
+from devvis.longitudinal.appearance import AppearanceChange, appearance_change, appearance_distance
 from devvis.longitudinal.metrics import (
     FeatureChange,
     component_images,
     cross_checkpoint_matrix,
     feature_change,
     render_preprocess,
-    settle_step,
-    similarity_to_final,
 )
+from devvis.longitudinal.settle import Settle, baseline_image, settle, settle_step, similarity_to_final
 from devvis.longitudinal.plots import plot_longitudinal_activations, plot_matrix, plot_similarity, step_scale
 from devvis.longitudinal.render_series import SeriesResult, render_series, step_dir
 from devvis.longitudinal.series import CheckpointSeries, StepNotFoundError, as_series, format_steps
@@ -45,6 +46,7 @@ __all__ = [
     "step_dir", "get_activations", "LongitudinalActivations", "DEFAULT_PROBE_RENDER", "preprocess_name",
     "plot_longitudinal_activations", "comparison_grid", "component_label", "images_from", "ImagesLike",
     "FeatureChange", "TopKExamples", "component_images", "cross_checkpoint_matrix", "feature_change",
-    "render_preprocess", "settle_step", "similarity_to_final", "top_k_examples",
+    "render_preprocess", "settle_step", "similarity_to_final", "top_k_examples", "settle", "Settle",
+    "baseline_image", "appearance_distance", "appearance_change", "AppearanceChange",
     "plot_similarity", "plot_matrix", "step_scale", "track", "TrackResult", "parse_components",
 ]

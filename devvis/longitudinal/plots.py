@@ -160,7 +160,8 @@ def plot_similarity(change: "FeatureChange", output_path: PathLike) -> Path:
     if change.settle_step is not None:
         ax.axvline(change.settle_step, color="tab:red", lw=1.5, label=label)
     else:
-        ax.text(0.02, 0.04, label, transform=ax.transAxes, fontsize=9, color="tab:red")
+        ax.text(0.02, 0.94, label, transform=ax.transAxes, fontsize=9, color="tab:red", va="top",
+                bbox={"facecolor": "white", "edgecolor": "tab:red", "alpha": 0.85})
     scale = set_step_axis(ax, change.steps, label=rows == 1)
     ax.set_ylabel("(act. - baseline) under final model\n/ final feature's")
     baseline = change.baseline.split(":")[0]
@@ -175,8 +176,8 @@ def plot_similarity(change: "FeatureChange", output_path: PathLike) -> Path:
                  label="to the previous checkpoint's")
         set_step_axis(ax2, change.steps)
         ax2.set_ylabel("appearance distance D")
-        ax2.set_title(f"how different the visualization looks (final checkpoint's layers {', '.join(appearance.layers)})",
-                      fontsize=9)
+        layers = ", ".join(appearance.layers)
+        ax2.set_title(f"how different the visualization looks (final checkpoint's layers {layers})", fontsize=9)
         ax2.legend(fontsize=7)
         ax2.grid(alpha=0.3)
     dio.write_figure(path, fig)
