@@ -8,9 +8,8 @@ from typing import Any
 
 from typing import TYPE_CHECKING
 
-from devvis.commands._common import add_bool
+from devvis.commands._common import add_bool, add_checkpoint_flags, open_series
 from devvis.errors import ConfigError
-from devvis.render.pipeline import PREPROCESS_CHOICES
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from devvis.longitudinal import CheckpointSeries
@@ -19,25 +18,14 @@ HELP = "plot how strongly one channel responds to probe images across checkpoint
 
 
 def add_series_flags(p: argparse.ArgumentParser) -> None:
-    """``--model``, ``--checkpoint-path``, ``--trust-checkpoint``, ``--preprocess`` (shared with ``devvis track``)."""
-    p.add_argument("--model", default=None,
-                   help="torchvision name, timm:NAME, package.module:callable or zoo name (optional when the "
-                        "checkpoint folder holds model_config.json)")
-    p.add_argument("--checkpoint-path", nargs="+", required=True, metavar="PATH",
-                   help="checkpoint files or folders (ordered by training step)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow checkpoints that need arbitrary unpickling (can execute code: only for files you trust)")
-    p.add_argument("--preprocess", choices=PREPROCESS_CHOICES, default="auto",
-                   help="input normalization; auto: the model's own default (none for devvis zoo models, "
-                        "trained on [0, 1] images; imagenet otherwise)")
+    """The checkpoint flags (:func:`~devvis.commands._common.add_checkpoint_flags`), shared with ``devvis track``."""
+    add_checkpoint_flags(p)
 
 
 def series_from_args(args: argparse.Namespace) -> "CheckpointSeries":
-    """The :class:`~devvis.longitudinal.CheckpointSeries` of the flags of :func:`add_series_flags`
-    (``args.preprocess`` goes to the library as it is: ``"auto"`` is resolved there, per model)."""
-    from devvis.longitudinal import CheckpointSeries
-
-    return CheckpointSeries(args.checkpoint_path, args.model, trust=args.trust_checkpoint)
+    """The series of the checkpoint flags, its step <- file mapping printed (``args.preprocess`` goes to the
+    library as it is: ``"auto"`` is resolved there, per model)."""
+    return open_series(args)
 
 
 def load_inputs(spec: str, n: int, size: int, seed: int) -> Any:

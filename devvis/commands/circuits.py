@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from devvis.commands._common import add_bool
+from devvis.commands._common import add_bool, add_checkpoint_flags, open_series
 
 HELP = "top upstream channels of a channel over training: influence, expanded weights, settle steps"
 
@@ -15,15 +15,11 @@ HELP = "top upstream channels of a channel over training: influence, expanded we
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``circuits`` sub-parser."""
     from devvis.circuits import DEFAULT_RENDER, METHODS
-    from devvis.render.pipeline import PREPROCESS_CHOICES
 
     p = subparsers.add_parser("circuits", help=HELP, description=HELP,
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("what to analyse")
-    g.add_argument("--model", default=None, help="torchvision name, timm:NAME, package.module:callable or zoo name "
-                   "(optional when the checkpoint folder holds model_config.json)")
-    g.add_argument("--checkpoint-path", nargs="+", required=True, metavar="PATH",
-                   help="checkpoint files or folders (ordered by training step)")
+    add_checkpoint_flags(g)
     g.add_argument("--source-layer", required=True, help="layer whose channels feed the target (upstream)")
     g.add_argument("--target-layer", required=True, help="layer of the target channel")
     g.add_argument("--channel", type=int, required=True, help="target channel")
@@ -33,10 +29,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--crop", type=int, default=5, help="size of the expanded-weight kernel (k x k)")
     g.add_argument("--probe-images", type=int, default=16, help="synthetic probe images for the influences")
     g.add_argument("--probe-size", type=int, default=32, help="side of the probe images (pixels)")
-    g.add_argument("--preprocess", choices=PREPROCESS_CHOICES, default="auto",
-                   help="model-input normalization; auto: none for devvis zoo models, imagenet otherwise")
-    g.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow checkpoints that need arbitrary unpickling (can execute code: only for files you trust)")
     r = p.add_argument_group("feature visualization")
     r.add_argument("--steps", type=int, default=DEFAULT_RENDER["steps"], help="optimization steps per render")
     r.add_argument("--image-size", type=int, default=DEFAULT_RENDER["image_size"], help="feature image size (pixels)")
@@ -60,11 +52,10 @@ def run(args: argparse.Namespace) -> int:
 
     from devvis.circuits import composition
     from devvis.data import probe_batch
-    from devvis.longitudinal import CheckpointSeries
 
     for name in ("k", "crop", "probe_images", "probe_size", "steps", "image_size"):
         _positive(name.replace("_", "-") if name != "k" else "top-k", getattr(args, name))
-    series = CheckpointSeries(list(args.checkpoint_path), args.model, trust=args.trust_checkpoint)
+    series = open_series(args)
     result = composition(
         series, args.source_layer, args.target_layer, args.channel, k=args.k,
         inputs=probe_batch(args.probe_images, args.probe_size),

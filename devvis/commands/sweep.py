@@ -33,7 +33,7 @@ def register(sub) -> None:
                    help="print done / pending / failed units of a run folder (with errors) and exit")
     add_visualize_flags(p)
     add_sweep_flags(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, resumable=True)
 
 
 def _defaults() -> argparse.Namespace:

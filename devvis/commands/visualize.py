@@ -24,16 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("visualize", help=HELP, description=HELP,
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_visualize_flags(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, resumable=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    from devvis.runs import checkpoint_entries, checkpoint_series, run_visualize
+    from devvis.runs import checkpoint_series, run_visualize
 
     settings = settings_from_args(args)
     settings.validate()
-    order = checkpoint_entries(checkpoint_series(settings))
-    print("checkpoint order: " + ", ".join(f"{c.dir} <- {c.path}" if c.path else c.dir for c in order))
+    series = checkpoint_series(settings)
+    print(series.order() if series is not None else "checkpoint order: random_init (no --checkpoint-path)", flush=True)
 
     def report(msg: str) -> None:
         sys.stderr.write(f"devvis: error: {msg.splitlines()[0]}\n")

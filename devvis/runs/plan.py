@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from devvis.errors import ChannelOutOfRangeError, CheckpointError, ConfigError
+from devvis.errors import ArchitectureMismatchError, ChannelOutOfRangeError, CheckpointError, ConfigError, DevvisError
 from devvis.hooks import list_layers, resolve_name
 from devvis.longitudinal.series import CheckpointSeries
 from devvis.results import component_stem
@@ -71,12 +71,14 @@ def unit_key(unit: Unit, settings_hash: str) -> str:
 
 @dataclass
 class CheckpointEntry:
-    """One checkpoint of a run: its step, file, output folder and where its step came from."""
+    """One checkpoint of a run: its step, file, output folder, where its step came from, and the other files
+    holding the same weights (listed once)."""
 
     step: int | None
     path: str | None
     dir: str
     source: str
+    copies: list[str] = field(default_factory=list)
 
 
 def checkpoint_dir(step: int | None) -> str:
@@ -93,14 +95,16 @@ def checkpoint_series(settings: RunSettings) -> CheckpointSeries | None:
     if not settings.checkpoint_paths:
         return None
     return CheckpointSeries(list(settings.checkpoint_paths), settings.model, trust=settings.trust_checkpoint,
-                            device=settings.device)
+                            device=settings.device, steps=list(settings.step), exclude=list(settings.exclude),
+                            weights=settings.weights)
 
 
 def checkpoint_entries(series: CheckpointSeries | None) -> list[CheckpointEntry]:
     """The checkpoints of ``series`` in step order, as the manifest lists them."""
     if series is None:
         return [CheckpointEntry(None, None, checkpoint_dir(None), "none")]
-    return [CheckpointEntry(r.step, str(r.path), checkpoint_dir(r.step), r.source) for r in series.refs]
+    return [CheckpointEntry(r.step, str(r.path), checkpoint_dir(r.step), r.source, [str(c) for c in r.copies])
+            for r in series.refs]
 
 
 def load_model_at(settings: RunSettings, series: CheckpointSeries | None, index: int) -> nn.Module:
@@ -115,18 +119,34 @@ def load_model_at(settings: RunSettings, series: CheckpointSeries | None, index:
     return load_model(settings.model, checkpoint=None, trust=settings.trust_checkpoint, device=settings.device)
 
 
-def layer_table(model: nn.Module, image_size: int, input_size: int | None) -> dict[str, Any]:
-    """Name -> LayerInfo with output shapes for the model at its input size (its fixed size, e.g. ViT's 224, if any)."""
+def layer_table(model: nn.Module, image_size: int, input_size: int | None,
+                channels: int | None = None) -> dict[str, Any]:
+    """Name -> LayerInfo with output shapes for the model at its input size (its fixed size, e.g. ViT's 224, if any)
+    and input channels (``channels``, else its first layer's).
+
+    Raises:
+        ConfigError: the model does not take ``(1, C, H, W)`` images (its forward fails on one).
+    """
     from devvis.architectures import resolve_input_size
+    from devvis.render.pipeline import model_input_channels
 
     size = resolve_input_size(model, input_size) or image_size
     h, w = (size, size) if isinstance(size, int) else size
-    return {r.name: r for r in list_layers(model, (1, 3, h, w))}
+    c = channels or model_input_channels(model)
+    try:
+        return {r.name: r for r in list_layers(model, (1, c, h, w))}
+    except DevvisError:
+        raise
+    except Exception as e:  # the forward pass itself failed
+        text = " ".join(str(e).split())[:200]
+        raise ConfigError(f"the model does not take images: its forward pass fails on a (1, {c}, {h}, {w}) image "
+                          f"({type(e).__name__}: {text}); devvis visualizes image models (set --input-channels or "
+                          "--input-size if it takes other image shapes)") from None
 
 
 def plan_components(model: nn.Module, settings: RunSettings) -> dict[str, list[Component]]:
     """Validated components per layer (every conv layer / every channel when not given)."""
-    table = layer_table(model, settings.image_size, settings.input_size)
+    table = layer_table(model, settings.image_size, settings.input_size, settings.input_channels)
     if settings.layer_names:
         layers = [resolve_name(model, n) for n in settings.layer_names]
     else:
@@ -206,6 +226,10 @@ def plan_run(settings: RunSettings) -> RunPlan:
     for i, ck in enumerate(checkpoints):
         try:
             model = load_model_at(settings, series, i)
+        except ArchitectureMismatchError as e:
+            # Every checkpoint of a run has one architecture: say it once, at the first, and stop.
+            raise ArchitectureMismatchError(f"{e} (checked at the first checkpoint, step {ck.step}; fix --model "
+                                            "or its arguments)") from None
         except CheckpointError as e:
             failures.append(str(e))
             continue

@@ -20,9 +20,37 @@ from devvis.runs.executors.slurm import dispatch_slurm, import_submitit
 from devvis.runs.executors.torchrun import distributed_env, run_torchrun
 from devvis.runs.plan import Unit, plan_run
 from devvis.runs.records import Manifest, UnitRecords, remove_stale_temp_files, retry_queue
-from devvis.runs.settings import ExecutorOptions, RunSettings
+from devvis.runs.settings import HASHED_WHEN_SET, NOT_HASHED, ExecutorOptions, RunSettings
 from devvis.runs.status import SweepSummary, VisualizeSummary, pending_units, summarize
 from devvis.runs.unit import UnitOutcome, execute_units, worker_name
+
+
+def check_same_settings(settings: RunSettings, settings_hash: str) -> None:
+    """Refuse to run into a results folder made with other settings (its images would be silently replaced).
+
+    ``--overwrite`` replaces them on purpose.
+
+    Raises:
+        ConfigError: naming the folder and the first settings that differ.
+    """
+    path = Path(settings.output_path) / "manifest.json"
+    if settings.overwrite or not path.is_file():
+        return
+    from devvis import io as dio
+
+    try:
+        old = dio.read_json(path)
+    except (OSError, ValueError):
+        return
+    if not isinstance(old, dict) or old.get("settings_hash") in (None, settings_hash):
+        return
+    before, now = old.get("settings") or {}, dataclasses.asdict(settings)
+    diff = [f"--{k.replace('_', '-')} {before.get(k, HASHED_WHEN_SET.get(k))!r} -> {now[k]!r}" for k in now
+            if k not in NOT_HASHED and before.get(k, HASHED_WHEN_SET.get(k)) != now[k]
+            and not (isinstance(now[k], tuple) and list(now[k]) == before.get(k))]
+    raise ConfigError(f"results folder {settings.output_path!r} holds a run made with other settings "
+                      f"({', '.join(diff[:4]) or 'settings hash ' + str(old.get('settings_hash'))}); its images would "
+                      "be replaced: choose another --output-path, or pass --overwrite to replace them")
 
 
 def run_visualize(settings: RunSettings, *, on_failure: Callable[[str], None] | None = None,
@@ -55,6 +83,7 @@ def run_visualize(settings: RunSettings, *, on_failure: Callable[[str], None] | 
         summary.failed = len(plan.checkpoints)
         return summary
     h, units = plan.settings_hash, plan.units
+    check_same_settings(settings, h)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out)  # left by writes a kill interrupted; this process is the folder's only writer
     manifest = Manifest(out, settings, plan.checkpoints, units, h)
@@ -153,6 +182,7 @@ def run_sweep(settings: RunSettings, options: ExecutorOptions | None = None, *,
         summary.failures = {ck.dir: msg for ck, msg in zip(plan.checkpoints, plan.failures)}
         return summary
     out, h = Path(settings.output_path), plan.settings_hash
+    check_same_settings(settings, h)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out)
     records = UnitRecords(out)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from devvis.errors import ConfigError, closest
-from devvis.render.pipeline import PREPROCESS_CHOICES
+from devvis.render.pipeline import PREPROCESS_CHOICES, PREPROCESS_HELP, check_preprocess
 from devvis.state import as_device
 from devvis.typing import PathLike
 
@@ -38,7 +38,9 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 EXECUTORS = ("local", "slurm", "torchrun")
 #: Settings that do not change an image (excluded from the settings hash).
 NOT_HASHED = frozenset({"output_path", "overwrite", "progress", "device", "checkpoint_paths", "batch_size",
-                        "trust_checkpoint", "layer_names", "channels", "neurons", "executor_note"})
+                        "trust_checkpoint", "layer_names", "channels", "neurons", "executor_note", "step", "exclude"})
+#: Settings added later that enter the hash only when set, so runs made before them keep their hash.
+HASHED_WHEN_SET = {"weights": "model", "input_channels": None}
 
 
 def parse_neurons(text: str | None) -> list[tuple[int, int]] | None:
@@ -94,6 +96,14 @@ class RunSettings:
     checkpoint_paths: list[str] = opt(help="checkpoint files or folders (ordered by training step); none = random init",
                                       group="what to visualize", factory=list, flag="--checkpoint-path", nargs="+",
                                       metavar="PATH", parse=list)
+    step: list[str] = opt(help="set the training step of a checkpoint that has none in its name or contents",
+                          group="what to visualize", factory=list, nargs="+", metavar="FILE=N", parse=list)
+    exclude: list[str] = opt(help="leave out checkpoint files matching these globs", group="what to visualize",
+                             factory=list, nargs="+", metavar="GLOB", parse=list)
+    weights: str = opt("model", "which model of checkpoints holding several: model, ema (timm's state_dict_ema) or "
+                       "an entry's name (teacher)", "what to visualize")
+    input_channels: int | None = opt(None, "channels of the model's input images (default: its first layer's)",
+                                     "optimization", type=int)
     layer_names: list[str] | None = opt(None, "layers (default: every conv layer)", "what to visualize", nargs="+",
                                         metavar="LAYER")
     channels: list[int] | None = opt(None, "channels (default: all)", "what to visualize", nargs="+", type=int,
@@ -114,8 +124,7 @@ class RunSettings:
     lr_warmup_steps: int = opt(0, "linear warm-up steps", "optimization", type=int)
     image_size: int = opt(128, "feature image size (pixels)", "optimization", type=int)
     input_size: int | None = opt(None, "resize to the model's input size after transforms", "optimization", type=int)
-    preprocess: str = opt("auto", "input normalization; auto: none for devvis zoo models (trained on [0, 1] images), "
-                          "imagenet otherwise", "optimization", choices=PREPROCESS)
+    preprocess: str = opt("auto", PREPROCESS_HELP, "optimization", metavar="SPEC")
     reg_lambda: float = opt(0.0, "L2 penalty weight", "regularization", type=float)
     tv_weight: float = opt(0.0, "total-variation penalty weight", "regularization", type=float)
     l1_weight: float = opt(0.0, "L1 penalty weight", "regularization", type=float)
@@ -157,8 +166,9 @@ class RunSettings:
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
             raise bad("--scale-range", list(self.scale_range), "needs 0 < MIN <= MAX")
-        if self.preprocess not in PREPROCESS:
-            raise bad("--preprocess", self.preprocess, f"choose one of {PREPROCESS}")
+        check_preprocess(self.preprocess)
+        if self.input_channels is not None and (not isinstance(self.input_channels, int) or self.input_channels < 1):
+            raise bad("--input-channels", self.input_channels, "must be a positive integer (or unset)")
         if self.precision not in PRECISIONS:
             raise bad("--precision", self.precision, "choose fp32, bf16 or fp16")
         if self.diversity_weight and self.number_of_images < 2:
@@ -185,7 +195,8 @@ class RunSettings:
 
     def hash(self) -> str:
         """Hash of the settings that decide an image (not paths, device or batching): 16 hex digits."""
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_HASHED}
+        d = {k: v for k, v in dataclasses.asdict(self).items()
+             if k not in NOT_HASHED and not (k in HASHED_WHEN_SET and v == HASHED_WHEN_SET[k])}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -280,9 +291,15 @@ def from_args(cls: type, args: argparse.Namespace) -> Any:
         v = getattr(args, f.name)
         parse = f.metadata.get("parse")
         values[f.name] = parse(v) if parse is not None and v is not None else v
-    if "min_iterations" in values:
+    return cls(**clamp_min_iterations(values))
+
+
+def clamp_min_iterations(values: dict[str, Any]) -> dict[str, Any]:
+    """``min_iterations`` clamped to ``max_iterations`` (``--max-iterations 10`` alone must not fail on the
+    default ``--min-iterations 32``): the one rule for flags (visualize, sweep) and sweep configs."""
+    if "min_iterations" in values and "max_iterations" in values and isinstance(values["max_iterations"], int):
         values["min_iterations"] = min(values["min_iterations"], values["max_iterations"])
-    return cls(**values)
+    return values
 
 
 # ------------------------------------------------------------------------------------------
@@ -375,6 +392,8 @@ def settings_from_mapping(data: Mapping[str, Any], where: str = "config") -> tup
             value = _check_type(where, key, value, getattr(defaults, key))
         values[key] = value
     settings = dataclasses.replace(defaults, **values)
+    clamped = clamp_min_iterations({"min_iterations": settings.min_iterations, "max_iterations": settings.max_iterations})
+    settings.min_iterations = clamped["min_iterations"]
     options = dataclasses.replace(ExecutorOptions(), **opts)
     settings.validate()
     options.validate()
