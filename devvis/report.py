@@ -54,6 +54,7 @@ table.data{border-collapse:collapse;font-size:13px;margin:6px 0}
 table.data td,table.data th{border:1px solid #ddd;padding:3px 8px;text-align:left}
 pre{background:#fff;border:1px solid #e3e3e3;padding:8px;font-size:12px;overflow-x:auto;max-height:360px}
 .note{color:#666;font-size:13px}
+.failed{color:#a00;font-size:12px;max-width:160px}
 table.trust img{height:72px;display:block;margin:2px 0;image-rendering:pixelated}
 """
 
@@ -105,20 +106,36 @@ def _step_label(step: Any) -> str:
 # grids: {layer: {channel: {step: image path}}}
 # ------------------------------------------------------------------------------------------
 
-Grid = dict[str, dict[int, dict[int, Path]]]
+Grid = dict[str, dict[int, dict[int, "Path | str"]]]  # an image, or why its unit failed (shown in its place)
 
 
 def _add_grid(grid: Grid, folder: Path) -> list[int]:
     """Add the first image of every channel component of the results folder ``folder`` to ``grid`` (where the
-    grid has none yet); returns the folder's steps."""
+    grid has none yet), and the reason of every failed unit or checkpoint in its place; returns the steps."""
     from devvis.results import open_results
 
     res = open_results(folder)
     for e in res.select(image_number=0):
-        if e.step is None or e.layer is None or e.channel is None or e.neuron or e.image_path is None:
+        if e.step is None or e.layer is None or e.channel is None or e.neuron:
             continue
-        grid.setdefault(e.layer, {}).setdefault(e.channel, {}).setdefault(e.step, e.image_path)
+        why = None if e.image_path is not None else str(e.record.get("error") or e.record.get("status") or "no image")
+        grid.setdefault(e.layer, {}).setdefault(e.channel, {}).setdefault(e.step, e.image_path or why)
+    steps = dict((d, s) for s, d in res.checkpoints)
+    for unit in ((res.manifest or {}).get("units") or {}).values():  # failed units (a checkpoint that did not load)
+        step = steps.get(unit.get("checkpoint_dir")) if isinstance(unit, dict) else None
+        if step is None or unit.get("status") != "failed" or unit.get("layer") is None:
+            continue
+        for c in unit.get("channels") or []:
+            grid.setdefault(unit["layer"], {}).setdefault(int(c), {}).setdefault(step, str(unit.get("error")))
     return res.steps
+
+
+def _cell(value: "Path | str | None", label: str, step: int) -> str:
+    if value is None:
+        return "<td></td>"
+    if isinstance(value, Path):
+        return f"<td>{_img(value, f'{label} at step {step}')}</td>"
+    return f"<td class='failed'><span class='note'>failed: {html.escape(value.splitlines()[0][:300])}</span></td>"
 
 
 def _grids(root: Path) -> tuple[Grid, list[int]]:
@@ -138,7 +155,7 @@ def _grid_table(layer: str, chans: dict[int, dict[int, Path]], steps: list[int],
         label = f"{layer}:{c}"
         st = settle.get(label)
         extra = f"<br><span class='note'>settles {_step_label(st)}</span>" if st is not None else ""
-        cells = "".join(f"<td>{_img(chans[c][s], f'{label} at step {s}') if s in chans[c] else ''}</td>" for s in steps)
+        cells = "".join(_cell(chans[c].get(s), label, s) for s in steps)
         rows.append(f"<tr><th>channel {c}{extra}</th>{cells}</tr>")
     return f"<table class='grid'><tr><th>channel \\ step</th>{head}</tr>{''.join(rows)}</table>"
 
@@ -160,6 +177,9 @@ def _features(root: Path, nav: list[tuple[str, str]], settle: dict[str, Any]) ->
     parts = ["<p class='note'>Each row is one channel's feature visualization, each column a training "
              "checkpoint; every checkpoint starts from the same seeded image and sees the same transforms, "
              "so differences come from the model alone.</p>"]
+    if not any(isinstance(v, Path) for chans in grid.values() for cells in chans.values() for v in cells.values()):
+        parts.append("<p class='failed'>Every unit of this run failed, so there are no images; each cell below "
+                     "says why (rerun after fixing it: finished units are kept).</p>")
     layer_links = []
     for layer in grid:
         a = "layer-" + _anchor(layer)

@@ -396,3 +396,25 @@ def test_grayscale_model_and_custom_normalisation(tmp_path, capsys):
     assert main(["visualize", "--model", MODEL, "--preprocess", "mean=0.5", "--no-progress",
                  "--output-path", str(tmp_path / "o")]) == 2
     assert "expected mean=M,M,M:std=S,S,S" in capsys.readouterr().err
+
+
+def test_report_shows_failed_checkpoints_and_units_in_place(tmp_path, capsys):
+    from devvis.report import write_report
+
+    folder, _ = build("ddp", tmp_path)
+    (folder / "step_15.pt").write_bytes(b"not a checkpoint")
+    out = tmp_path / "out"
+    argv = ["visualize", "--model", MODEL, "--checkpoint-path", str(folder), "--layer-names", "conv1", "--channels",
+            "0", "--image-size", "16", "--max-iterations", "2", "--min-iterations", "0", "--no-progress",
+            "--output-path", str(out)]
+    assert main(argv) == 2  # one checkpoint failed, the others were rendered
+    page = Path(write_report(out)).read_text()
+    assert page.count("<td class='failed'>") == 1 and "step_15.pt" in page and page.count("<img") >= 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    for unit in manifest["units"].values():
+        unit.update(status="failed", error="boom: the objective became NaN")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    for p in list(out.glob("step_*/*")):
+        p.unlink()
+    page = Path(write_report(out)).read_text()
+    assert "Every unit of this run failed" in page and page.count("failed: boom") == 3
