@@ -83,7 +83,7 @@ def seed_stability(viz_acts: torch.Tensor, random_acts: torch.Tensor) -> float:
 
     >>> a = torch.tensor([[2.0, 0.0], [3.0, 0.1]])
     >>> round(seed_stability(a, torch.zeros(4, 2)), 3)
-    0.998
+    0.999
     """
     centred = viz_acts - random_acts.mean(dim=0, keepdim=True)
     return _mean_offdiag(_cos(centred, centred))
@@ -94,7 +94,7 @@ def transform_robustness(values: torch.Tensor, transformed: torch.Tensor) -> flo
     those of their transformed copies; NaN when any image's own activation is not positive.
 
     >>> transform_robustness(torch.tensor([2.0, 4.0]), torch.tensor([[1.0, 4.0], [2.0, 2.0]]))
-    0.625
+    0.75
     """
     if (values <= 0).any():
         return float("nan")
