@@ -142,11 +142,11 @@ def nan_after(k):
 def test_nan_stops_chains_and_all_nan_is_not_ok():
     model = bn_net()
     x, y = small_data()
-    # Loop engine: 4 batches for L(w*), 4 for the other mode; then per step chain 0, chain 1 and the
-    # MALA check of each (every one of the 15 draws is a MALA point): 4 calls per step.
+    # Loop engine: 4 batches for L(w*), 4 for the other mode; then per step chain 0 and chain 1, and at
+    # step 0 (the one MALA point of 15 draws: one in eight at most) the MALA check of each.
     init_calls = 8
     with pytest.warns(LLCDiagnosticWarning, match="nan"):
-        res = estimate_llc(model, loader_of(x, y), nan_after(init_calls + 4 * 2), vectorize=False,
+        res = estimate_llc(model, loader_of(x, y), nan_after(init_calls + 4 + 2), vectorize=False,
                            **{**FAST, "warn": True})
     assert res.flags["nan"] == [0, 1]
     assert all(math.isnan(v) for v in res.llc_per_chain)
@@ -165,7 +165,7 @@ def test_one_nan_chain_is_excluded_from_mean():
     def nan_once(out, t):
         calls["n"] += 1
         loss = ce(out, t)
-        return loss * float("nan") if calls["n"] == 8 + 4 * 2 + 1 else loss  # chain 0, step 2 (see above)
+        return loss * float("nan") if calls["n"] == 8 + 4 + 2 + 1 else loss  # chain 0, step 2 (see above)
 
     with pytest.warns(LLCDiagnosticWarning):
         res = estimate_llc(model, loader_of(x, y), nan_once, vectorize=False, **{**FAST, "warn": True})
