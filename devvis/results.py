@@ -12,7 +12,7 @@ when read, so old folders still open.
 >>> import tempfile, torch
 >>> d = tempfile.mkdtemp()
 >>> rec = image_record(objective="channel(conv, 0)", layers=["conv"], history=[[0.5], [1.5]], status="completed",
-...                    step=100, layer="conv", channel=0)
+...                    final_value=1.5, step=100, layer="conv", channel=0)
 >>> _ = write_image(f"{d}/step_000100", "layer_conv_channel_0_average-0", torch.rand(3, 8, 8), rec)
 >>> e = open_results(d).entries[0]
 >>> e.step, e.layer, e.channel, e.image_number, e.record["final_value"]
@@ -32,7 +32,7 @@ from devvis.errors import OutputError
 from devvis.typing import ImageBatch, PathLike
 
 #: Version of the image record; records of version 1 are converted by :func:`upgrade_record`.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 KIND = "image"
 #: Statuses of a record: the render ran to the end, stopped on convergence, was interrupted, or its
 #: objective became NaN/infinite (no image then; ``error`` says what happened).
@@ -95,7 +95,8 @@ def image_record(*, objective: str, layers: Sequence[str], history: Sequence[Seq
     better, each under that step's random transforms); the record keeps column ``column``
     (default ``image_index``) and its last value as ``final_value_transformed``.
     ``final_value`` is the objective on the saved image without transforms (what
-    ``RenderResult.final_values`` holds); when not given, the last history value stands in.
+    ``RenderResult.final_values`` holds); when not given it is ``None`` (not measured): the
+    value under transforms never stands in for it.
     ``fields`` are the objective's own fields (``objective_type``,
     ``n``, ``channels``, ...), stored flat; ``run`` fills the :data:`RUN_KEYS` (``step``,
     ``layer``, ``channel``, ...) and may add further keys. ``channel``/``image_number``
@@ -108,7 +109,7 @@ def image_record(*, objective: str, layers: Sequence[str], history: Sequence[Seq
     rec = dio.metadata(KIND)
     rec["schema_version"] = SCHEMA_VERSION
     rec.update(image_file=None, image_index=image_index, objective=objective, layers=list(layers),
-               final_value=final_value if final_value is not None else (hist[-1] if hist else None),
+               final_value=final_value,
                final_value_transformed=hist[-1] if hist else None, history=hist, status=status,
                converged=status == "converged", converged_step=converged_step,
                steps_run=len(hist) if steps_run is None else steps_run, time_s=time_s, config=dict(config or {}),
@@ -151,14 +152,13 @@ def upgrade_record(raw: Mapping[str, Any]) -> dict[str, Any]:
     """A record of any version as a current one (version 1 ``visualize`` and ``render`` records converted).
 
     Version 1 ``visualize`` records stored ``final_activation`` and ``loss_history`` (the
-    negated objective values); they become ``final_value`` and ``history`` (objective values,
-    higher is better). Unknown keys are kept.
+    negated objective values); they become ``history`` (objective values, higher is better).
+    Versions 1 and 2 measured the final value on the last step's transformed image: it is kept as
+    ``final_value_transformed``, and ``final_value`` (version 3: without transforms) is ``None``,
+    since it was never measured. Unknown keys are kept; ``upgraded_from`` names the old version.
     """
     rec = dict(raw)
     if rec.get("schema_version") == SCHEMA_VERSION and rec.get("kind") == KIND:
-        if "final_value_transformed" not in rec:  # written before final_value meant "without transforms"
-            hist = rec.get("history") or []
-            rec["final_value_transformed"] = hist[-1] if hist else rec.get("final_value")
         return rec
     old_kind, old_version = rec.get("kind"), rec.get("schema_version")
     if old_kind == "visualize":
@@ -180,8 +180,11 @@ def upgrade_record(raw: Mapping[str, Any]) -> dict[str, Any]:
         rec.setdefault(k, None)
     if rec.get("history") is None:
         rec["history"] = []
-    if rec.get("final_value_transformed") is None and rec["history"]:
-        rec["final_value_transformed"] = rec["history"][-1]  # version 1 measured under the transforms
+    # Before version 3, final_value was measured on the last step's *transformed* image: keep that
+    # number under its own name, and say that the value without transforms was never measured.
+    if rec.get("final_value_transformed") is None:
+        rec["final_value_transformed"] = rec["history"][-1] if rec["history"] else rec.get("final_value")
+    rec["final_value"] = None
     if rec.get("converged") is None:
         rec["converged"] = rec.get("status") == "converged"
     rec["upgraded_from"] = {"schema_version": old_version, "kind": old_kind}

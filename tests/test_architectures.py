@@ -197,7 +197,7 @@ def test_visualize_and_activations_over_vit_checkpoints(tmp_path):
     summary = run_visualize(VisualizeSettings(channels=[0, 31], output_path=str(out), **base))
     assert (summary.done, summary.failed) == (2, 0), summary.failures
     meta = json.loads((out / "step_000020" / f"layer_{layer}_channel_31_average-0.json").read_text())
-    assert meta["status"] == "completed" and len(meta["history"]) == 2  # schema v2 (devvis.results)
+    assert meta["status"] == "completed" and len(meta["history"]) == 2  # devvis.results schema
 
     summary = run_visualize(VisualizeSettings(channels=[1], neurons=[(3, 4)], output_path=str(tmp_path / "n"), **base))
     assert (summary.done, summary.failed) == (2, 0), summary.failures

@@ -34,12 +34,13 @@ def test_render_save_and_the_cli_write_the_same_record(tmp_path, monkeypatch):
     cli = json.loads((tmp_path / "cli" / "random_init" / "layer_2_channel_3_average-0.json").read_text())
 
     assert set(saved) == set(cli) and set(results.RECORD_KEYS) <= set(cli)
-    assert (saved["schema_version"], saved["kind"]) == (cli["schema_version"], cli["kind"]) == (2, "image")
-    for rec in (saved, cli):  # objective values, higher is better, the last one is final_value
-        assert rec["final_value"] == rec["history"][-1] and len(rec["history"]) == rec["steps_run"] == 3
+    assert (saved["schema_version"], saved["kind"]) == (cli["schema_version"], cli["kind"]) == (results.SCHEMA_VERSION, "image")
+    for rec in (saved, cli):  # objective values under transforms, higher is better; the last one is kept apart
+        assert rec["final_value_transformed"] == rec["history"][-1] and len(rec["history"]) == rec["steps_run"] == 3
+        assert rec["final_value"] is not None  # measured on the saved image, without transforms
         assert (rec["layer"], rec["channel"], rec["image_number"], rec["image_index"]) == ("2", 3, 0, 1)
     assert saved["step"] == 7 and saved["settings_hash"] is None and cli["settings_hash"] is not None
-    assert cli["final_value"] == pytest.approx(float(r.history[-1, 1]), rel=1e-5)  # the same render, seed 0
+    assert cli["final_value"] == pytest.approx(float(r.final_values[1]), rel=1e-5)  # the same render, seed 0
 
 
 def _old_folder(root: Path, image) -> None:
@@ -69,7 +70,7 @@ def _new_folder(root: Path, image) -> None:
     for step, dname in ((10, "step_000010"), (20, "step_000020")):
         for c in (0, 2):
             rec = results.image_record(objective="channels(conv, [0, 2])", layers=["conv"], status="completed",
-                                       history=[[step + c], [step + c + 0.5]], model="m",
+                                       history=[[step + c], [step + c + 0.5]], model="m", final_value=None,
                                        checkpoint_path=f"ck/step_{step}.pt", step=step, layer="conv", channel=c,
                                        aggregation="average", image_number=0, seed=0, settings_hash="abc")
             results.write_image(root / dname, f"layer_conv_channel_{c}_average-0", image, rec)
@@ -77,7 +78,8 @@ def _new_folder(root: Path, image) -> None:
 
 def _summary(res: results.Results) -> list[tuple]:
     return [(e.step, e.layer, e.channel, e.neuron, e.image_number, str(e.image_path.relative_to(res.root)),
-             e.record["final_value"], e.record["history"], e.record["steps_run"], e.record["status"],
+             e.record["final_value"], e.record["final_value_transformed"], e.record["history"], e.record["steps_run"],
+             e.record["status"],
              e.record["checkpoint_path"], e.record["schema_version"], e.record["kind"]) for e in res]
 
 
@@ -89,7 +91,9 @@ def test_old_and_new_folders_open_with_identical_entries(tmp_path):
     assert old.steps == new.steps == [10, 20] and len(old) == len(new) == 4
     assert _summary(old) == _summary(new)
     e = old.select(step=20, channel=2)[0]
-    assert e.record["history"] == [22.0, 22.5] and e.record["final_value"] == 22.5  # negated loss -> values
+    assert e.record["history"] == [22.0, 22.5]  # negated loss -> values
+    # schema 1 measured the final value under transforms: kept apart, the untransformed value is unknown
+    assert e.record["final_value_transformed"] == 22.5 and e.record["final_value"] is None
     assert e.record["upgraded_from"] == {"schema_version": 1, "kind": "visualize"} and e.ok
 
     # the grid reads both the same way

@@ -49,7 +49,7 @@ def test_visualize_writes_images_json_and_manifest_in_step_order(ckpt_dir, tmp_p
     steps = [7, 20, 40, 300, 500, 1000]
     manifest = json.loads((out / "manifest.json").read_text())
     assert [c["step"] for c in manifest["checkpoints"]] == steps
-    assert "checkpoint order: step_000007" in r.stdout
+    assert "checkpoint order (step <- file):\n  step    7 <- " in r.stdout and "(from name)" in r.stdout
     for s in steps:
         folder = out / f"step_{s:06d}"
         for layer in ("layer1.0", "layer2.0.conv1"):
@@ -60,7 +60,7 @@ def test_visualize_writes_images_json_and_manifest_in_step_order(ckpt_dir, tmp_p
                 assert meta["step"] == s and meta["layer"] == layer and meta["channel"] == c
                 assert meta["aggregation"] == "average" and meta["image_number"] == 0
                 assert isinstance(meta["final_value"], float) and len(meta["history"]) == meta["steps_run"] == 3
-                assert meta["final_value"] == meta["history"][-1] and (meta["schema_version"], meta["kind"]) == (2, "image")
+                assert meta["final_value_transformed"] == meta["history"][-1] and meta["kind"] == "image"
                 assert meta["model"] == "resnet18" and meta["checkpoint_path"].startswith(str(ckpt_dir))
                 assert meta["seed"] == 0 and meta["parameters"]["learning_rate"] == 0.05
                 assert {"devvis", "torch"} <= set(meta["versions"]) and meta["time_s"] >= 0

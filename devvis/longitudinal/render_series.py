@@ -15,6 +15,8 @@ images differ only because their models differ.
 
 from __future__ import annotations
 
+import math
+
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,7 +193,8 @@ def _load_render(folder: Path, files: Sequence[str]) -> RenderResult:
         config=m.get("config") or {}, steps_run=int(m.get("steps_run") or n), status=m.get("status", "completed"),
         converged_step=m.get("converged_step"), time_s=float(m.get("time_s") or 0.0),
         fields={**{k: v for k, v in m.items() if k not in RECORD_KEYS}, **({"layer": m["layer"]} if m.get("layer") else {})},
-        final=torch.tensor(finals, dtype=torch.float32),
+        # records older than schema 3 never measured the value without transforms: leave it unknown
+        final=None if any(math.isnan(v) for v in finals) else torch.tensor(finals, dtype=torch.float32),
     )
 
 

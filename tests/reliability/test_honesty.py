@@ -105,7 +105,7 @@ def audit(out: Path) -> dict[str, dict]:
             with Image.open(img) as im:
                 im.load()
             assert math.isfinite(meta["final_value"]) and len(meta["history"]) == meta["steps_run"]
-            assert all(math.isfinite(v) for v in meta["history"]) and meta["final_value"] == meta["history"][-1]
+            assert all(math.isfinite(v) for v in meta["history"]) and meta["final_value_transformed"] == meta["history"][-1]
             assert (meta["converged_step"] is not None) is (status == "converged")
             if status == "converged":
                 assert meta["converged_step"] == meta["steps_run"] <= meta["parameters"]["max_iterations"]
