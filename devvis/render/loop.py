@@ -163,7 +163,7 @@ def render(
         check_finite_images(images, objective.description, run.steps_run)
         # the final value is the objective on the returned images, without the random transforms
         final = untransformed_values(model, objective, images, model_input, layers=layers, device=dev,
-                                     layouts=layouts)
+                                     layouts=layouts, plan=recorder.plan)
     config = _config(model_input, param, images, steps=steps, lr=lr, optimizer=optimizer, scheduler=scheduler,
                      transforms=transforms, seed=seed, device=dev, precision=precision, thresholds=thresholds,
                      redirect_relu=redirect_relu, stop_when=stop_when)

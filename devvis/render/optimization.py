@@ -32,7 +32,7 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-from devvis.hooks import ActivationRecorder
+from devvis.hooks import ActivationRecorder, CallPlan
 from devvis.objectives.core import Objective
 from devvis.render.forward import RecordedForward
 from devvis.render.pipeline import ModelInput
@@ -111,17 +111,18 @@ class RenderRun:
 @torch.no_grad()
 def untransformed_values(model: nn.Module, objective: Objective, images: torch.Tensor, model_input: ModelInput, *,
                          layers: Iterable[str], device: torch.device,
-                         layouts: Mapping[str, str] | None = None) -> torch.Tensor:
+                         layouts: Mapping[str, str] | None = None, plan: CallPlan | None = None) -> torch.Tensor:
     """The objective on ``images`` ``(B, C, H, W)`` in [0, 1] *without* transforms, ``(B,)`` float32 on the CPU.
 
     The render's final value: ``model_input``'s resize and preprocessing, no random transforms,
     one fp32 forward without gradient, the path of :func:`devvis.objectives.evaluate` (so
     ``render(...).final_values`` equals ``evaluate(model, objective, result.images)``). The
-    caller has borrowed ``model`` (:func:`devvis.state.frozen`).
+    caller has borrowed ``model`` (:func:`devvis.state.frozen`). ``plan``: the render's
+    :class:`~devvis.hooks.CallPlan`, so this forward also stops after the last needed layer.
     """
     clean = ModelInput(model, transforms=None, preprocess=model_input.preprocess_spec,
                        input_size=model_input.input_size)
     img = images.to(device, torch.float32)
-    with ActivationRecorder(model, layers, stop_early=True, layouts=layouts) as rec:
+    with ActivationRecorder(model, layers, stop_early=True, layouts=layouts, plan=plan) as rec:
         acts = RecordedForward(model, rec, precision="fp32", device=device, channels_last=False)(clean(img), img)
     return objective(acts).detach().float().cpu()
