@@ -1,4 +1,4 @@
-"""devvis.compat.lucent.objectives: Lucent's losses, names, descriptions, algebra and errors; to_devvis()."""
+"""devvis.compat.lucent.optvis.objectives: Lucent's losses, names, descriptions, algebra and errors; to_devvis()."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""devvis.compat.lucent.param / transform / util: Lucent's shapes, values and randomness, and its non-square bugs fixed."""
+"""devvis.compat.lucent.optvis.param / transform / util: Lucent's shapes, values and randomness, and its non-square bugs fixed."""
 
 import random
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from devvis.compat.lucent import param, transform, util
-from devvis.compat.lucent.param import color, spatial
+from devvis.compat.lucent.optvis.param import color, spatial
 from devvis.errors import ParameterizationError, TransformError
 from devvis.transforms import IMAGENET_MEAN, IMAGENET_STD
 

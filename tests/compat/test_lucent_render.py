@@ -1,4 +1,4 @@
-"""devvis.compat.lucent.render: render_vis's results, options and cleanliness; hook_model; showing and saving."""
+"""devvis.compat.lucent.optvis.render: render_vis's results, options and cleanliness; hook_model; showing and saving."""
 
 import re
 import sys

@@ -6,7 +6,9 @@ and the rest of the code runs unchanged on devvis's engine: only the layers the
 objective reads are hooked (and unhooked afterwards), the forward pass stops after
 the last of them, no gradient piles up on the model's parameters, and no device is
 fixed at import time. ``render_vis`` is also importable from here; ``util.set_seed``
-is Lucent's.
+is Lucent's. Lucent's other paths exist too: ``devvis.compat.lucent.optvis`` (the same four
+modules), ``devvis.compat.lucent.modelzoo.util.get_model_layers`` and
+``devvis.compat.lucent.misc.io.show`` (with ``misc.io.showing``).
 
 >>> from torch import nn
 >>> from devvis.compat.lucent import render, param, objectives
@@ -17,8 +19,9 @@ is Lucent's.
 ((1, 24, 24, 3), 'float32')
 """
 
-from devvis.compat.lucent import objectives, param, transform, util
-from devvis.compat.lucent import render
-from devvis.compat.lucent.render import hook_model, render_vis
+from devvis.compat.lucent import misc, modelzoo, optvis, util
+from devvis.compat.lucent.optvis import objectives, param, render, transform
+from devvis.compat.lucent.optvis.render import hook_model, render_vis
 
-__all__ = ["render", "param", "transform", "objectives", "util", "render_vis", "hook_model"]
+__all__ = ["optvis", "render", "param", "transform", "objectives", "util", "misc", "modelzoo", "render_vis",
+           "hook_model"]

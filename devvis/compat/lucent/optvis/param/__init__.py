@@ -12,17 +12,17 @@ Lucent's ``upconvGAN`` (which downloads weights) is not provided.
 (2, 3, 32, 32)
 """
 
-from devvis.compat.lucent.param.color import (
+from devvis.compat.lucent.optvis.param.color import (
     color_correlation_normalized,
     color_correlation_svd_sqrt,
     color_mean,
     max_norm_svd_sqrt,
     to_valid_rgb,
 )
-from devvis.compat.lucent.param.cppn import CompositeActivation, cppn
-from devvis.compat.lucent.param.images import image
-from devvis.compat.lucent.param.lowres import lowres_tensor
-from devvis.compat.lucent.param.spatial import fft_image, pixel_image, rfft2d_freqs
+from devvis.compat.lucent.optvis.param.cppn import CompositeActivation, cppn
+from devvis.compat.lucent.optvis.param.images import image
+from devvis.compat.lucent.optvis.param.lowres import lowres_tensor
+from devvis.compat.lucent.optvis.param.spatial import fft_image, pixel_image, rfft2d_freqs
 
 __all__ = [
     "image", "pixel_image", "fft_image", "rfft2d_freqs", "cppn", "CompositeActivation", "lowres_tensor",

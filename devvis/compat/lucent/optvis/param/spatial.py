@@ -12,20 +12,40 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from devvis.param import FFTBasis, PixelBasis
 from devvis.param import rfft2d_freqs as _freqs
 
-__all__ = ["pixel_image", "fft_image", "rfft2d_freqs"]
+__all__ = ["pixel_image", "fft_image", "rfft2d_freqs", "FreeTensor"]
 
 
-def pixel_image(shape: Sequence[int], sd: float | None = None) -> tuple[list[torch.Tensor], PixelBasis]:
-    """One free value per pixel, initialized ``N(0, sd)`` (``sd`` 0.01 by default); ``shape`` ``(B, C, H, W)``.
+class FreeTensor(nn.Module):
+    """A free tensor of any shape: ``forward()`` returns the parameter itself."""
+
+    def __init__(self, shape: Sequence[int], sd: float):
+        super().__init__()
+        self.pixels = nn.Parameter(torch.randn(*[int(s) for s in shape]) * sd)
+
+    def forward(self) -> torch.Tensor:
+        return self.pixels
+
+
+def pixel_image(shape: Sequence[int], sd: float | None = None) -> tuple[list[torch.Tensor], PixelBasis | FreeTensor]:
+    """One free value per entry, initialized ``N(0, sd)`` (``sd`` 0.01 by default).
+
+    ``shape`` is an image batch ``(B, C, H, W)`` (a devvis :class:`~devvis.param.PixelBasis`)
+    or, as in Lucent, any other shape (a :class:`FreeTensor`).
 
     >>> params, image_f = pixel_image([1, 3, 4, 5])
     >>> params[0] is image_f(), tuple(params[0].shape)
     (True, (1, 3, 4, 5))
+    >>> tuple(pixel_image((1, 1))[1]().shape)
+    (1, 1)
     """
+    if len(shape) != 4:
+        free = FreeTensor(shape, sd or 0.01)
+        return [free.pixels], free
     b, c, h, w = shape
     basis = PixelBasis(b, c, h, w, sd=sd or 0.01)
     return [basis.pixels], basis

@@ -150,16 +150,28 @@ def _to_degrees(angle: float, units: str) -> float:
     raise TransformError(f"angle units {units!r} are not valid; choose 'degrees' or 'radians'")
 
 
-def random_rotate(angles: Sequence[float], units: str = "degrees") -> RandomRotate:
+class LucentRotate(RandomRotate):
+    """devvis's rotation; integer images are rotated as floats (Lucent's ``.float()``), the result is float."""
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if not x.is_floating_point():
+            x = x.to(torch.get_default_dtype())
+        return super().forward(x, generator)
+
+
+def random_rotate(angles: Sequence[float], units: str = "degrees") -> LucentRotate:
     """Rotate counter-clockwise about the image centre by an angle drawn from ``angles``; size kept, zeros fill in.
 
     ``units``: ``"degrees"`` or ``"radians"`` (``"rads"``, ``"rad"``). Repeated
     entries weight the draw, as in Lucent (``standard_transforms`` lists 0 six times).
+    Integer tensors are accepted and come back as floats, as in Lucent.
 
     >>> random_rotate([180])(torch.arange(6.).view(1, 1, 2, 3))[0, 0].round().tolist()
     [[5.0, 4.0, 3.0], [2.0, 1.0, 0.0]]
+    >>> random_rotate([90])(torch.tensor([[[[0, 1], [0, 1]]]])).dtype
+    torch.float32
     """
-    return RandomRotate([_to_degrees(a, units) for a in angles])
+    return LucentRotate([_to_degrees(a, units) for a in angles])
 
 
 def compose(transforms: Iterable[TensorFn]) -> Compose:

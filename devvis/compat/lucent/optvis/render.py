@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from devvis import io as dio
-from devvis.compat.lucent import objectives, param, transform
+from devvis.compat.lucent.optvis import objectives, param, transform
 from devvis.errors import ConfigError, LayoutError
 from devvis.hooks import ActivationRecorder, module_names, resolve_name
 from devvis.objectives import Objective as DevvisObjective
@@ -165,14 +165,18 @@ def render_vis(
     steps = _thresholds(thresholds)
 
     tfs = list(transform.standard_transforms if transforms is None else transforms)
+    # Lucent appends the normalization and the upsampling to the transforms; here they are the
+    # model-input pipeline's preprocessing, so the final value, computed without the random
+    # transforms, still sees the normalized, upsampled image
+    prep: list[Callable[[torch.Tensor], torch.Tensor]] = []
     if preprocess:
         is_inception = type(model).__name__ == "InceptionV1"
-        tfs.append(transform.preprocess_inceptionv1() if is_inception else transform.normalize())
+        prep.append(transform.preprocess_inceptionv1() if is_inception else transform.normalize())
     with torch.no_grad():
         shape = image().shape
     size = input_size(shape[-2:], fixed_image_size)
     if size:
-        tfs.append(nn.Upsample(size=size, mode="bilinear", align_corners=True))
+        prep.append(nn.Upsample(size=size, mode="bilinear", align_corners=True))
 
     def report(step: int, _img: torch.Tensor, values: torch.Tensor) -> None:
         loss = float(-values.sum())
@@ -187,7 +191,8 @@ def render_vis(
     # one draw from torch's global stream seeds the transforms: set_seed reproduces the run
     seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
     result = render(model, objective, image, steps=steps[-1], thresholds=steps, optimizer=optimizer,
-                    transforms=transform.compose(tfs), preprocess="none", seed=seed, progress=progress,
+                    transforms=transform.compose(tfs), preprocess=transform.compose(prep) if prep else "none",
+                    seed=seed, progress=progress,
                     callbacks=[report] if verbose else ())
     images = [tensor_to_img_array(result.snapshots[t]) for t in steps if t in result.snapshots]
     if result.interrupted:

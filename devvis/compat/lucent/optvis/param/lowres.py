@@ -47,7 +47,7 @@ def _shift_reflect(t: torch.Tensor, offsets: Sequence[int]) -> torch.Tensor:
 
 
 class LowresTensor(nn.Module):
-    """``forward()``: the ``underlying`` parameter resized to ``shape`` and shifted by ``offsets``."""
+    """``forward()``: the ``underlying`` parameter resized to ``shape``, its last two dimensions shifted by ``offsets``."""
 
     def __init__(self, shape: Sequence[int], underlying_shape: Sequence[int], offsets: list[int] | None, sd: float):
         super().__init__()
@@ -57,7 +57,10 @@ class LowresTensor(nn.Module):
 
     def forward(self) -> torch.Tensor:
         t = resize_linear_nd(self.underlying, self.shape)
-        return t if self.offsets is None else _shift_reflect(t, self.offsets)
+        if self.offsets is None:
+            return t
+        # only the spatial (last two) dimensions move, as in Lucent; leading offsets are accepted and unused
+        return _shift_reflect(t, [0] * (t.dim() - 2) + self.offsets[-2:])
 
 
 def lowres_tensor(shape: Sequence[int], underlying_shape: Sequence[int], offset: Any = None,
@@ -65,14 +68,17 @@ def lowres_tensor(shape: Sequence[int], underlying_shape: Sequence[int], offset:
     """``(params, image_f)``: ``image_f()`` has ``shape``; the parameter has ``underlying_shape``.
 
     ``offset`` shifts the upsampled tensor (like a phase): ``None`` no shift; a
-    number or a list with one entry per dimension; ``True`` means half the
-    upsampling ratio of that dimension, ``False`` 0. Every dimension is shifted by
-    its own offset (Lucent shifted the height by the height's offset and the
-    width by the *batch* offset).
+    number (the same for every dimension) or a list with one entry per dimension;
+    ``True`` means half the upsampling ratio of that dimension, ``False`` 0. As in
+    Lucent only the last two (spatial) dimensions are shifted, and each by its own
+    offset (Lucent shifted the height by the height's offset and the width by the
+    *batch* offset).
 
     >>> params, f = lowres_tensor([1, 1, 4, 4], [1, 1, 2, 2], offset=True)
     >>> tuple(params[0].shape), tuple(f().shape)
     ((1, 1, 2, 2), (1, 1, 4, 4))
+    >>> tuple(lowres_tensor([6, 3, 8, 8], [1, 3, 4, 4], offset=5)[1]().shape)   # 5 > 3 channels: not shifted
+    (6, 3, 8, 8)
     """
     if len(shape) != len(underlying_shape):
         raise ParameterizationError(f"shape {list(shape)} and underlying_shape {list(underlying_shape)} "
