@@ -43,7 +43,8 @@ class DemoSettings:
     render_steps: int = 64
     image_size: int = 48
     llc_draws: int = 60
-    llc_lr: float = 1e-4
+    llc_lrs: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4)  # calibration grid of the LLC step size
+    llc_localizations: tuple[float, ...] = (1.0, 10.0)
     llc_chains: int = 2
     llc_batches: int = 8
     circuit_k: int = 4
@@ -123,9 +124,16 @@ def run_demo(output_dir: PathLike, *, quick: bool = False, progress: bool = True
     x, y = SyntheticShapes(s.llc_batches * 64, size=size, seed=s.seed, split="train").tensors()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64, shuffle=False)
     curves = {label: (fc.steps, fc.similarity) for label, fc in tracked.changes.items()}
+    # settings calibrated on the final checkpoint (devvis.slt.calibrate), then the same at every checkpoint
+    calibration = dict(lrs=s.llc_lrs, localizations=s.llc_localizations, num_chains=s.llc_chains,
+                       num_draws=s.llc_draws, num_burnin_steps=s.llc_draws // 2)
     llc = llc_trajectory(series, loader, torch.nn.CrossEntropyLoss(), feature_curves=curves, output_dir=out / "slt",
-                         num_chains=s.llc_chains, num_draws=s.llc_draws, lr=s.llc_lr, localization=100.0,
-                         seed=s.seed, progress=False)
+                         num_chains=s.llc_chains, num_draws=s.llc_draws, num_burnin_steps=s.llc_draws // 2,
+                         calibrate=calibration, seed=s.seed, progress=False, warn=False)
+    h = llc.hyperparameters
+    log(f"    LLC settings: lr {h['lr']:.3g}, localization {h['localization']:.3g}, nβ {h['nbeta']:.4g} "
+        f"({'calibrated' if h['calibrated'] else 'calibration found no healthy setting'}); "
+        f"{sum(r.ok for r in llc.results)}/{len(llc.results)} estimates healthy")
     timings["llc_s"] = time.time() - t
 
     t = stage("5/6 one circuit: where the most active late channel comes from")
