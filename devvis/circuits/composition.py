@@ -50,7 +50,8 @@ class UpstreamChannel:
     ``influence``: its influence on the target at the final checkpoint; ``trajectory``:
     at every checkpoint (aligned with the result's ``steps``); ``expanded_weight``:
     float32 ``[crop, crop]`` kernel into the target channel at the final checkpoint;
-    ``settle_step``: when its feature settles (None: never, at this threshold);
+    ``settle_step``: when its feature settles (None: see ``settle_status``, ``"settled"``,
+    ``"not settled"`` or ``"not comparable"``, from :func:`devvis.longitudinal.settle`);
     ``earlier``: it settles strictly before the target (a feature that never
     settles counts as settling after the last step, so ``earlier`` is False when
     neither settles); ``similarity``: its similarity to its final feature per step.
@@ -63,11 +64,13 @@ class UpstreamChannel:
     settle_step: int | None
     earlier: bool
     similarity: list[float]
+    settle_status: str = "settled"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record."""
         return {"channel": self.channel, "influence": self.influence, "trajectory": self.trajectory,
-                "settle_step": self.settle_step, "earlier": self.earlier, "similarity": self.similarity,
+                "settle_step": self.settle_step, "settle_status": self.settle_status, "earlier": self.earlier,
+                "similarity": self.similarity,
                 "expanded_weight": self.expanded_weight.tolist()}
 
 
@@ -107,7 +110,8 @@ class CompositionResult:
         return dio.metadata(
             "circuits_composition", target_layer=self.target_layer, target_channel=self.target_channel,
             source_layer=self.source_layer, steps=self.steps, threshold=self.threshold,
-            target={"settle_step": self.target_settle_step, "similarity": self.target_similarity},
+            target={"settle_step": self.target_settle_step, "similarity": self.target_similarity,
+                    "settle_status": self.target.settle_status if self.target is not None else None},
             upstream=[u.to_dict() for u in self.upstream], influence=self.trajectory.to_dict(),
             settings=self.settings,
             figure=self.figure_path.name if self.figure_path is not None else None,
@@ -118,9 +122,10 @@ class CompositionResult:
                 "expanded_weight": "gradient of the target channel at the centre of its map with respect to the "
                                    "source channel around the matching position, through a linearized copy of the "
                                    "final model (ReLU -> identity, max-pool -> avg-pool)",
-                "similarity": "final model's activation on each checkpoint's visualization / on the final "
-                              "visualization (devvis.longitudinal.feature_change)",
-                "settle_step": "first step from which similarity stays >= threshold",
+                "similarity": "the final model's feature-driven response (minus its baseline) to each checkpoint's "
+                              "visualization / to the final visualization (devvis.longitudinal.feature_change)",
+                "settle_step": "first step from which similarity stays within [threshold, 1 + tolerance]; null "
+                               "with settle_status 'not settled' or 'not comparable'",
                 "earlier": "the upstream channel settles strictly before the target"})
 
 
@@ -238,7 +243,7 @@ def composition(
 
     upstream = [
         UpstreamChannel(channel=c, influence=v, trajectory=[float(x) for x in traj.influence[:, c]],
-                        expanded_weight=weights[c].clone(), settle_step=fc.settle_step,
+                        expanded_weight=weights[c].clone(), settle_step=fc.settle_step, settle_status=fc.settle_status,
                         earlier=_settles_before(fc.settle_step, target_fc.settle_step), similarity=list(fc.similarity))
         for (c, v), fc in zip(top, source_fcs)
     ]
@@ -303,7 +308,8 @@ def plot_composition(result: CompositionResult) -> Figure:
     ax = fig.add_subplot(grid[0, n])
     ax.axis("off")
     settled = result.target_settle_step
-    ax.text(0.0, 0.5, f"target settles\nat step {settled}" if settled is not None else "target never\nsettles",
+    status = result.target.settle_status if result.target is not None else "not settled"
+    ax.text(0.0, 0.5, f"target settles\nat step {settled}" if settled is not None else f"target:\n{status}",
             fontsize=8, va="center", color="tab:red")
     ax = fig.add_subplot(grid[0, n + 1])
     sim = np.asarray([np.nan if v is None else v for v in result.target_similarity], dtype=float)
@@ -320,7 +326,7 @@ def plot_composition(result: CompositionResult) -> Figure:
             ax = fig.add_subplot(grid[i, j])
             _image(ax, component_images(source_renders[step], result.source_layer, up.channel)[0])
             if j == 0:
-                when = f"settles {up.settle_step}" if up.settle_step is not None else "never settles"
+                when = f"settles {up.settle_step}" if up.settle_step is not None else up.settle_status
                 mark = " (earlier)" if up.earlier else ""
                 ax.set_ylabel(f"{result.source_layer}:{up.channel}\n{when}{mark}", fontsize=7)
         ax = fig.add_subplot(grid[i, n])
