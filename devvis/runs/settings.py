@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from devvis.errors import ConfigError, closest
+from devvis.errors import ConfigError, DevvisError, closest
 from devvis.render.pipeline import PREPROCESS_CHOICES, PREPROCESS_HELP, check_preprocess
 from devvis.state import as_device
 from devvis.typing import PathLike
@@ -166,7 +166,10 @@ class RunSettings:
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
             raise bad("--scale-range", list(self.scale_range), "needs 0 < MIN <= MAX")
-        check_preprocess(self.preprocess)
+        try:
+            check_preprocess(self.preprocess)
+        except DevvisError as e:
+            raise bad("--preprocess", self.preprocess, str(e).split("; ", 1)[-1]) from None
         if self.input_channels is not None and (not isinstance(self.input_channels, int) or self.input_channels < 1):
             raise bad("--input-channels", self.input_channels, "must be a positive integer (or unset)")
         if self.precision not in PRECISIONS:
