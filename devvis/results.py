@@ -1,7 +1,7 @@
 """The results folder: one versioned record per image, one writer, one reader.
 
-Every image devvis renders is stored as ``STEM.jpg`` with ``STEM.json`` beside it: its
-*image record* (documented in ``docs/results-schema.md``). :meth:`RenderResult.save`,
+Every image devvis renders is stored as ``STEM.jpg`` (``STEM.png`` when transparent) with
+``STEM.json`` beside it: its *image record* (documented in ``docs/results-schema.md``). :meth:`RenderResult.save`,
 ``devvis visualize``/``devvis sweep`` and :meth:`SeriesResult.save` all write it through
 :func:`write_image`; ``devvis grid``, ``devvis report``, resuming runs and notebooks read
 it through :func:`open_results` (a folder) or :func:`read_record` (one file). Records
@@ -126,22 +126,40 @@ def image_record(*, objective: str, layers: Sequence[str], history: Sequence[Seq
 def write_image(output_dir: PathLike, stem: str, image: ImageBatch | None, record: Mapping[str, Any]) -> list[Path]:
     """Write ``STEM.jpg`` (``image``: ``(C, H, W)`` in [0, 1]) and ``STEM.json`` (``record``) atomically.
 
-    With ``image=None`` (a failed render) any older ``STEM.jpg`` is removed, so no image
-    stands beside a record that says it failed. Returns the paths written (image first).
+    A transparent image (4 channels, RGBA: ``param.image(..., alpha=True)``) is written as
+    ``STEM.png`` with its alpha channel; the record's ``image_file`` names the file either way.
+    With ``image=None`` (a failed render) any older ``STEM.jpg``/``STEM.png`` is removed, so no
+    image stands beside a record that says it failed. Returns the paths written (image first).
     """
     folder = Path(output_dir)
-    img_path, json_path = folder / f"{stem}.jpg", folder / f"{stem}.json"
+    rgba = image is not None and tuple(image.shape)[0] == 4
+    img_path, json_path = folder / f"{stem}.{'png' if rgba else 'jpg'}", folder / f"{stem}.json"
     rec = dict(record)
     written = []
     if image is not None:
-        dio.write_image(img_path, image)
+        if rgba:
+            dio.atomic_write_bytes(img_path, _rgba_png(image))
+        else:
+            dio.write_image(img_path, image)
         rec["image_file"] = img_path.name
         written.append(img_path)
     else:
-        img_path.unlink(missing_ok=True)
+        for suffix in (".jpg", ".png"):
+            img_path.with_suffix(suffix).unlink(missing_ok=True)
         rec["image_file"] = None
     dio.write_json(json_path, rec)
     return written + [json_path]
+
+
+def _rgba_png(image: ImageBatch) -> bytes:
+    """PNG bytes of one RGBA image ``(4, H, W)`` in [0, 1], alpha kept."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(dio.to_uint8_hwc(image), mode="RGBA").save(buf, format="PNG")
+    return buf.getvalue()
 
 
 # ------------------------------------------------------------------------------------------
@@ -290,6 +308,8 @@ def _checkpoints(root: Path, man: Mapping[str, Any] | None) -> list[tuple[int | 
 
 def _entry(json_path: Path, step: int | None, rec: dict[str, Any]) -> ResultEntry:
     img = json_path.with_suffix(".jpg")
+    if not img.is_file() and json_path.with_suffix(".png").is_file():  # a transparent (RGBA) image
+        img = json_path.with_suffix(".png")
     layer, channel, number = rec.get("layer"), rec.get("channel"), rec.get("image_number")
     if layer is None or channel is None:  # a record without run fields: the file name says it
         m = _STEM.match(json_path.stem)

@@ -22,10 +22,19 @@ from devvis.objectives.activation import (
 )
 from devvis.objectives.core import Objective, Sum, as_objective, weighted, wrap_objective
 from devvis.objectives.evaluate import evaluate
-from devvis.objectives.regularizers import alignment, blur_input_each_step, diversity, l1, l2, total_variation
+from devvis.objectives.regularizers import (
+    alignment,
+    alpha_total_variation,
+    blur_input_each_step,
+    diversity,
+    l1,
+    l2,
+    total_variation,
+    transparency,
+)
 
 __all__ = [
     "Objective", "Sum", "as_objective", "weighted", "wrap_objective", "evaluate", "channel", "channels", "neuron",
     "layer", "direction", "direction_neuron", "channel_interpolate", "channels_first", "l1", "l2",
-    "total_variation", "blur_input_each_step", "diversity", "alignment",
+    "total_variation", "blur_input_each_step", "diversity", "alignment", "transparency", "alpha_total_variation",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from devvis.errors import ObjectiveError
 from devvis.objectives.activation import channels_first
 from devvis.objectives.core import wrap_objective
 
@@ -62,6 +63,44 @@ def blur_input_each_step(layer: str = "input", sigma: float = 0.5, batch: int | 
         with torch.no_grad():
             blurred = kornia.filters.gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="reflect")
         return -0.5 * _per_image((x - blurred) ** 2)
+    return inner
+
+
+def _alpha(acts, layer: str) -> torch.Tensor:
+    """The opacity channel ``(B, H, W)`` of a transparent image ``(B, 4, H, W)``."""
+    x = acts[layer]
+    if x.dim() != 4 or x.shape[1] != 4:
+        raise ObjectiveError(f"an alpha prior reads RGBA images (B, 4, H, W) from {layer!r}, got shape "
+                             f"{tuple(x.shape)}; make the image with param.image(..., alpha=True)")
+    return x[:, 3]
+
+
+@wrap_objective
+def transparency(layer: str = "input", batch: int | None = None):
+    """Mean transparency ``1 - alpha`` of each RGBA image (``param.image(..., alpha=True)``), in [0, 1].
+
+    Add it with a positive weight so that only what drives the objective stays opaque
+    (Lucid's transparent visualizations): ``channel(...) + 0.5 * transparency()``.
+
+    >>> import torch
+    >>> from devvis.hooks import Activations
+    >>> img = torch.ones(1, 4, 2, 2); img[:, 3, 0] = 0      # the top row transparent
+    >>> transparency()(Activations({"input": img})).tolist()
+    [0.5]
+    """
+    def inner(acts):
+        return 1 - _per_image(_alpha(acts, layer))
+    return inner
+
+
+@wrap_objective
+def alpha_total_variation(layer: str = "input", batch: int | None = None):
+    """Minus the total variation of the alpha channel per pixel: smooth, connected opacity masks."""
+    def inner(acts):
+        a = _alpha(acts, layer)
+        dx = (a[:, :, 1:] - a[:, :, :-1]).abs().reshape(a.shape[0], -1).sum(1)
+        dy = (a[:, 1:, :] - a[:, :-1, :]).abs().reshape(a.shape[0], -1).sum(1)
+        return -(dx + dy) / a[0].numel()
     return inner
 
 

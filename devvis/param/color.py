@@ -18,21 +18,26 @@ COLOR_CORRELATION_NORMALIZED = COLOR_CORRELATION_SVD_SQRT / COLOR_CORRELATION_SV
 class ToRGB(nn.Module):
     """``(B, C, H, W)`` unconstrained -> ``(B, C, H, W)`` in [0, 1].
 
-    With ``decorrelate`` and 3 channels, first multiplies the channel vector by the
-    normalized colour-correlation square root; then a sigmoid (or a clamp when
-    ``sigmoid=False``).
+    With ``decorrelate`` and 3 channels (or 4 with ``alpha``: RGB and opacity, Lucid's
+    transparent images), first multiplies the RGB vector by the normalized colour-correlation
+    square root (the alpha channel is left as it is); then a sigmoid (or a clamp when
+    ``sigmoid=False``). Other channel counts are not decorrelated.
     """
 
-    def __init__(self, channels: int = 3, decorrelate: bool = True, sigmoid: bool = True):
+    def __init__(self, channels: int = 3, decorrelate: bool = True, sigmoid: bool = True, alpha: bool = False):
         super().__init__()
-        self.decorrelate = bool(decorrelate and channels == 3)
+        self.decorrelate = bool(decorrelate and (channels == 3 or (alpha and channels == 4)))
+        self.alpha = bool(alpha)
         self.sigmoid = sigmoid
         self.register_buffer("matrix", COLOR_CORRELATION_NORMALIZED.clone(), persistent=False)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        if self.decorrelate:
+        if self.decorrelate and self.alpha:
+            rgb = torch.einsum("bchw,rc->brhw", t[:, :3], self.matrix.to(t.dtype))
+            t = torch.cat([rgb, t[:, 3:]], dim=1)
+        elif self.decorrelate:
             t = torch.einsum("bchw,rc->brhw", t, self.matrix.to(t.dtype))
         return torch.sigmoid(t) if self.sigmoid else t.clamp(0, 1)
 
     def extra_repr(self) -> str:
-        return f"decorrelate={self.decorrelate}, sigmoid={self.sigmoid}"
+        return f"decorrelate={self.decorrelate}, sigmoid={self.sigmoid}" + (", alpha=True" if self.alpha else "")

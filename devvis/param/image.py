@@ -33,10 +33,12 @@ class ImageParam(nn.Module):
     moves ``parameters()`` (those of the basis only).
     """
 
-    def __init__(self, basis: nn.Module, channels: int = 3, decorrelate: bool = True, sigmoid: bool = True):
+    def __init__(self, basis: nn.Module, channels: int = 3, decorrelate: bool = True, sigmoid: bool = True,
+                 alpha: bool = False):
         super().__init__()
         self.basis = basis
-        self.to_rgb = ToRGB(channels, decorrelate, sigmoid)
+        self.alpha = bool(alpha)
+        self.to_rgb = ToRGB(channels, decorrelate, sigmoid, alpha=alpha)
 
     def forward(self) -> torch.Tensor:
         return self.to_rgb(self.basis())
@@ -44,12 +46,18 @@ class ImageParam(nn.Module):
 
 def image(w: int, h: int | None = None, *, batch: int = 1, fft: bool = True, decorrelate: bool = True,
           sd: float = 0.01, channels: int = 3, seed: int | None = None, decay_power: float = 1.0,
-          basis: Basis | None = None) -> ImageParam:
+          basis: Basis | None = None, alpha: bool = False) -> ImageParam:
     """The default parameterization: FFT basis, decorrelated colour, sigmoid.
 
     ``w`` x ``h`` (``h`` defaults to ``w``), ``batch`` images of ``channels``
     channels. ``basis`` overrides ``fft``: ``"fft"``, ``"pixel"``, ``"laplacian"``
     or ``"maco"``. The same ``seed`` gives the same initial image.
+
+    ``alpha=True`` adds an opacity channel: images are ``(B, 4, H, W)`` RGBA in [0, 1]
+    (RGB decorrelated as usual, alpha not), starting half transparent (Lucid's transparent
+    visualizations). Before the model, a transform composites them over a background
+    (:func:`devvis.transforms.collapse_alpha_random` in ``transforms.standard(alpha=True)``);
+    alpha-aware priors are ``objectives.alpha_mean`` and ``objectives.alpha_total_variation``.
 
     >>> from devvis import param
     >>> p = param.image(32, 24, batch=2, seed=0)
@@ -57,8 +65,13 @@ def image(w: int, h: int | None = None, *, batch: int = 1, fft: bool = True, dec
     ((2, 3, 24, 32), True)
     >>> torch.equal(img, param.image(32, 24, batch=2, seed=0)())
     True
+    >>> tuple(param.image(16, alpha=True, seed=0)().shape)
+    (1, 4, 16, 16)
     """
     h = w if h is None else h
+    if alpha and channels != 3:
+        raise ParameterizationError(f"alpha=True adds an opacity channel to RGB (channels=3), got channels={channels!r}")
+    channels = 4 if alpha else channels
     _check(w, h, batch, channels)
     name = basis or ("fft" if fft else "pixel")
     if name not in _BASES:
@@ -68,7 +81,7 @@ def image(w: int, h: int | None = None, *, batch: int = 1, fft: bool = True, dec
     if name in ("fft", "maco"):
         kwargs["decay_power"] = decay_power
     b = _BASES[name](batch, channels, h, w, **kwargs)
-    return ImageParam(b, channels, decorrelate)
+    return ImageParam(b, channels, decorrelate, alpha=alpha)
 
 
 def pixel(w: int, h: int | None = None, *, batch: int = 1, sd: float = 0.01, channels: int = 3,

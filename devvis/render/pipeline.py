@@ -33,7 +33,7 @@ from torch import nn
 
 from devvis.architectures import resolve_input_size
 from devvis.errors import TransformError
-from devvis.transforms import Resize, get as get_transforms
+from devvis.transforms import Resize, composite as composite_alpha, get as get_transforms
 from devvis.transforms.preprocess import imagenet_normalize
 from devvis.typing import PreprocessLike, TensorFn, TransformsLike
 
@@ -188,9 +188,12 @@ class ModelInput:
         self.resize = Resize(self.input_size) if self.input_size is not None else None
         self.preprocess_spec = auto_preprocess(preprocess, model)
         self.preprocess = resolve_preprocess(self.preprocess_spec)
+        self.channels = model_input_channels(model)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         x = self.transforms(images, generator=generator)
+        if x.shape[1] == 4 and self.channels == 3:  # transparent images no transform composited: over grey
+            x = composite_alpha(x)
         if self.resize is not None:
             x = self.resize(x)
         if self.preprocess_spec == "imagenet" and x.shape[1] != 3:

@@ -13,6 +13,7 @@ every checkpoint of a series sees the same random stream.
 """
 
 from devvis.transforms.core import (
+    CollapseAlpha,
     Compose,
     Crop,
     GaussianBlur,
@@ -24,7 +25,10 @@ from devvis.transforms.core import (
     RandomScale,
     Resize,
     Transform,
+    collapse_alpha,
+    collapse_alpha_random,
     compose,
+    composite,
     crop,
     gaussian_blur,
     get,
@@ -43,4 +47,5 @@ __all__ = [
     "Transform", "Compose", "Pad", "Jitter", "RandomScale", "RandomRotate", "GaussianBlur", "Noise", "Crop",
     "Normalize", "Resize", "pad", "jitter", "random_scale", "random_rotate", "gaussian_blur", "noise", "crop",
     "normalize", "resize", "compose", "standard", "get", "IMAGENET_MEAN", "IMAGENET_STD", "imagenet_normalize",
+    "CollapseAlpha", "collapse_alpha", "collapse_alpha_random", "composite",
 ]

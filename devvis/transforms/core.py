@@ -234,6 +234,76 @@ class Normalize(Transform):
         return (x - self.mean.to(x.device, x.dtype)) / self.std.to(x.device, x.dtype)
 
 
+# ---- transparent (RGBA) images --------------------------------------------------------------
+# Lucid's transparency recipe: the parameterization has a fourth, opacity channel
+# (``param.image(..., alpha=True)``); each step the image is composited over a *random*
+# background, so the model only sees what the opaque pixels show and the optimization learns to
+# make opaque only what drives the unit. For a fixed view (evaluation, the final value) the
+# background is a constant grey (``composite``).
+#: The background of the deterministic view of a transparent image (evaluation, final value).
+GREY = 0.5
+
+
+def composite(images: torch.Tensor, background: float | torch.Tensor = GREY) -> torch.Tensor:
+    """``(B, 4, H, W)`` RGBA in [0, 1] over ``background`` -> ``(B, 3, H, W)``: ``a * rgb + (1 - a) * bg``.
+
+    ``background``: a number (grey level) or a tensor broadcastable to ``(B, 3, H, W)``. Images
+    that are not RGBA (any channel count but 4) come back unchanged.
+    """
+    if images.shape[1] != 4:
+        return images
+    rgb, a = images[:, :3], images[:, 3:4]
+    return a * rgb + (1 - a) * background
+
+
+class CollapseAlpha(Transform):
+    """Composite RGBA images over a background: a constant grey, or a new random one each call.
+
+    ``background="random"``: each image gets a uniformly random colour plus per-pixel Gaussian
+    noise of standard deviation ``sd``, clipped to [0, 1] (drawn from the render's generator), so
+    transparent pixels cannot contribute anything reliable. A number: that constant grey.
+    3-channel images pass through unchanged.
+    """
+
+    def __init__(self, background: str | float = "random", sd: float = 0.5):
+        super().__init__()
+        if background != "random" and not isinstance(background, (int, float)):
+            raise TransformError(f"alpha background must be 'random' or a grey level in [0, 1], got {background!r}")
+        if sd < 0:
+            raise TransformError(f"alpha background noise sd must be >= 0, got {sd!r}")
+        self.background = background
+        self.sd = float(sd)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if x.shape[1] != 4:
+            return x
+        if self.background != "random":
+            return composite(x, float(self.background))
+        b, _, h, w = x.shape
+        colour = torch.rand((b, 3, 1, 1), generator=generator)
+        noise = torch.randn((b, 3, h, w), generator=generator) * self.sd
+        bg = (colour + noise).clamp(0, 1).to(x.device, x.dtype)
+        return composite(x, bg)
+
+    def extra_repr(self) -> str:
+        return f"background={self.background!r}" + (f", sd={self.sd:g}" if self.background == "random" else "")
+
+
+def collapse_alpha_random(sd: float = 0.5) -> CollapseAlpha:
+    """RGBA -> RGB over a new random background each step (Lucid's ``collapse_alpha_random``)."""
+    return CollapseAlpha("random", sd)
+
+
+def collapse_alpha(background: float = GREY) -> CollapseAlpha:
+    """RGBA -> RGB over a constant grey ``background``.
+
+    >>> rgba = torch.cat([torch.ones(1, 3, 2, 2), torch.tensor([[[[1.0, 0.0], [0.5, 1.0]]]])], dim=1)
+    >>> collapse_alpha(0.0)(rgba)[0, 0].tolist()
+    [[1.0, 0.0], [0.5, 1.0]]
+    """
+    return CollapseAlpha(float(background))
+
+
 # Lowercase factories (Lucid/Lucent style).
 def pad(w: int, *, mode: str = "constant", value: float = 0.5) -> Pad:
     """See :class:`Pad`."""
@@ -286,20 +356,25 @@ def compose(transforms: Iterable[Callable[..., torch.Tensor]]) -> Compose:
 
 
 def standard(*, pad_px: int = 12, jitter_px: int = 8, scale: tuple[float, float] = (0.9, 1.1),
-             degrees: float = 10.0, blur: float = 0.0) -> Compose:
+             degrees: float = 10.0, blur: float = 0.0, alpha: bool = False) -> Compose:
     """Lucid's standard stack, and its variants: the one place the robustness stack is built.
 
     Defaults: pad 12 (constant 0.5), jitter 8, scale 0.90–1.10 (11 steps), rotate ±10° (1°
     steps), jitter 4. A part whose setting is 0 (or a scale range of ``(1, 1)``) is left out; the
     second jitter is half the first (at least 1); ``blur`` > 0 appends a Gaussian blur of that
-    sigma. ``devvis visualize``'s flags (``--pad``, ``--jitter``, ``--scale-range``,
-    ``--rotate-degrees``, ``--blur``) map onto these arguments.
+    sigma. ``alpha=True`` (for transparent images, ``param.image(..., alpha=True)``) puts
+    :func:`~devvis.transforms.collapse_alpha_random` first: RGBA is composited over a new random
+    background each step, then the usual stack runs on RGB. ``devvis visualize``'s flags
+    (``--pad``, ``--jitter``, ``--scale-range``, ``--rotate-degrees``, ``--blur``, ``--alpha``)
+    map onto these arguments.
 
     >>> len(standard()), len(standard(jitter_px=0, degrees=0, scale=(1.0, 1.0), pad_px=0))
     (5, 0)
     """
     lo, hi = scale
     parts: list[Transform] = []
+    if alpha:
+        parts.append(CollapseAlpha("random"))
     if pad_px:
         parts.append(Pad(pad_px, "constant", 0.5))
     if jitter_px:
