@@ -418,3 +418,24 @@ def test_report_shows_failed_checkpoints_and_units_in_place(tmp_path, capsys):
         p.unlink()
     page = Path(write_report(out)).read_text()
     assert "Every unit of this run failed" in page and page.count("failed: boom") == 3
+
+
+def test_visualize_renders_grayscale_images_for_a_grayscale_model(tmp_path):
+    from PIL import Image
+
+    from tinymodels import GrayNet
+
+    d = tmp_path / "gray"
+    d.mkdir()
+    torch.save(GrayNet().state_dict(), d / "step_3.pt")
+    assert main(["visualize", "--model", "tinymodels:GrayNet", "--checkpoint-path", str(d), "--layer-names", "2",
+                 "--channels", "0", "--image-size", "16", "--max-iterations", "2", "--min-iterations", "0",
+                 "--preprocess", "mean=0.5:std=0.5", "--no-progress", "--output-path", str(tmp_path / "o")]) == 0
+    jpg = tmp_path / "o" / "step_000003" / "layer_2_channel_0_average-0.jpg"
+    with Image.open(jpg) as im:
+        assert im.size == (16, 16)
+        rgb = im.convert("RGB")
+    import numpy as np
+
+    a = np.asarray(rgb)
+    assert (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all()  # one channel, saved as grey

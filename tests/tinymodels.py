@@ -29,3 +29,8 @@ class TinyCNN(nn.Module):
 
 def hook_count(model: nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+
+
+def GrayNet() -> nn.Module:
+    """A grayscale (1-channel input) model, as a ``tinymodels:GrayNet`` model spec for CLI tests."""
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))

@@ -142,10 +142,12 @@ def render_unit(model: nn.Module, unit: Unit, ck: CheckpointEntry, settings: Run
     """Render one unit and write its images and records; returns the files written (relative to ``out``)."""
     from devvis import param as P
     from devvis.render import Convergence, render
+    from devvis.render.pipeline import model_input_channels
 
     n_img = len(unit.components) * settings.number_of_images
+    channels = settings.input_channels or model_input_channels(model)  # a grayscale model gets 1-channel images
     p = P.image(settings.image_size, batch=n_img, fft=settings.fft, decorrelate=settings.decorrelate,
-                seed=settings.seed)
+                seed=settings.seed, channels=channels)
     stop = Convergence(tol=settings.convergence_threshold, window=settings.convergence_window,
                        min_steps=settings.min_iterations)
     objective = unit_objective(unit, settings)
