@@ -123,7 +123,7 @@ def _read(path: Path, *, trust: bool, map_location: Any, mmap: bool = False) -> 
 
 def _state_dict_from(obj: Any, path: Path, weights: str) -> tuple[dict[str, torch.Tensor], str | None]:
     found, key, candidates = select_state_dict(obj, weights, where=f"checkpoint {_display(path)}")
-    if len(candidates) > 1:
+    if len(candidates) > 1 and weights == "model":  # several models and the user chose none: say which is used
         others = [c for c in candidates if c != key]
         hint = "ema" if weights != "ema" and any(c in EMA_KEYS for c in others) else others[0]
         # The same words for every file of a series, so the notice is shown once per run.
