@@ -26,6 +26,7 @@ from devvis.objectives.regularizers import (
     alignment,
     alpha_total_variation,
     blur_input_each_step,
+    closeness,
     diversity,
     l1,
     l2,
@@ -37,4 +38,5 @@ __all__ = [
     "Objective", "Sum", "as_objective", "weighted", "wrap_objective", "evaluate", "channel", "channels", "neuron",
     "layer", "direction", "direction_neuron", "channel_interpolate", "channels_first", "l1", "l2",
     "total_variation", "blur_input_each_step", "diversity", "alignment", "transparency", "alpha_total_variation",
+    "closeness",
 ]

@@ -104,6 +104,36 @@ def alpha_total_variation(layer: str = "input", batch: int | None = None):
     return inner
 
 
+@wrap_objective
+def closeness(reference: torch.Tensor, layer: str = "input", batch: int | None = None):
+    """Minus the relative squared distance ``||a - r||^2 / ||r||^2`` of each image's ``layer`` from ``reference``.
+
+    ``reference``: what ``layer`` should stay close to, ``(B, ...)`` or ``(1, ...)`` in the layer's
+    channels-first layout: the seed images themselves for ``"input"``, or the seed images'
+    activations at a model layer (feature accentuation, Hamblin et al. 2024, keeps the
+    accentuated image close to its seed this way; :func:`devvis.accentuation.accentuate`
+    computes the reference). 0 at the reference, -1 at an all-zero image.
+
+    >>> import torch
+    >>> from devvis.hooks import Activations
+    >>> ref = torch.ones(1, 3, 2, 2)
+    >>> closeness(ref)(Activations({"input": torch.cat([ref, 0.5 * ref])})).tolist()
+    [-0.0, -0.25]
+    """
+    ref = reference.detach()
+
+    def inner(acts):
+        a = acts[layer] if layer == "input" else channels_first(acts, layer)
+        r = ref.to(a.device, a.dtype)
+        if r.dim() != a.dim() or r.shape[1:] != a.shape[1:] or r.shape[0] not in (1, a.shape[0]):
+            raise ObjectiveError(f"closeness reference of shape {tuple(r.shape)} does not match {layer!r} of shape "
+                                 f"{tuple(a.shape)} (expected (1 or {a.shape[0]}, {', '.join(map(str, a.shape[1:]))}))")
+        r = r.expand_as(a)
+        num = ((a - r) ** 2).reshape(a.shape[0], -1).sum(1)
+        return -num / (r ** 2).reshape(a.shape[0], -1).sum(1).clamp_min(1e-12)
+    return inner
+
+
 def _gram(t: torch.Tensor) -> torch.Tensor:
     """``[B, C, P] -> [B, C*C]`` flattened Gram matrices."""
     return torch.bmm(t, t.transpose(1, 2)).reshape(t.shape[0], -1)
