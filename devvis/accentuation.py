@@ -32,7 +32,7 @@ from devvis.state import as_device, model_device
 from devvis.trust.record import batched, recorded
 from devvis.typing import DeviceLike, ImageBatch, ObjectiveLike, PathLike, PreprocessLike, TransformsLike
 
-__all__ = ["accentuate", "load_seed_image", "DEFAULT_CLOSENESS"]
+__all__ = ["accentuate", "seeded", "load_seed_image", "DEFAULT_CLOSENESS"]
 
 #: Weight of the closeness term when none is given (on the planted test model it keeps the RMS pixel
 #: change near 0.06 while the unit rises by 0.3; raise it to stay closer, lower it to accentuate more).
@@ -71,6 +71,25 @@ def _reference(model: nn.Module, seed: torch.Tensor, layer: str, preprocess: Pre
     return torch.cat(out)
 
 
+def seeded(model: nn.Module, seed_images: ImageBatch, *, closeness: float = DEFAULT_CLOSENESS,
+           closeness_layer: str = "input", preprocess: PreprocessLike = "auto",
+           input_size: int | tuple[int, int] | None = None, fft: bool = True,
+           decorrelate: bool = True) -> tuple[nn.Module, objectives.Objective | None]:
+    """The two pieces of an accentuation: ``(param starting at the seed, weighted closeness term or None)``.
+
+    :func:`accentuate` and ``devvis visualize --seed-image`` both build their render from these;
+    add the closeness term to the unit's objective. ``seed_images``: ``(B, 3, H, W)`` in [0, 1].
+    """
+    if not isinstance(closeness, (int, float)) or isinstance(closeness, bool) or closeness < 0:
+        raise ConfigError(f"closeness must be a number >= 0, got {closeness!r}")
+    seed_t = seed_images.detach().float().cpu()
+    p = from_image(seed_t, fft=fft, decorrelate=decorrelate)
+    if not closeness:
+        return p, None
+    ref = _reference(model, seed_t, closeness_layer, preprocess, input_size)
+    return p, float(closeness) * objectives.closeness(ref, layer=closeness_layer)
+
+
 def accentuate(model: nn.Module, objective: ObjectiveLike, seed_images: ImageBatch, *,
                closeness: float = DEFAULT_CLOSENESS, closeness_layer: str = "input", steps: int = 128,
                lr: float = 0.05, transforms: TransformsLike = "standard", preprocess: PreprocessLike = "auto",
@@ -96,17 +115,15 @@ def accentuate(model: nn.Module, objective: ObjectiveLike, seed_images: ImageBat
     ``config["accentuation"]`` records the closeness weight and layer. Compare
     ``objectives.evaluate(model, objective, result.images)`` with the seed's value to see the rise.
     """
-    if not isinstance(closeness, (int, float)) or closeness < 0:
-        raise ConfigError(f"closeness must be a number >= 0, got {closeness!r}")
     seed_t = seed_images[None] if seed_images.dim() == 3 else seed_images
     dev = as_device(device) or model_device(model)
+    p, stay = seeded(model, seed_t, closeness=closeness, closeness_layer=closeness_layer, preprocess=preprocess,
+                     input_size=input_size, fft=fft, decorrelate=decorrelate)
     target = objectives.as_objective(objective)
-    if closeness:
-        ref = _reference(model, seed_t.float(), closeness_layer, preprocess, input_size)
-        target = target + float(closeness) * objectives.closeness(ref.to(dev), layer=closeness_layer)
-    result = render(model, target, from_image(seed_t, fft=fft, decorrelate=decorrelate), steps=steps, lr=lr,
-                    transforms=transforms, preprocess=preprocess, input_size=input_size, seed=seed, device=dev,
-                    precision=precision, progress=progress)
+    if stay is not None:
+        target = target + stay
+    result = render(model, target, p, steps=steps, lr=lr, transforms=transforms, preprocess=preprocess,
+                    input_size=input_size, seed=seed, device=dev, precision=precision, progress=progress)
     result.config["accentuation"] = {"closeness": float(closeness), "closeness_layer": closeness_layer,
                                      "seed_shape": list(seed_t.shape)}
     return result

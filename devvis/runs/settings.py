@@ -40,7 +40,8 @@ EXECUTORS = ("local", "slurm", "torchrun")
 NOT_HASHED = frozenset({"output_path", "overwrite", "progress", "device", "checkpoint_paths", "batch_size",
                         "trust_checkpoint", "layer_names", "channels", "neurons", "executor_note", "step", "exclude"})
 #: Settings added later that enter the hash only when set, so runs made before them keep their hash.
-HASHED_WHEN_SET = {"weights": "model", "input_channels": None}
+HASHED_WHEN_SET = {"weights": "model", "input_channels": None, "alpha": False, "transparency_weight": 0.05,
+                   "seed_image": None, "seed_closeness": 5.0}
 
 
 def parse_neurons(text: str | None) -> list[tuple[int, int]] | None:
@@ -137,6 +138,14 @@ class RunSettings:
     decorrelate: bool = opt(True, "decorrelated colour parameterization", "regularization")
     fft: bool = opt(True, "Fourier parameterization", "regularization")
     diversity_weight: float = opt(0.0, "diversity between the images of one component", "regularization", type=float)
+    alpha: bool = opt(False, "transparent images: an opacity channel composited over random backgrounds, saved as "
+                      "PNG with alpha", "regularization")
+    transparency_weight: float = opt(0.05, "with --alpha: weight of the transparency reward (only what drives the "
+                                     "unit stays opaque)", "regularization", type=float)
+    seed_image: str | None = opt(None, "feature accentuation: start every image from this natural image and stay "
+                                 "close to it", "what to visualize", metavar="PATH")
+    seed_closeness: float = opt(5.0, "with --seed-image: weight of the closeness to the seed (relative squared "
+                                "distance)", "regularization", type=float)
     precision: str = opt("fp32", "autocast precision of the model", "optimization", choices=PRECISIONS)
     seed: int = opt(0, "seeds the initial image and the transforms", "optimization", type=int)
     device: str | None = opt(None, "cpu, cuda, cuda:1, ... (default: cpu)", "optimization")
@@ -186,6 +195,13 @@ class RunSettings:
         for name in ("convergence_threshold", "reg_lambda", "tv_weight", "l1_weight", "diversity_weight"):
             if not math.isfinite(getattr(self, name)):
                 raise bad("--" + name.replace("_", "-"), getattr(self, name), "must be a finite number")
+        for name in ("transparency_weight", "seed_closeness"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise bad("--" + name.replace("_", "-"), getattr(self, name), "must be a finite number >= 0")
+        if self.seed_image is not None and not os.path.isfile(self.seed_image):
+            raise bad("--seed-image", self.seed_image, "no such image file")
+        if self.seed_image is not None and self.alpha:
+            raise ConfigError("--seed-image starts from an opaque natural image; do not combine it with --alpha")
         if self.jitter and self.jitter * 2 + 4 >= self.image_size + 2 * self.pad:
             raise bad("--jitter", self.jitter, f"too large for --image-size {self.image_size} with --pad {self.pad}")
         try:

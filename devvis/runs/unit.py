@@ -55,6 +55,8 @@ def unit_objective(unit: Unit, settings: RunSettings) -> O.Objective:
         obj = obj + settings.tv_weight * O.total_variation()
     if settings.l1_weight:
         obj = obj + settings.l1_weight * O.l1()
+    if settings.alpha and settings.transparency_weight:
+        obj = obj + settings.transparency_weight * O.transparency()
     return obj
 
 
@@ -63,7 +65,7 @@ def unit_transforms(settings: RunSettings) -> Any:
     from devvis import transforms as T
 
     return T.standard(pad_px=settings.pad, jitter_px=settings.jitter, scale=tuple(settings.scale_range),
-                      degrees=settings.rotate_degrees, blur=settings.blur)
+                      degrees=settings.rotate_degrees, blur=settings.blur, alpha=settings.alpha)
 
 
 def lr_factor(settings: RunSettings) -> Callable[[int], float]:
@@ -116,7 +118,8 @@ def unit_complete(unit: Unit, settings: RunSettings, out: Path, h: str) -> bool:
     record (written after them), decide.
     """
     for _, _, stem in unit_files(unit, settings):
-        meta_p, img_p = out / unit.checkpoint_dir / f"{stem}.json", out / unit.checkpoint_dir / f"{stem}.jpg"
+        suffix = ".png" if settings.alpha else ".jpg"  # transparent images are PNG with alpha (results.write_image)
+        meta_p, img_p = out / unit.checkpoint_dir / f"{stem}.json", out / unit.checkpoint_dir / f"{stem}{suffix}"
         if not meta_p.exists() or not img_p.exists():
             return False
         try:
@@ -146,11 +149,20 @@ def render_unit(model: nn.Module, unit: Unit, ck: CheckpointEntry, settings: Run
 
     n_img = len(unit.components) * settings.number_of_images
     channels = settings.input_channels or model_input_channels(model)  # a grayscale model gets 1-channel images
-    p = P.image(settings.image_size, batch=n_img, fft=settings.fft, decorrelate=settings.decorrelate,
-                seed=settings.seed, channels=channels)
+    objective = unit_objective(unit, settings)
+    if settings.seed_image:  # feature accentuation: start at the seed image, stay close to it
+        from devvis.accentuation import load_seed_image, seeded
+
+        seed_img = load_seed_image(settings.seed_image, size=settings.image_size).expand(n_img, -1, -1, -1)
+        p, stay = seeded(model, seed_img, closeness=settings.seed_closeness, preprocess=settings.preprocess,
+                         input_size=settings.input_size, fft=settings.fft, decorrelate=settings.decorrelate)
+        if stay is not None:
+            objective = objective + stay
+    else:
+        p = P.image(settings.image_size, batch=n_img, fft=settings.fft, decorrelate=settings.decorrelate,
+                    seed=settings.seed, channels=channels, alpha=settings.alpha)
     stop = Convergence(tol=settings.convergence_threshold, window=settings.convergence_window,
                        min_steps=settings.min_iterations)
-    objective = unit_objective(unit, settings)
     folder = out / unit.checkpoint_dir
     files = unit_files(unit, settings)
     try:
