@@ -6,8 +6,10 @@ Two engines compute each chain's minibatch loss and its gradient at the chains' 
   stacked weights, each chain its own batch): one batched forward/backward per step.
 * :class:`LoopEngine` — the fallback: writes each chain's weights into the model in turn.
 
-``vectorize=None`` tries the vmap engine at the first step and falls back to the loop when the model
-or the criterion cannot be vmapped (``.item()``, data-dependent control flow, ...). Both engines give
+``vectorize=True`` tries the vmap engine at the first step and falls back to the loop when the model
+or the criterion cannot be vmapped (``.item()``, data-dependent control flow, ...); ``None`` (the
+default) does so on CUDA only: on a CPU the vmapped convolutions were slower than the loop
+(``benchmarks/LLC_RESULTS.md``: 0.42 vs 0.25 s per draw of 4 chains of a small ResNet). Both engines give
 the same numbers up to float rounding, since the noise (one generator per chain) and the data (one
 :class:`~devvis.slt.batches.SeededStream` per chain) do not depend on the engine.
 """
@@ -98,21 +100,23 @@ class VmapEngine:
 
 
 def make_engine(model: nn.Module, criterion: Criterion, selected: Sequence[tuple[str, nn.Parameter]],
-                num_chains: int, vectorize: bool | None) -> "AutoEngine":
-    """The engine for ``vectorize``: True (vmap, errors propagate), False (loop), None (vmap, loop on failure)."""
+                num_chains: int, vectorize: bool | None, device: torch.device) -> "AutoEngine":
+    """The engine for ``vectorize``: True (vmap, the loop if vmap fails), False (loop), None (True on CUDA,
+    False elsewhere)."""
+    if vectorize is None:
+        vectorize = device.type == "cuda"
     return AutoEngine(model, criterion, selected, num_chains, vectorize)
 
 
 class AutoEngine:
-    """Tries :class:`VmapEngine` at the first call and keeps :class:`LoopEngine` when it fails (``vectorize=None``)."""
+    """Tries :class:`VmapEngine` at the first call (``vectorize=True``) and keeps :class:`LoopEngine` when it fails."""
 
     def __init__(self, model: nn.Module, criterion: Criterion, selected: Sequence[tuple[str, nn.Parameter]],
-                 num_chains: int, vectorize: bool | None):
+                 num_chains: int, vectorize: bool):
         self.loop = LoopEngine(model, criterion, [p for _, p in selected])
         self.engine: Any = self.loop
         self.fallback_reason: str | None = None
-        self._untried = vectorize is not False
-        self._strict = vectorize is True
+        self._untried = bool(vectorize)
         self._args = (model, criterion, [n for n, _ in selected], num_chains)
 
     @property
@@ -128,8 +132,6 @@ class AutoEngine:
                 self.engine = engine
                 return out
             except Exception as e:  # noqa: BLE001 - any vmap failure means "use the loop"
-                if self._strict:
-                    raise
                 self.fallback_reason = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
         return self.engine(w, batches)
 

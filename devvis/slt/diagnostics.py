@@ -25,15 +25,16 @@ import math
 import numpy as np
 
 __all__ = ["LLCDiagnosticWarning", "TREND_RELATIVE", "TREND_STDS", "DIVERGENCE_FACTOR", "MIN_ACCEPTANCE", "MAX_BELOW_INIT",
-           "MAX_PULL_RATIO", "MAX_RHAT", "BURNIN_Z", "FAILING", "trend_change", "stopped", "diverged", "trending",
+           "MAX_PULL_RATIO", "MAX_RHAT", "BURNIN_Z", "FAILING", "autocorrelation_time", "trend_change", "stopped", "diverged", "trending",
            "low_acceptance", "pull_dominates", "below_init", "negative", "split_rhat", "chains_disagree",
            "burnin_short"]
 
 #: A chain counts as "still trending" when the least-squares line through the last half of its draws
-#: changes by more than ``max(TREND_STDS * std, TREND_RELATIVE * |mean - L(w*)|)`` (autocorrelated
-#: chains wander by about one std over a half, so one std would flag healthy chains).
+#: changes by more than ``TREND_STDS`` standard errors of that change (which grow with the trace's
+#: autocorrelation time: a slowly mixing but stationary chain wanders) and by more than
+#: ``TREND_RELATIVE * |mean - L(w*)|`` (10% of the loss rise the estimate is made of).
 TREND_RELATIVE = 0.1
-TREND_STDS = 2.0
+TREND_STDS = 3.0
 
 #: A chain counts as "diverged" when its estimate exceeds this many times d/2.
 DIVERGENCE_FACTOR = 2.0
@@ -62,6 +63,23 @@ FAILING = ("diverged", "trending", "low_acceptance", "pull_dominates", "below_in
 
 class LLCDiagnosticWarning(UserWarning):
     """An LLC estimate looked unhealthy (see :mod:`devvis.slt.diagnostics`)."""
+
+
+def autocorrelation_time(x: np.ndarray) -> float:
+    """Integrated autocorrelation time of ``x`` ``(N,)`` (Sokal's window ``M ≥ 5τ``); 1 for white noise."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    if n < 4 or not np.std(x) > 0:
+        return 1.0
+    f = np.fft.rfft(x - x.mean(), n=2 * n)
+    acf = np.fft.irfft(f * np.conj(f))[:n]
+    acf = acf / acf[0]
+    tau = 1.0
+    for m in range(1, n):
+        tau += 2 * acf[m]
+        if m >= 5 * tau:
+            break
+    return float(max(tau, 1.0))
 
 
 def trend_change(draws: np.ndarray) -> tuple[float, float]:
@@ -94,11 +112,17 @@ def diverged(chain: int, *, llc: float, dim: int) -> str | None:
 def trending(chain: int, draws: np.ndarray, init_loss: float) -> str | None:
     """A finding when the loss at the draws ``(num_draws,)`` is still trending at the end (see :data:`TREND_RELATIVE`)."""
     change, spread = trend_change(draws)
-    rise = abs(float(np.mean(draws[len(draws) // 2 :])) - init_loss)
-    if not (abs(change) > max(TREND_STDS * spread, TREND_RELATIVE * rise) and abs(change) > 0):
+    half = draws[len(draws) // 2 :]
+    rise = abs(float(np.mean(half)) - init_loss)
+    t = np.arange(len(half), dtype=np.float64)
+    resid = half - np.polyval(np.polyfit(t, half, 1), t) if len(half) >= 4 else half
+    # the standard error of the fitted change under autocorrelated noise (residuals: the trend removed)
+    se = float(np.std(resid)) * np.sqrt(12 * autocorrelation_time(resid) / max(len(half), 1))
+    if not (abs(change) > max(TREND_STDS * se, TREND_RELATIVE * rise) and abs(change) > 0):
         return None
     return (f"chain {chain}: loss still trending at the end (fitted change {change:+.3g} over the last "
-            f"half of the draws, above both {TREND_STDS:g}x its std {spread:.3g} and 10% of the loss rise {rise:.3g}); "
+            f"half of the draws, above both {TREND_STDS:g} standard errors ({se:.3g}) and 10% of the loss rise "
+            f"{rise:.3g}); "
             f"take more draws or burn-in, or adjust lr")
 
 

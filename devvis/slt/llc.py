@@ -38,7 +38,7 @@ Conventions used here (they are recorded in every result):
   ``train_mode``. For a model with BatchNorm or dropout the loss at w* is measured in both modes
   and a finding notes when they disagree.
 * Chains run together on one stacked state (:mod:`devvis.slt.chains`), vectorised with
-  ``torch.func.vmap`` when the model allows it.
+  ``torch.func.vmap`` on CUDA (or with ``vectorize=True``) when the model allows it.
 
 The samplers (``sampler="sgld"`` and ``"rmsprop_sgld"``) and their updates are described
 in :mod:`devvis.slt.samplers`; the chain health checks in :mod:`devvis.slt.diagnostics`.
@@ -253,12 +253,15 @@ def estimate_llc(
         init_loss_batches: compute L_n(w*) over only the first this-many batches.
         train_mode: True (default): every submodule in ``train()`` mode while sampling, the loss
             the model was trained on (BatchNorm batch statistics, dropout on; devinterp does the
-            same). False: ``eval()`` (BatchNorm running statistics). Measured on a BatchNorm CNN,
-            eval mode leaves most draws below L(w*) because w* minimizes the train-mode loss
-            (``benchmarks/llc_modes.py``).
+            same). False: ``eval()`` (BatchNorm running statistics). Training drives w* to a
+            stationary point of the train-mode loss, not of the eval-mode one, so only train mode
+            samples around a minimum of the loss that was minimized; the two modes give different
+            numbers on BatchNorm CNNs (``benchmarks/LLC_RESULTS.md``), and a finding
+            (flag ``mode``) says so when their losses at w* disagree strongly.
         rmsprop_alpha, rmsprop_eps: α and δ of ``rmsprop_sgld`` (devinterp's defaults).
-        vectorize: None: chains run in one ``torch.func.vmap`` when the model allows, else in a
-            loop; True: vmap or error; False: loop.
+        vectorize: True: chains run in one ``torch.func.vmap`` (the loop when the model cannot be
+            vmapped; ``hyperparameters["vmap_fallback"]`` says why); False: a loop over chains; None
+            (default): True on CUDA, False on CPU (where vmapped convolutions were slower).
         warn: emit an :class:`LLCDiagnosticWarning` per finding.
 
     Returns:
@@ -331,7 +334,7 @@ def estimate_llc(
                 flags["mode"] = list(range(num_chains))
         streams = [SeededStream(loader, _chain_seed(seed, c)) for c in range(num_chains)]
         gens = [torch.Generator(device=dev).manual_seed(_chain_seed(seed, c)) for c in range(num_chains)]
-        engine = make_engine(model, criterion, selected, num_chains, vectorize)
+        engine = make_engine(model, criterion, selected, num_chains, vectorize, dev)
         bar = tqdm(total=num_chains * settings.steps, desc="LLC", disable=not progress, leave=False)
         try:
             with _seeded_global_rng(_chain_seed(seed, -2), dev):

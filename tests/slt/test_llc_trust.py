@@ -82,8 +82,12 @@ def test_vmap_falls_back_to_the_loop_for_models_it_cannot_vmap():
     model = ItemModel(3, 1)
     y = model(x).detach()
     res = estimate_llc(model, [(x, y)], nll, lr=1e-3, localization=1.0, num_chains=2, num_draws=10, progress=False,
-                       warn=False)
+                       warn=False, vectorize=True)
     assert res.hyperparameters["engine"] == "loop" and "vmap_fallback" in res.hyperparameters
+    # the default on a CPU is the loop (vmapped convolutions were slower there), without a fallback
+    res = estimate_llc(model, [(x, y)], nll, lr=1e-3, localization=1.0, num_chains=2, num_draws=10, progress=False,
+                       warn=False)
+    assert res.hyperparameters["engine"] == "loop" and "vmap_fallback" not in res.hyperparameters
 
 
 def three_identical(tmp_path):
