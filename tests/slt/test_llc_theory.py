@@ -199,7 +199,7 @@ class Point(nn.Module):
 
 # name, dimension, K, λ, nβ, lr, draws. The minimum is w = 0, L(w*) = 0; localization 0 because
 # each K confines the posterior by itself and is homogeneous, so E[nβ K] = λ exactly and only
-# sampler error remains.
+# sampler error remains. Eight chains: the standard error of the mean stays near 3% of λ.
 POTENTIALS = [
     ("w^2", 1, lambda w: w[0] ** 2, 0.5, 1000.0, 4e-5, 3000),
     ("w^4", 1, lambda w: w[0] ** 4, 0.25, 1000.0, 3e-4, 4000),
@@ -214,7 +214,7 @@ def test_potential_matches_closed_form(name, d, K, lam, nbeta, lr, draws):
         warnings.simplefilter("ignore")
         res = estimate_llc(
             Point(d), [(torch.zeros(1), torch.zeros(1))], lambda out, _y: K(out), lr=lr,
-            localization=0.0, nbeta=nbeta, num_chains=4, num_draws=draws, num_burnin_steps=200, progress=False,
+            localization=0.0, nbeta=nbeta, num_chains=8, num_draws=draws, num_burnin_steps=200, progress=False,
         )
     assert res.init_loss == 0.0
     rel = _record(f"K = {name} (nβ={nbeta:g})", res, lam, 0.15, time.perf_counter() - t0)
