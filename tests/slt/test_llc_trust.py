@@ -226,3 +226,30 @@ def test_calibration_from_defaults_gets_the_singular_dln_within_25_percent(tmp_p
                        **cal.settings)
     assert res.ok, res.reasons
     assert abs(res.llc_mean - 5.5) / 5.5 < 0.25, res.llc_mean
+
+
+def test_trajectory_calibrates_on_the_last_checkpoint_and_records_it(tmp_path):
+    model, loader = dln()
+    series = [(10, model), (20, model)]
+    traj = llc_trajectory(series, loader, nll, output_dir=tmp_path, progress=False, warn=False, num_draws=50,
+                          calibrate=dict(lrs=[3e-4, 1e-3], localizations=[1.0], num_draws=50, num_burnin_steps=20))
+    assert traj.calibration is not None and len(traj.calibration.results) == 2 * 2  # 2 ε × (m/log m, n/log n)
+    data = read_json(tmp_path / "llc_trajectory.json")
+    assert data["calibration"]["reason"] == traj.calibration.reason
+    assert (tmp_path / "calibration.png").exists() and (tmp_path / "calibration.json").exists()
+    if traj.calibration.ok:
+        assert traj.hyperparameters["calibrated"] and traj.hyperparameters["lr"] == traj.calibration.settings["lr"]
+    else:  # no healthy setting: the defaults, flagged
+        assert not traj.hyperparameters["calibrated"] and all("uncalibrated" in h for h in traj.health)
+
+
+def test_cli_calibrate_with_explicit_settings_is_refused(tmp_path):
+    from devvis.commands import llc as llc_cmd
+
+    three_identical(tmp_path)
+    parser = argparse.ArgumentParser()
+    llc_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["llc", "--model", "test_llc_trust:flat_net", "--checkpoint-path", str(tmp_path / "ckpts"),
+                              "--data", "test_llc_trust:tiny_images", "--calibrate", "--lr", "1e-4", "--no-progress"])
+    with pytest.raises(ConfigError, match="--calibrate chooses"):
+        args.func(args)
