@@ -27,6 +27,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "devvis.commands.layers",
     "devvis.commands.train",
     "devvis.commands.activations",
+    "devvis.commands.atlas",
     "devvis.commands.grid",
     "devvis.commands.track",
     "devvis.commands.examples",
