@@ -306,3 +306,85 @@ def probe_batch(n: int = 16, size: int = 32, seed: int = 0) -> torch.Tensor:
     torch.Size([4, 3, 32, 32])
     """
     return SyntheticShapes(n, size, seed, "probe").tensors()[0]
+
+
+#: The planted curriculum's phases, in training order: phase name -> the classes it adds.
+#: Colour is learnt from one colour-opponent unit, shapes need outline detectors, and the
+#: gratings ("texture") need oriented detectors at several frequencies. The two conjunction
+#: classes are not part of the curriculum.
+CURRICULUM_PHASES: dict[str, tuple[int, ...]] = {"colour": (0, 1, 2), "shape": (6, 7, 8, 9), "texture": (3, 4, 5)}
+
+
+class Curriculum:
+    """A planted curriculum: which classes are trained on at each step.
+
+    Phase ``k`` of :data:`CURRICULUM_PHASES` is added at ``starts[k]`` (the first optimizer step whose
+    batch may hold its classes); earlier phases stay. ``starts[0]`` is 0. The steps at which a phase
+    is added (``boundaries``) are the run's true stage boundaries.
+
+    >>> c = Curriculum.build(300)
+    >>> c.starts, c.boundaries, [CLASSES[i] for i in c.classes_at(120)][-1]
+    ((0, 100, 200), [100, 200], 'cross')
+    """
+
+    def __init__(self, starts: tuple[int, ...]):
+        phases = tuple(CURRICULUM_PHASES)
+        if len(starts) != len(phases) or starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
+            raise ConfigError(f"curriculum starts must be {len(phases)} strictly increasing steps from 0 "
+                              f"(phases {', '.join(phases)}); got {list(starts)!r}")
+        self.starts = tuple(int(s) for s in starts)
+
+    @classmethod
+    def build(cls, steps: int, spec: "bool | dict[str, int] | tuple[int, ...] | list[int] | None" = True) -> "Curriculum":
+        """The curriculum of a ``steps``-step run from ``spec``.
+
+        ``True``: the phases start at 0, ``steps // 3`` and ``2 * steps // 3``; a dict
+        ``{"shape": 100, "texture": 200}`` or a sequence ``(100, 200)``: the steps of the later phases.
+        """
+        later = tuple(CURRICULUM_PHASES)[1:]
+        if spec is True:
+            starts = (0,) + tuple((k + 1) * steps // len(CURRICULUM_PHASES) for k in range(len(later)))
+        elif isinstance(spec, dict):
+            unknown = [k for k in spec if k not in later]
+            if unknown or len(spec) != len(later):
+                raise ConfigError(f"curriculum dict needs exactly the phases {', '.join(later)}; got {sorted(spec)!r}")
+            starts = (0,) + tuple(int(spec[k]) for k in later)
+        elif isinstance(spec, (list, tuple)) and all(isinstance(s, int) and not isinstance(s, bool) for s in spec):
+            if len(spec) != len(later):
+                raise ConfigError(f"curriculum needs {len(later)} steps (where {', '.join(later)} start); got {list(spec)!r}")
+            starts = (0,) + tuple(spec)
+        else:
+            raise ConfigError(f"curriculum must be True, a dict {{'shape': step, 'texture': step}} or two steps; got {spec!r}")
+        if starts[-1] >= steps:
+            raise ConfigError(f"curriculum phases must start before the last step {steps}; got {list(starts)!r}")
+        return cls(starts)
+
+    @property
+    def boundaries(self) -> list[int]:
+        """The steps at which a phase is added (the planted stage boundaries)."""
+        return list(self.starts[1:])
+
+    def phase_at(self, step: int) -> int:
+        """Index of the latest phase active at optimizer ``step``."""
+        return max(k for k, s in enumerate(self.starts) if s <= step)
+
+    def classes_at(self, step: int) -> tuple[int, ...]:
+        """The classes trained on at optimizer ``step`` (sorted)."""
+        return tuple(sorted(c for k in range(self.phase_at(step) + 1) for c in tuple(CURRICULUM_PHASES.values())[k]))
+
+    def pool(self, step: int, labels: torch.Tensor) -> torch.Tensor:
+        """Indices (int64, ascending) of the samples with ``labels`` ``(N,)`` in the classes of ``step``."""
+        keep = torch.zeros(num_classes, dtype=torch.bool)
+        keep[list(self.classes_at(step))] = True
+        return torch.nonzero(keep[labels], as_tuple=False).flatten()
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready: each phase's start step and classes."""
+        return {"phases": [{"name": n, "start": s, "classes": [CLASSES[c] for c in cs]}
+                           for (n, cs), s in zip(CURRICULUM_PHASES.items(), self.starts)]}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Curriculum) and other.starts == self.starts
+
+    def __repr__(self) -> str:
+        return f"Curriculum(starts={self.starts})"

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from devvis.data.synthetic import SyntheticShapes, num_classes
+from devvis.data.synthetic import CURRICULUM_PHASES, Curriculum, SyntheticShapes, num_classes
 from devvis.errors import CheckpointError, ConfigError, OutputError, closest
 from devvis.io import metadata, read_json, write_json
 from devvis.models.checkpoints import MODEL_CONFIG_FILE, save_checkpoint
@@ -51,6 +51,10 @@ CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.safetensors$")
 QUICK_SETTINGS: dict[str, Any] = {"steps": 300, "width": 8, "n_train": 3000}
 
 OPTIMIZERS = ("sgd", "adam")
+
+#: Checkpoints of a curriculum run (evenly spaced, plus step 0) unless ``checkpoint_steps`` is given.
+CURRICULUM_CHECKPOINTS = 30
+SCHEDULES = ("cosine", "constant")
 
 
 def checkpoint_file(step: int) -> str:
@@ -222,12 +226,32 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2
     return loss_sum / n, correct / n
 
 
-def _lr_at(step: int, steps: int, lr: float) -> float:
-    """Linear warm-up over the first 3% of steps, then cosine decay to zero."""
+def _lr_at(step: int, steps: int, lr: float, schedule: str = "cosine") -> float:
+    """Linear warm-up over the first 3% of steps, then cosine decay to zero (or constant)."""
     warm = max(1, int(0.03 * steps))
     if step < warm:
         return lr * (step + 1) / warm
+    if schedule == "constant":
+        return lr
     return 0.5 * lr * (1.0 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+
+
+def _shuffled(pool: torch.Tensor | None, n: int, gen: torch.Generator) -> torch.Tensor:
+    """A random order of ``range(n)`` (no curriculum), or of the curriculum's ``pool`` of indices."""
+    return torch.randperm(n, generator=gen) if pool is None else pool[torch.randperm(len(pool), generator=gen)]
+
+
+def _curriculum_settings(steps: int, curriculum: Any, checkpoint_steps: Sequence[int] | None,
+                         schedule: str | None) -> tuple[Curriculum | None, Sequence[int] | None, str]:
+    """The curriculum, the checkpoint steps and the schedule a ``curriculum=`` argument implies."""
+    if curriculum is None or curriculum is False:
+        return None, checkpoint_steps, schedule or "cosine"
+    cur = curriculum if isinstance(curriculum, Curriculum) else Curriculum.build(steps, curriculum)
+    if cur.starts[-1] >= steps:
+        raise ConfigError(f"curriculum phases must start before the last step {steps}; got {list(cur.starts)!r}")
+    if checkpoint_steps is None:  # evenly spaced, so every planted boundary is a checkpoint-sized event
+        checkpoint_steps = sorted({round(k * steps / CURRICULUM_CHECKPOINTS) for k in range(CURRICULUM_CHECKPOINTS + 1)})
+    return cur, checkpoint_steps, schedule or "constant"
 
 
 def train_series(
@@ -247,6 +271,8 @@ def train_series(
     seed: int = 0,
     threads: int | None = None,
     progress: bool = True,
+    curriculum: bool | dict[str, int] | Sequence[int] | Curriculum | None = None,
+    schedule: str | None = None,
 ) -> TrainResult:
     """Train :func:`~devvis.zoo.compact_resnet` on :class:`~devvis.data.SyntheticShapes`, saving a checkpoint series.
 
@@ -266,6 +292,14 @@ def train_series(
             current setting. ``1`` is fastest for these small models on a busy shared machine, where
             threads mostly wait for each other. Not part of the settings that decide reuse.
         progress: show a tqdm bar with the running loss and last held-out accuracy.
+        curriculum: a planted curriculum (:class:`~devvis.data.synthetic.Curriculum`): colour classes
+            first, shapes added at one step, gratings ("texture") at a later one. ``True`` adds them at
+            ``steps // 3`` and ``2 * steps // 3``; ``{"shape": s1, "texture": s2}`` or ``(s1, s2)`` at
+            those steps. A batch holds only the classes active at its step; the held-out set keeps all
+            classes, and each checkpoint also records the held-out accuracy per phase
+            (``phase_accuracy``). With a curriculum, ``checkpoint_steps`` defaults to 31 evenly spaced
+            steps and ``schedule`` to ``"constant"``, so the planted boundaries are the run's only events.
+        schedule: ``"cosine"`` (the default without a curriculum) or ``"constant"`` (after the warm-up).
 
     If ``output_dir`` already holds a finished series with the same settings, it
     is returned as is (``reused=True``) and nothing is written.
@@ -290,6 +324,9 @@ def train_series(
         close = closest(str(optimizer), OPTIMIZERS)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"unknown optimizer {optimizer!r}{hint}; valid: {', '.join(OPTIMIZERS)}")
+    cur, checkpoint_steps, schedule = _curriculum_settings(steps, curriculum, checkpoint_steps, schedule)
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
     ck_steps = _resolve_checkpoint_steps(steps, checkpoint_steps)
     if threads is not None:
         threads = _check_int("threads", threads, 1)
@@ -303,6 +340,9 @@ def train_series(
         "dataset": "SyntheticShapes", "steps": steps, "checkpoint_steps": ck_steps, "batch_size": batch_size,
         "lr": float(lr), "optimizer": optimizer, "weight_decay": float(weight_decay), "size": size,
         "n_train": n_train, "n_test": n_test, "seed": seed, "model_config": model_config,
+        # Only non-default keys, so a default run's settings (and reuse of older series) stay as they were.
+        **({"schedule": schedule} if schedule != "cosine" else {}),
+        **({"curriculum": cur.to_dict()} if cur is not None else {}),
     }))
 
     output_dir = Path(output_dir)
@@ -329,6 +369,8 @@ def _train(output_dir: Path, settings: dict[str, Any], progress: bool) -> TrainR
 
     model_config = settings["model_config"]
     steps, ck_steps, batch_size = settings["steps"], settings["checkpoint_steps"], settings["batch_size"]
+    schedule = settings.get("schedule", "cosine")
+    cur = Curriculum(tuple(p["start"] for p in settings["curriculum"]["phases"])) if "curriculum" in settings else None
     n_train, n_test, size, lr, seed = (settings[k] for k in ("n_train", "n_test", "size", "lr", "seed"))
 
     t0 = time.perf_counter()
@@ -357,7 +399,9 @@ def _train(output_dir: Path, settings: dict[str, Any], progress: bool) -> TrainR
         opt = torch.optim.AdamW(groups, lr=lr)
 
     gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n_train, generator=gen)
+    pool = None if cur is None else cur.pool(1, y_train)
+    n_pool = n_train if pool is None else len(pool)
+    order = _shuffled(pool, n_pool, gen)
     cursor = 0
     records: list[dict[str, Any]] = []
     save_at = set(ck_steps)
@@ -375,6 +419,11 @@ def _train(output_dir: Path, settings: dict[str, Any], progress: bool) -> TrainR
         test_loss, test_acc = _evaluate(model, x_test, y_test)
         records.append({"step": step, "file": fname, "train_loss": train_loss, "test_loss": test_loss,
                         "test_accuracy": test_acc})
+        if cur is not None:
+            records[-1]["phase_accuracy"] = {
+                name: _evaluate(model, x_test[keep], y_test[keep])[1]
+                for name, classes in CURRICULUM_PHASES.items()
+                for keep in [torch.isin(y_test, torch.tensor(classes))]}
         write_series(complete=False)
         return test_acc
 
@@ -384,9 +433,13 @@ def _train(output_dir: Path, settings: dict[str, Any], progress: bool) -> TrainR
     bar = tqdm(total=steps, desc="train", unit="step", disable=not progress)
     try:
         for step in range(1, steps + 1):
-            if cursor + batch_size > n_train:
-                order, cursor = torch.randperm(n_train, generator=gen), 0
-            idx = order[cursor : cursor + min(batch_size, n_train)]
+            if cur is not None and len(cur.classes_at(step)) != len(cur.classes_at(step - 1)):
+                pool = cur.pool(step, y_train)  # a phase starts: draw from the larger pool at once
+                n_pool = len(pool)
+                cursor = n_pool
+            if cursor + batch_size > n_pool:
+                order, cursor = _shuffled(pool, n_pool, gen), 0
+            idx = order[cursor : cursor + min(batch_size, n_pool)]
             cursor += batch_size
             xb, yb = x_train[idx], y_train[idx]
             # Left-right flips keep every class's identity (a horizontal grating stays horizontal,
@@ -394,7 +447,7 @@ def _train(output_dir: Path, settings: dict[str, Any], progress: bool) -> TrainR
             flip = torch.rand(len(idx), generator=gen) < 0.5
             xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
             for g in opt.param_groups:
-                g["lr"] = _lr_at(step - 1, steps, lr)
+                g["lr"] = _lr_at(step - 1, steps, lr, schedule)
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()

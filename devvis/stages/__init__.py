@@ -1,0 +1,1 @@
+"""Developmental stages (placeholder init while building)."""

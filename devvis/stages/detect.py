@@ -1,0 +1,129 @@
+"""Stage boundaries from several signals at once.
+
+Each signal is a trajectory over the same checkpoints (a scalar curve such as the loss or the LLC,
+or a vector one such as the essential-dynamics PCs or the feature-change rate of many units).
+Boundaries are found in four documented steps:
+
+1. **Turn** of each signal at every checkpoint (:func:`devvis.stages.turns.turns`).
+2. **Robust z-score** per signal: ``z_i = (turn_i − median(turn)) / (1.4826 · MAD(turn))``, so signals of
+   different kinds and noise levels are comparable (a z of 3 is a turn three robust standard
+   deviations above the signal's typical one). A signal whose MAD is 0 uses 1e-6 instead.
+3. **Combined score** ``c_i = Σ_signals weight · max(z_{i−1}, z_i, z_{i+1}) / Σ weight``: a signal supports
+   checkpoint ``i`` when it turns there or at a neighbour (signals of one event need not peak at the
+   same checkpoint). Ties go to the checkpoint with the larger ``Σ weight · z_i``.
+4. **Boundaries** are checkpoints where ``c`` is at least ``threshold`` (default 2.5), the largest within
+   ``±min_separation`` checkpoints (default 2), and at least ``min_support`` signals (default: 2, or 1
+   when there is one signal) have ``max(z)`` over ``i−1..i+1`` at least ``support_z`` (default 1.5).
+   The boundary's **supporting signals** are those; its **uncertainty** (in checkpoints) is
+   ``max(1, spread)`` where ``spread`` is the largest distance between ``i`` and a supporting
+   signal's own peak in ``i−1..i+1`` — one checkpoint at least, because a turn seen at a checkpoint
+   happened somewhere in the interval on either side of it.
+
+>>> import numpy as np
+>>> steps = list(range(0, 200, 10))
+>>> rng = np.random.default_rng(0)
+>>> a = np.r_[np.zeros(10), np.arange(1, 11)] + 0.01 * rng.standard_normal(20)   # moving from step 90 on
+>>> b = np.r_[np.ones(10), np.linspace(1, -4, 10)] + 0.01 * rng.standard_normal(20)   # from 100 on
+>>> [(x.step, x.uncertainty, x.signals) for x in detect_boundaries({"a": (steps, a), "b": (steps, b)})]
+[(100, 1, ['a', 'b'])]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from devvis.errors import ConfigError
+from devvis.stages.turns import as_trajectory, robust_z, turns
+
+#: Defaults of :func:`detect_boundaries` (see the module docstring).
+DEFAULT_THRESHOLD = 2.5
+DEFAULT_SUPPORT_Z = 1.5
+DEFAULT_MIN_SEPARATION = 2
+
+SignalLike = tuple[Sequence[int], Any]
+
+
+@dataclass
+class Boundary:
+    """A stage boundary: at checkpoint ``index`` (training ``step``), ``uncertainty`` in checkpoints
+    (the true boundary lies within ``index ± uncertainty``), the combined ``score``, the supporting
+    ``signals`` and each signal's z-score there (``z``, max over ``index ± 1``)."""
+
+    index: int
+    step: int
+    uncertainty: int
+    score: float
+    signals: list[str]
+    z: dict[str, float] = field(default_factory=dict)
+    step_range: tuple[int, int] = (0, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "step": self.step, "uncertainty_checkpoints": self.uncertainty,
+                "step_range": list(self.step_range), "score": round(self.score, 4), "signals": self.signals,
+                "z": {k: round(v, 3) for k, v in self.z.items()}}
+
+
+def _windowed_max(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``max(z[i-1], z[i], z[i+1])`` and the offset (−1, 0 or +1) of that maximum, per checkpoint."""
+    padded = np.r_[-np.inf, z, -np.inf]
+    stack = np.stack([padded[:-2], padded[1:-1], padded[2:]])
+    return stack.max(axis=0), stack.argmax(axis=0) - 1
+
+
+def signal_z(steps: Sequence[int], signals: Mapping[str, SignalLike]) -> dict[str, np.ndarray]:
+    """The robust z-score of each signal's turn, aligned on ``steps`` (signals must share them)."""
+    out = {}
+    for name, (st, values) in signals.items():
+        if list(st) != list(steps):
+            raise ConfigError(f"signal {name!r} has steps {list(st)[:6]}..., not the series' steps {list(steps)[:6]}...; "
+                              "give every signal at the same checkpoints")
+        as_trajectory(st, values)
+        out[name] = robust_z(turns(st, values)[1:-1])
+    return out
+
+
+def detect_boundaries(signals: Mapping[str, SignalLike], *, weights: Mapping[str, float] | None = None,
+                      threshold: float = DEFAULT_THRESHOLD, support_z: float = DEFAULT_SUPPORT_Z,
+                      min_support: int | None = None,
+                      min_separation: int = DEFAULT_MIN_SEPARATION) -> list[Boundary]:
+    """Stage boundaries supported by ``signals`` ``{name: (steps, values (n,) or (n, d))}`` (module docstring).
+
+    All signals must be given at the same steps (at least 5 checkpoints). ``weights``: per signal
+    (default 1 each). Returns the boundaries in step order.
+    """
+    if not signals:
+        raise ConfigError("detect_boundaries needs at least one signal {name: (steps, values)}")
+    steps = list(next(iter(signals.values()))[0])
+    if len(steps) < 5:
+        raise ConfigError(f"stage detection needs at least 5 checkpoints; got {len(steps)}")
+    weights = {k: float((weights or {}).get(k, 1.0)) for k in signals}
+    if unknown := sorted(set(weights) - set(signals)):
+        raise ConfigError(f"weights for unknown signals {unknown}; signals: {sorted(signals)}")
+    zs = signal_z(steps, signals)
+    need = min_support if min_support is not None else min(2, len(signals))
+    wmax = {k: _windowed_max(z) for k, z in zs.items()}
+    total = sum(weights.values()) or 1.0
+    combined = sum(weights[k] * wmax[k][0] for k in zs) / total  # interior checkpoints 1..n-2
+    out: list[Boundary] = []
+    raw = sum(weights[k] * zs[k] for k in zs) / total
+    order = np.lexsort((-raw, -combined))  # ties of the windowed score go to the checkpoint that turns most
+    taken: list[int] = []
+    for j in order:
+        if combined[j] < threshold:
+            break
+        if any(abs(int(j) - t) <= min_separation for t in taken):
+            continue
+        support = [k for k in zs if wmax[k][0][j] >= support_z]
+        if len(support) < need:
+            continue
+        i = int(j) + 1  # back to a checkpoint index (z covers the interior checkpoints)
+        spread = max((abs(int(wmax[k][1][j])) for k in support), default=0)
+        unc = max(1, spread)
+        taken.append(int(j))
+        out.append(Boundary(index=i, step=int(steps[i]), uncertainty=unc, score=float(combined[j]),
+                            signals=support, z={k: float(wmax[k][0][j]) for k in zs},
+                            step_range=(int(steps[max(0, i - unc)]), int(steps[min(len(steps) - 1, i + unc)]))))
+    return sorted(out, key=lambda b: b.index)

@@ -1,0 +1,133 @@
+"""Units over training from their responses to the probe images: the features signal, settle steps, examples.
+
+A unit is one channel of a layer. Its **response profile** at a checkpoint is its mean activation
+(over positions) on each of the ``N`` probe images, ``(N,)``.
+
+* **Response similarity** of checkpoint ``i``: the Pearson correlation between the unit's profile at
+  ``i`` and at the final checkpoint (1 at the end; NaN when a profile is constant).
+* **Response settle step**: :func:`devvis.longitudinal.settle` on that similarity (the first step
+  from which it stays in ``[threshold, 1 + tolerance]``; ``threshold`` 0.8 by default). This is the
+  cheap, data-based companion of the feature-visualization settle step of
+  :func:`devvis.longitudinal.feature_change` (pass those as ``changes=`` to :func:`devvis.stages.stages`
+  to use them instead).
+* **Features signal**: the trajectory of all units' standardized profiles (each profile centred and
+  scaled to unit norm, concatenated over units), reduced to its top principal components as for the
+  essential dynamics; it turns where many units change what they respond to at once.
+* **Top examples**: the ``k`` probe images that drive a unit most in the final checkpoint, and their
+  labels (so a unit can be checked against the stage it is assigned to).
+
+>>> import torch
+>>> from torch import nn
+>>> nets = {s: nn.Sequential(nn.Conv2d(3, 2, 1)) for s in (0, 1, 2)}
+>>> u = unit_responses(nets, torch.rand(5, 3, 4, 4), ["0"])
+>>> tuple(u.profiles["0"].shape)
+(3, 2, 5)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from devvis.errors import ConfigError
+from devvis.hooks import ActivationRecorder
+from devvis.longitudinal import as_series, settle
+from devvis.render.pipeline import ModelInput
+from devvis.stages.dynamics import _pooled as pooled
+from devvis.stages.dynamics import pca
+from devvis.state import frozen
+from devvis.typing import ImageBatch, PreprocessLike, SeriesLike
+
+
+@dataclass
+class UnitResponses:
+    """``profiles[layer]``: float64 ``(n_checkpoints, C, N)`` mean activation of each channel on each probe image."""
+
+    steps: list[int]
+    profiles: dict[str, np.ndarray]
+
+    def units(self) -> list[tuple[str, int]]:
+        return [(layer, c) for layer, p in self.profiles.items() for c in range(p.shape[1])]
+
+
+@torch.no_grad()
+def unit_responses(series: SeriesLike, inputs: ImageBatch, layers: Sequence[str], *,
+                   preprocess: PreprocessLike = "auto", batch_size: int = 128) -> UnitResponses:
+    """Every channel's response profile on ``inputs`` ``(N, C, H, W)`` in [0, 1] at every checkpoint."""
+    if not layers:
+        raise ConfigError("unit_responses needs at least one layer name")
+    s = as_series(series)
+    rows: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
+    for _, model in s:
+        feed = ModelInput(model, preprocess=preprocess)
+        with frozen(model, mode="eval") as m:
+            dev = next((p.device for p in m.parameters()), torch.device("cpu"))
+            got: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+            with ActivationRecorder(m, list(layers)) as rec:
+                for i in range(0, len(inputs), batch_size):
+                    acts = rec.run(feed(inputs[i:i + batch_size].to(dev)))
+                    for layer in layers:
+                        got[layer].append(pooled(acts[layer].detach().float()).cpu())
+        for layer in layers:
+            rows[layer].append(torch.cat(got[layer]).T.double().numpy())  # (C, N)
+    return UnitResponses(list(s.steps), {layer: np.stack(r) for layer, r in rows.items()})
+
+
+def _standardized(p: np.ndarray) -> np.ndarray:
+    """Profiles ``(..., N)`` centred and scaled to unit norm along N (constant profiles -> 0)."""
+    c = p - p.mean(axis=-1, keepdims=True)
+    norm = np.linalg.norm(c, axis=-1, keepdims=True)
+    return np.divide(c, norm, out=np.zeros_like(c), where=norm > 1e-12)
+
+
+def response_similarity(responses: UnitResponses, layer: str) -> np.ndarray:
+    """Pearson correlation of each unit's profile with its final one, ``(n_checkpoints, C)`` (NaN: constant)."""
+    z = _standardized(responses.profiles[layer])
+    sim = (z * z[-1:]).sum(axis=-1)
+    const = np.linalg.norm(z, axis=-1) < 0.5
+    sim[const] = np.nan
+    return sim
+
+
+def features_signal(responses: UnitResponses, n_components: int = 3) -> np.ndarray:
+    """The features signal (module docstring): ``(n_checkpoints, k)`` principal-component scores."""
+    z = np.concatenate([_standardized(p).reshape(len(p), -1) for p in responses.profiles.values()], axis=1)
+    return pca(z, n_components)[0]
+
+
+@dataclass
+class UnitSettle:
+    """A unit's settle step from its response similarity, and its top probe examples in the final checkpoint."""
+
+    layer: str
+    channel: int
+    settle_step: int | None
+    settle_status: str
+    top_examples: list[int]
+    top_labels: list[int]
+    source: str = "response"
+
+    @property
+    def label(self) -> str:
+        return f"{self.layer}:{self.channel}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"unit": self.label, "settle_step": self.settle_step, "settle_status": self.settle_status,
+                "source": self.source, "top_examples": self.top_examples, "top_labels": self.top_labels}
+
+
+def unit_settles(responses: UnitResponses, *, labels: torch.Tensor | None = None, k: int = 9,
+                 threshold: float = 0.8) -> list[UnitSettle]:
+    """Response settle step (module docstring) and top-``k`` probe examples of every unit."""
+    out = []
+    for layer, prof in responses.profiles.items():
+        sim = response_similarity(responses, layer)
+        for c in range(prof.shape[1]):
+            st = settle(responses.steps, [None if np.isnan(v) else float(v) for v in sim[:, c]], threshold=threshold)
+            top = np.argsort(-prof[-1, c], kind="stable")[:k].tolist()
+            out.append(UnitSettle(layer, c, st.step, st.status, top,
+                                  [int(labels[i]) for i in top] if labels is not None else []))
+    return out
