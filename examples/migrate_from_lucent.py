@@ -13,7 +13,9 @@ import torch
 import torchvision
 
 # was: from lucent.optvis import render, param, transform, objectives
-from devvis.compat.lucent import objectives, param, render, transform
+from devvis.compat.lucent.optvis import objectives, param, render, transform
+from devvis.compat.lucent.misc.io import show  # was: from lucent.misc.io import show
+from devvis.compat.lucent.modelzoo.util import get_model_layers  # was: from lucent.modelzoo.util import ...
 from devvis.compat.lucent.util import set_seed  # was: from lucent.util import set_seed
 
 
@@ -22,11 +24,15 @@ def main(out: str) -> None:
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     model = torchvision.models.resnet18(weights=None).to(device).eval()  # random weights: nothing is downloaded
     set_seed(0)
+    names = get_model_layers(model)  # Lucent's underscore names, the ones its objectives take
+    print("layers:", len(names), names[:6], "...")
 
     # 1. A channel by name, Lucent's defaults (128 px FFT image, standard transforms, upsampled to 224)
     images = render.render_vis(model, "layer2_1_conv1:7", thresholds=(4, 8), show_image=False, progress=False,
                                save_image=True, image_name=os.path.join(out, "layer2_1_conv1_7.jpg"))
     print("channel:", [im.shape for im in images])
+    html = show(images[-1])  # inline in a notebook; elsewhere the HTML is returned
+    print("show:", html[:40] + "...")
 
     # 2. A batch made diverse, custom transforms, a smaller fixed model input
     obj = objectives.channel("layer3_0", 5) - 1e2 * objectives.diversity("layer2")
