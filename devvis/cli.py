@@ -34,6 +34,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "devvis.commands.trust",
     "devvis.commands.llc",
     "devvis.commands.circuits",
+    "devvis.commands.stages",
     "devvis.commands.sweep",
     "devvis.commands.report",
     "devvis.commands.demo",

@@ -2,6 +2,8 @@
 
     devvis train --output-path model_checkpoints/ --steps 1000
     devvis train --output-path quick/ --steps 300 --width 8 --n-train 3000 --threads 1   # ~20 s
+    devvis train --output-path curriculum/ --curriculum --steps 300 --width 8 --n-train 2400 \
+        --batch-size 64 --optimizer adam --lr 0.002 --threads 1     # planted stages at 100 and 200
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--threads", type=int, default=None,
         help="torch CPU threads while training (default: torch's own); 1 is fastest on a busy shared machine",
     )
+    p.add_argument(
+        "--curriculum", type=int, nargs="*", default=None, metavar="STEP",
+        help="planted curriculum: colour classes first, shapes added at the first STEP, gratings (texture) at the "
+             "second (no STEP: at steps/3 and 2*steps/3); checkpoints every steps/30 and a constant learning rate "
+             "unless --checkpoint-steps/--schedule say otherwise",
+    )
+    p.add_argument("--schedule", choices=("cosine", "constant"), default=None,
+                   help="learning-rate schedule after the warm-up (default: cosine; constant with --curriculum)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
     return p
@@ -66,11 +76,16 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
         progress=not args.no_progress,
+        curriculum=None if args.curriculum is None else (tuple(args.curriculum) or True),
+        schedule=args.schedule,
     )
     what = f"{len(r.checkpoints)} checkpoints (steps {', '.join(map(str, r.steps))})"
     if r.reused:
         print(f"reused the finished series with these settings in {r.output_dir}: {what}")
     else:
         print(f"trained in {r.seconds:.1f} s; saved {what} to {r.output_dir}")
+    if "curriculum" in r.settings:
+        phases = r.settings["curriculum"]["phases"]
+        print("curriculum: " + ", ".join(f"{p['name']} from step {p['start']}" for p in phases))
     print(f"final held-out accuracy: {100 * r.final_accuracy:.1f}% (step {r.steps[-1]}, {args.n_test} images)")
     return 0

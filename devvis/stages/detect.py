@@ -11,7 +11,7 @@ Boundaries are found in four documented steps:
 3. **Combined score** ``c_i = Σ_signals weight · max(z_{i−1}, z_i, z_{i+1}) / Σ weight``: a signal supports
    checkpoint ``i`` when it turns there or at a neighbour (signals of one event need not peak at the
    same checkpoint). Ties go to the checkpoint with the larger ``Σ weight · z_i``.
-4. **Boundaries** are checkpoints where ``c`` is at least ``threshold`` (default 2.5), the largest within
+4. **Boundaries** are checkpoints where ``c`` is at least ``threshold`` (default 3), the largest within
    ``±min_separation`` checkpoints (default 2), and at least ``min_support`` signals (default: 2, or 1
    when there is one signal) have ``max(z)`` over ``i−1..i+1`` at least ``support_z`` (default 1.5).
    The boundary's **supporting signals** are those; its **uncertainty** (in checkpoints) is
@@ -39,7 +39,7 @@ from devvis.errors import ConfigError
 from devvis.stages.turns import as_trajectory, robust_z, turns
 
 #: Defaults of :func:`detect_boundaries` (see the module docstring).
-DEFAULT_THRESHOLD = 2.5
+DEFAULT_THRESHOLD = 3.0
 DEFAULT_SUPPORT_Z = 1.5
 DEFAULT_MIN_SEPARATION = 2
 

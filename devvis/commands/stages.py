@@ -1,0 +1,48 @@
+"""``devvis stages``: the developmental stages of a checkpoint series.
+
+    devvis stages --checkpoint-path curriculum/ --output-path results/stages
+
+Writes ``stages.json``, ``stages_timeline.png`` and ``essential_dynamics.png`` into the output
+folder and prints one line per boundary and per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from devvis.commands._common import add_checkpoint_flags, open_series
+
+HELP = "find the developmental stages of a training run (boundaries from several signals) and what formed in each"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("stages", help=HELP, description=HELP + ". Probe images: the SyntheticShapes probe split.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_checkpoint_flags(p)
+    p.add_argument("--output-path", default="results/stages", help="folder for stages.json and the plots")
+    p.add_argument("--layers", nargs="+", default=None, metavar="NAME",
+                   help="layers whose channels are the units (default: the model's top-level blocks)")
+    p.add_argument("--signals", nargs="+", default=None, choices=["essential_dynamics", "loss", "features"],
+                   help="signals to combine (default: all three)")
+    p.add_argument("--threshold", type=float, default=3.0, help="combined robust z-score a boundary needs")
+    p.add_argument("--support-z", type=float, default=1.5, help="z-score at which a signal supports a boundary")
+    p.add_argument("--min-support", type=int, default=None, help="signals a boundary needs (default: 2, or 1 with one signal)")
+    p.add_argument("--settle-threshold", type=float, default=0.8, help="response similarity of a unit's settle step")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Detect the stages of the series in ``args`` and write them to ``--output-path``."""
+    from devvis.stages import stages
+
+    series = open_series(args)
+    r = stages(series, layers=args.layers, signals=args.signals, threshold=args.threshold, support_z=args.support_z,
+               min_support=args.min_support, settle_threshold=args.settle_threshold, preprocess=args.preprocess,
+               output_dir=args.output_path)
+    for b in r.boundaries:
+        print(f"boundary at step {b.step} (±{b.uncertainty} checkpoint(s): {b.step_range[0]}-{b.step_range[1]}), "
+              f"supported by {', '.join(b.signals)}")
+    for st in r.stages:
+        print(f"stage {st.index}: steps {st.start}-{st.end}, {len(st.units)} units settled")
+    print(f"wrote {', '.join(str(f) for f in r.files)}")
+    return 0

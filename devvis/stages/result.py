@@ -1,0 +1,110 @@
+"""The result of :func:`devvis.stages.stages`: boundaries, the stages between them, and what formed in each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from devvis import io as dio
+from devvis.stages.detect import Boundary
+from devvis.stages.dynamics import EssentialDynamics
+from devvis.stages.features import UnitSettle
+
+#: The definitions written into ``stages.json``.
+DEFINITIONS = {
+    "turn": "per signal and checkpoint i: ||v_i - v_{i-1}|| / median_j ||v_j||, v_i = (x_{i+1} - x_i) / "
+            "(s_{i+1} - s_i): the velocity change relative to the run's typical speed",
+    "z": "robust z-score of a signal's turn over the run: (turn - median) / (1.4826 MAD)",
+    "combined": "mean over signals (weighted) of max(z_{i-1}, z_i, z_{i+1})",
+    "boundary": "a checkpoint where combined >= threshold, largest within +-min_separation checkpoints, with at "
+                "least min_support signals whose windowed z >= support_z (the supporting signals)",
+    "uncertainty_checkpoints": "max(1, largest distance from the boundary to a supporting signal's own peak "
+                               "within +-1 checkpoint); the true boundary lies within index +- uncertainty",
+    "stage": "the steps from one boundary (or step 0) up to the next boundary (or the final step)",
+    "units": "units whose settle step lies in [start, end) of the stage (the final stage includes its end)",
+    "circuits": "circuits whose influence vector (source channels' influence on the target channel) has a "
+                "turning point in the stage",
+    "block_llc_change": "per block, |LLC[i+1] - LLC[i-1]| / sqrt(std[i+1]^2 + std[i-1]^2) around the boundary",
+    "signals": {"essential_dynamics": "top principal components of the logits on the probe images",
+                "loss": "cross-entropy on the probe images (or the loss given)",
+                "features": "top principal components of all units' standardized response profiles",
+                "llc": "LLC over training (when given)"},
+}
+
+
+@dataclass
+class Stage:
+    """Stage ``index`` from ``start`` to ``end`` (steps), opened by ``boundary`` (None for the first)."""
+
+    index: int
+    start: int
+    end: int
+    boundary: Boundary | None
+    units: list[UnitSettle] = field(default_factory=list)
+    circuits: list[dict[str, Any]] = field(default_factory=list)
+    block_llc_change: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self, class_names: list[str] | None = None) -> dict[str, Any]:
+        units = []
+        for u in self.units:
+            d = u.to_dict()
+            if class_names and u.top_labels:
+                d["top_classes"] = [class_names[i] for i in u.top_labels]
+            units.append(d)
+        return {"index": self.index, "start": self.start, "end": self.end,
+                "boundary": self.boundary.to_dict() if self.boundary else None, "units": units,
+                "circuits": self.circuits,
+                "block_llc_change": {k: round(v, 3) if np.isfinite(v) else None for k, v in self.block_llc_change.items()},
+                "attributed_block": max(self.block_llc_change, key=lambda k: np.nan_to_num(self.block_llc_change[k], nan=-1))
+                if self.block_llc_change else None}
+
+
+@dataclass
+class StagesResult:
+    """``boundaries`` (step order), ``stages`` (one more than boundaries), the ``signals`` used
+    ``{name: (steps, values)}``, their per-checkpoint ``z`` and ``combined`` scores, the
+    ``essential_dynamics``, all ``units`` with their settle steps, and the ``settings``."""
+
+    steps: list[int]
+    boundaries: list[Boundary]
+    stages: list[Stage]
+    signals: dict[str, tuple[list[int], np.ndarray]] = field(repr=False)
+    z: dict[str, np.ndarray] = field(repr=False)
+    essential_dynamics: EssentialDynamics | None = field(default=None, repr=False)
+    units: list[UnitSettle] = field(default_factory=list, repr=False)
+    settings: dict[str, Any] = field(default_factory=dict)
+    class_names: list[str] | None = None
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def boundary_steps(self) -> list[int]:
+        return [b.step for b in self.boundaries]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dio.metadata(
+            "stages", steps=self.steps, boundaries=[b.to_dict() for b in self.boundaries],
+            stages=[s.to_dict(self.class_names) for s in self.stages],
+            signals={k: {"values": np.round(np.asarray(v, dtype=float), 6).tolist(),
+                         "z": [None] + np.round(self.z[k], 3).tolist() + [None]} for k, (_, v) in self.signals.items()},
+            essential_dynamics=self.essential_dynamics.to_dict() if self.essential_dynamics else None,
+            units_not_settled=[u.label for u in self.units if u.settle_step is None],
+            settings=self.settings, definitions=DEFINITIONS)
+
+    def save(self, output_dir: Any) -> list[Path]:
+        """Write ``stages.json``, ``stages_timeline.png`` and ``essential_dynamics.png`` into ``output_dir``."""
+        from devvis.stages.dynamics import plot_essential_dynamics
+        from devvis.stages.plots import plot_timeline
+
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        files = [out / "stages.json", out / "stages_timeline.png"]
+        dio.write_json(files[0], self.to_dict())
+        plot_timeline(self, files[1])
+        if self.essential_dynamics is not None:
+            files.append(Path(plot_essential_dynamics(self.essential_dynamics, out / "essential_dynamics.png",
+                                                      boundaries=self.boundary_steps)))
+        self.files = files
+        return files
