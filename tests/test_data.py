@@ -114,3 +114,20 @@ def test_bad_arguments_raise_config_error():
         SyntheticShapes(n=-1)
     with pytest.raises(IndexError):
         SyntheticShapes(n=4)[4]
+
+
+def test_curriculum_phases_and_pools():
+    from devvis.data.synthetic import CURRICULUM_PHASES, Curriculum
+
+    c = Curriculum.build(300)
+    assert c.starts == (0, 100, 200) and c.boundaries == [100, 200]
+    assert c.classes_at(0) == c.classes_at(99) == CURRICULUM_PHASES["colour"]
+    assert set(c.classes_at(100)) == set(CURRICULUM_PHASES["colour"] + CURRICULUM_PHASES["shape"])
+    assert len(c.classes_at(299)) == 10  # the two conjunction classes are never trained
+    labels = torch.arange(24) % num_classes
+    assert set(labels[c.pool(5, labels)].tolist()) == {0, 1, 2}
+    assert Curriculum.build(90, {"shape": 10, "texture": 50}) == Curriculum.build(90, (10, 50)) == Curriculum((0, 10, 50))
+    assert [p["name"] for p in c.to_dict()["phases"]] == ["colour", "shape", "texture"]
+    for bad in [(50, 10), (10,), {"shape": 10}, "yes", (10, 300)]:
+        with pytest.raises(ConfigError):
+            Curriculum.build(300, bad)

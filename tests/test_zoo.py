@@ -206,3 +206,36 @@ def test_cli_train_and_reuse(tmp_path, capsys):
 def test_cli_bad_value_is_devvis_error(tmp_path):
     with pytest.raises(ConfigError, match="steps must be an integer >= 0; got -5"):
         _cli(["train", "--output-path", str(tmp_path), "--steps", "-5", "--no-progress"])
+
+
+def test_curriculum_trains_only_active_classes_and_records_phases(tmp_path):
+    from safetensors.torch import load_file
+
+    kw = dict(steps=12, width=4, n_train=120, n_test=48, batch_size=16, progress=False)
+    r = train_series(tmp_path / "cur", curriculum=(4, 8), **kw)
+    assert r.steps == list(range(13))  # with a curriculum: evenly spaced checkpoints by default
+    assert r.settings["schedule"] == "constant"
+    assert [p["start"] for p in r.settings["curriculum"]["phases"]] == [0, 4, 8]
+    info = json.loads((tmp_path / "cur" / "series.json").read_text())
+    assert set(info["checkpoints"][0]["phase_accuracy"]) == {"colour", "shape", "texture"}
+    # The default run is unchanged: no curriculum or schedule keys, and the same weights as a run
+    # that passes the defaults explicitly.
+    a = train_series(tmp_path / "a", **kw)
+    b = train_series(tmp_path / "b", curriculum=None, schedule="cosine", **kw)
+    assert "curriculum" not in a.settings and "schedule" not in a.settings and a.settings == b.settings
+    wa, wb = load_file(a.final_checkpoint), load_file(b.final_checkpoint)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # a curriculum changes training: the final weights differ from the default run's
+    wc = load_file(r.final_checkpoint)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+    with pytest.raises(ConfigError, match="schedule"):
+        train_series(tmp_path / "x", schedule="linear", **kw)
+    with pytest.raises(ConfigError, match="curriculum"):
+        train_series(tmp_path / "x", curriculum=(4, 20), **kw)
+
+
+def test_cli_train_curriculum(tmp_path, capsys):
+    assert _cli(["train", "--output-path", str(tmp_path / "c"), "--curriculum", "--steps", "9", "--width", "4",
+                 "--n-train", "60", "--n-test", "24", "--batch-size", "12", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "curriculum: colour from step 0, shape from step 3, texture from step 6" in out

@@ -14,6 +14,7 @@ Boundaries are found in four documented steps:
 4. **Boundaries** are checkpoints where ``c`` is at least ``threshold`` (default 3), the largest within
    ``±min_separation`` checkpoints (default 2), and at least ``min_support`` signals (default: 2, or 1
    when there is one signal) have ``max(z)`` over ``i−1..i+1`` at least ``support_z`` (default 1.5).
+   The boundary is placed at the checkpoint within ±1 where the supporting signals' summed z is largest.
    The boundary's **supporting signals** are those; its **uncertainty** (in checkpoints) is
    ``max(1, spread)`` where ``spread`` is the largest distance between ``i`` and a supporting
    signal's own peak in ``i−1..i+1`` — one checkpoint at least, because a turn seen at a checkpoint
@@ -99,9 +100,9 @@ def detect_boundaries(signals: Mapping[str, SignalLike], *, weights: Mapping[str
     steps = list(next(iter(signals.values()))[0])
     if len(steps) < 5:
         raise ConfigError(f"stage detection needs at least 5 checkpoints; got {len(steps)}")
-    weights = {k: float((weights or {}).get(k, 1.0)) for k in signals}
-    if unknown := sorted(set(weights) - set(signals)):
+    if unknown := sorted(set(weights or {}) - set(signals)):
         raise ConfigError(f"weights for unknown signals {unknown}; signals: {sorted(signals)}")
+    weights = {k: float((weights or {}).get(k, 1.0)) for k in signals}
     zs = signal_z(steps, signals)
     need = min_support if min_support is not None else min(2, len(signals))
     wmax = {k: _windowed_max(z) for k, z in zs.items()}
@@ -119,8 +120,13 @@ def detect_boundaries(signals: Mapping[str, SignalLike], *, weights: Mapping[str
         support = [k for k in zs if wmax[k][0][j] >= support_z]
         if len(support) < need:
             continue
+        # Place the boundary where the supporting signals turn most (within ±1 of the candidate).
+        near = [c for c in (j - 1, j, j + 1) if 0 <= c < len(combined)]
+        j = max(near, key=lambda c: sum(weights[k] * zs[k][c] for k in support))
+        support = [k for k in zs if wmax[k][0][j] >= support_z] or support
         i = int(j) + 1  # back to a checkpoint index (z covers the interior checkpoints)
-        spread = max((abs(int(wmax[k][1][j])) for k in support), default=0)
+        peaks = [int(np.argmax(zs[k][max(0, j - 1):j + 2])) + max(0, j - 1) for k in support]
+        spread = max((abs(p - j) for p in peaks), default=0)
         unc = max(1, spread)
         taken.append(int(j))
         out.append(Boundary(index=i, step=int(steps[i]), uncertainty=unc, score=float(combined[j]),

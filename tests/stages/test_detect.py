@@ -1,0 +1,83 @@
+"""Turns, turning points and multi-signal boundary detection on synthetic curves with planted boundaries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from devvis.errors import ConfigError
+from devvis.stages import detect_boundaries, turning_points, turns
+
+
+def _planted(rng: np.random.Generator, n: int = 31, at: tuple[int, ...] = (10, 20), dims: int = 3) -> np.ndarray:
+    """A piecewise-linear trajectory whose direction changes at checkpoints ``at``, plus noise."""
+    x, pos, v = np.zeros((n, dims)), np.zeros(dims), rng.standard_normal(dims)
+    for i in range(n):
+        if i in at:
+            v = rng.standard_normal(dims) * 2
+        pos = pos + v + 0.05 * rng.standard_normal(dims)
+        x[i] = pos
+    return x
+
+
+def test_turn_is_velocity_change_over_median_speed():
+    steps = [0, 10, 20, 30, 40]
+    x = np.array([0.0, 0.0, 1.0, 2.0, 3.0])
+    t = turns(steps, x)
+    # speeds 0, .1, .1, .1 -> median .1; change of velocity at checkpoint 1: .1 -> turn 1
+    assert t.tolist() == pytest.approx([0.0, 1.0, 0.0, 0.0, 0.0])
+    # uneven spacing: velocities are per step
+    assert turns([0, 1, 3], [0.0, 1.0, 3.0]).tolist() == pytest.approx([0.0, 0.0, 0.0])
+
+
+def test_turning_points_find_planted_turn():
+    rng = np.random.default_rng(1)
+    x = _planted(rng, at=(15,))
+    pts = turning_points(list(range(0, 310, 10)), x)
+    assert [p.step for p in pts] and abs(pts[0].index - 15) <= 1
+    assert all(abs(p.index - 15) <= 1 for p in pts)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_planted_boundaries_found_within_uncertainty(seed):
+    rng = np.random.default_rng(seed)
+    steps = list(range(0, 310, 10))
+    signals = {"a": (steps, _planted(rng)), "b": (steps, _planted(rng)),
+               "c": (steps, np.cumsum(rng.standard_normal(31) * 0.1))}  # a pure-noise signal
+    found = detect_boundaries(signals)
+    assert len(found) == 2
+    for b, planted in zip(found, (10, 20)):
+        assert abs(b.index - planted) <= b.uncertainty <= 2
+        assert {"a", "b"} <= set(b.signals) and b.z["c"] < min(b.z["a"], b.z["b"]) / 5
+        assert b.step_range[0] <= steps[planted] <= b.step_range[1]
+
+
+def test_noise_only_signals_give_at_most_one_boundary():
+    for seed in range(10):
+        rng = np.random.default_rng(100 + seed)
+        steps = list(range(31))
+        sig = {k: (steps, np.cumsum(rng.standard_normal((31, 3)), axis=0)) for k in "abc"}
+        assert len(detect_boundaries(sig)) <= 1
+
+
+def test_single_signal_needs_one_supporter_and_two_need_two():
+    rng = np.random.default_rng(3)
+    steps = list(range(31))
+    a = _planted(rng, at=(12,))
+    assert [b.index for b in detect_boundaries({"a": (steps, a)})] in ([11], [12], [13])
+    flat = np.cumsum(rng.standard_normal(31) * 0.01)
+    both = detect_boundaries({"a": (steps, a), "flat": (steps, flat)}, threshold=1.0)
+    assert all(len(b.signals) >= 2 for b in both)
+
+
+def test_bad_inputs_named():
+    with pytest.raises(ConfigError, match="at least 5 checkpoints"):
+        detect_boundaries({"a": ([0, 1, 2], [0.0, 1.0, 2.0])})
+    with pytest.raises(ConfigError, match="same checkpoints"):
+        detect_boundaries({"a": (list(range(6)), np.arange(6.0)), "b": (list(range(1, 7)), np.arange(6.0))})
+    with pytest.raises(ConfigError, match="strictly increasing"):
+        turns([0, 2, 1], [0.0, 1.0, 2.0])
+    with pytest.raises(ConfigError, match="finite"):
+        turns([0, 1, 2], [0.0, float("nan"), 2.0])
+    with pytest.raises(ConfigError, match="unknown signals"):
+        detect_boundaries({"a": (list(range(6)), np.arange(6.0))}, weights={"b": 1.0})

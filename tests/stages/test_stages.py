@@ -1,0 +1,151 @@
+"""Essential dynamics, unit settles, stages() and `devvis stages` on small series; the planted curriculum (slow)."""
+
+from __future__ import annotations
+
+import collections
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from devvis.data.synthetic import CURRICULUM_PHASES, SyntheticShapes
+from devvis.errors import ConfigError
+from devvis.longitudinal import CheckpointSeries
+from devvis.stages import (block_llc, default_blocks, default_layers, essential_dynamics, stages, unit_responses,
+                           unit_settles)
+from devvis.zoo import train_series
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def small_curriculum(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cur")
+    train_series(out, steps=12, curriculum=(4, 8), width=4, n_train=120, n_test=24, batch_size=16, progress=False)
+    return out
+
+
+def _linear_series(directions):
+    """{step: Linear} whose weights move along ``directions`` (one per segment of 5 steps)."""
+    torch.manual_seed(0)
+    base = nn.Linear(12, 3)
+    w, out = base.weight.detach().clone(), {}
+    for i in range(5 * len(directions) + 1):
+        m = nn.Linear(12, 3)
+        with torch.no_grad():
+            m.weight.copy_(w)
+            m.bias.copy_(base.bias)
+        out[i] = nn.Sequential(nn.Flatten(), m)
+        if i < 5 * len(directions):
+            w = w + directions[i // 5]
+    return out
+
+
+def test_essential_dynamics_turns_where_the_weights_turn():
+    torch.manual_seed(1)
+    d1, d2 = torch.randn(3, 12), torch.randn(3, 12)
+    series = _linear_series([d1, d1, d2, d2])  # direction changes after step 10
+    x = torch.rand(16, 3, 2, 2)
+    ed = essential_dynamics(series, x, labels=torch.arange(16) % 3, n_components=3, keep_outputs=True)
+    assert ed.pcs.shape == (21, 3) and ed.outputs.shape == (21, 16 * 3)
+    assert np.isclose(ed.explained.sum(), 1.0)  # a model linear in its weights: the path lies in 2 PCs
+    assert [p.step for p in ed.turning_points] == [10]
+    assert len(ed.loss) == 21 and all(np.isfinite(ed.loss))
+    d = ed.to_dict()
+    assert d["turning_points"][0]["step"] == 10 and "turn" in d["definitions"]
+    with pytest.raises(ConfigError, match="at least 3 checkpoints"):
+        essential_dynamics({0: series[0], 1: series[1]}, x)
+
+
+def test_unit_settles_and_blocks():
+    nets = {s: nn.Sequential(nn.Conv2d(3, 2, 1)) for s in range(4)}
+    with torch.no_grad():
+        for s, m in nets.items():  # channel 0 fixed from step 0; channel 1 only at the end
+            m[0].weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1.0 if s == 3 else -1.0, 0]]).reshape(2, 3, 1, 1))
+    x = torch.rand(12, 3, 4, 4)
+    r = unit_responses(nets, x, ["0"])
+    settles = {u.channel: u for u in unit_settles(r, labels=torch.arange(12), k=3)}
+    assert settles[0].settle_step == 0 and settles[0].settle_status == "settled"
+    assert settles[1].settle_step is None and settles[1].settle_status == "not settled"
+    assert settles[0].top_labels == torch.argsort(x[:, 0].mean((1, 2)), descending=True)[:3].tolist()
+    assert default_blocks(nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU(), nn.ModuleList([nn.Linear(2, 2), nn.Linear(2, 2)]))) == \
+        ["0", "2.0", "2.1"]
+
+
+def test_stages_writes_json_and_plots(small_curriculum, tmp_path):
+    r = stages(small_curriculum, output_dir=tmp_path, threshold=2.0)
+    assert {p.name for p in r.files} == {"stages.json", "stages_timeline.png", "essential_dynamics.png"}
+    data = json.loads((tmp_path / "stages.json").read_text())
+    assert data["kind"] == "stages" and data["steps"] == list(range(13))
+    assert len(data["stages"]) == len(data["boundaries"]) + 1
+    assert set(data["signals"]) == {"essential_dynamics", "loss", "features"}
+    assert data["settings"]["layers"] == ["layer1", "layer2", "layer3"]
+    # every settled unit sits in exactly one stage, within its span
+    n_units = sum(len(s["units"]) for s in data["stages"])
+    assert n_units + len(data["units_not_settled"]) == 4 + 8 + 16
+    for st in data["stages"]:
+        assert all(st["start"] <= u["settle_step"] <= st["end"] for u in st["units"])
+    assert r.to_dict()["definitions"]["boundary"].startswith("a checkpoint where combined")
+
+
+def test_stages_with_llc_block_attribution_and_circuits(small_curriculum):
+    series = CheckpointSeries(small_curriculum)
+    llc = {s: float(s > 6) * 5.0 + 0.01 * s for s in series.steps}
+    fake = type("T", (), {})
+    blocks = {}
+    for name, jump in (("layer1", 0.0), ("layer3", 4.0)):
+        t = fake()
+        t.steps, t.llc_mean, t.llc_std = series.steps, [jump * (s > 6) for s in series.steps], [0.5] * 13
+        blocks[name] = t
+    r = stages(series, llc=llc, block_llc=blocks, circuits=[("layer2", "layer3", 0)], threshold=1.0, min_support=1)
+    assert "llc" in r.settings["signals"]
+    jump = [st for st in r.stages[1:] if abs(st.boundary.step - 7) <= 1]
+    assert jump and jump[0].to_dict()["attributed_block"] == "layer3"
+    assert all("circuit" in c for st in r.stages for c in st.circuits)
+    with pytest.raises(ConfigError, match="unknown signals"):
+        stages(series, signals=["loss", "speed"])
+    with pytest.raises(ConfigError, match="every checkpoint"):
+        stages(series, llc={0: 1.0})
+
+
+def test_block_llc_runs_restricted_estimates():
+    nets = {s: nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2)) for s in (0, 1)}
+    x, y = torch.randn(64, 3), torch.randint(0, 2, (64,))
+    per = block_llc(nets, [(x, y)], nn.functional.cross_entropy, lr=1e-4, localization=100.0, num_chains=1,
+                    num_draws=5, warn=False)
+    assert list(per) == ["0", "2"] and all(t.steps == [0, 1] for t in per.values())
+    with pytest.raises(ConfigError, match="blocks="):
+        block_llc(nets, [(x, y)], nn.functional.cross_entropy, params=["0"])
+
+
+def test_cli_stages(small_curriculum, tmp_path, capsys):
+    from devvis.cli import main
+
+    assert main(["stages", "--checkpoint-path", str(small_curriculum), "--output-path", str(tmp_path),
+                 "--threshold", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "stage 0: steps 0-" in out and (tmp_path / "stages.json").is_file()
+
+
+@pytest.mark.slow
+def test_planted_curriculum_boundaries_and_shape_units(tmp_path):
+    """Planted boundaries at 100 and 200 (checkpoints every 10 steps); about 60-90 s of one CPU core."""
+    train_series(tmp_path / "run", steps=300, curriculum=True, width=8, n_train=2400, n_test=240, batch_size=64,
+                 optimizer="adam", lr=0.002, progress=False)
+    r = stages(tmp_path / "run")
+    planted = [10, 20]  # checkpoint indices of steps 100 and 200
+    assert len(r.boundaries) == 2
+    for b, p in zip(r.boundaries, planted):
+        assert abs(b.index - p) <= b.uncertainty == 1
+        assert len(b.signals) >= 2
+    phase_of = {c: p for p, cs in CURRICULUM_PHASES.items() for c in cs}
+    colour_stage = collections.Counter(phase_of.get(l) for u in r.stages[0].units for l in u.top_labels)
+    assert colour_stage["colour"] > colour_stage["shape"] + colour_stage["texture"]
