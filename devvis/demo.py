@@ -5,7 +5,8 @@
 1. trains :func:`devvis.zoo.compact_resnet` on :class:`devvis.data.SyntheticShapes`
    and saves a log-spaced checkpoint series (reused when already complete);
 2. renders the most active channels of several layers at every checkpoint and
-   computes their feature-change metrics and settle steps (:func:`devvis.longitudinal.track`);
+   computes their feature-change metrics and settle steps (:func:`devvis.longitudinal.track`),
+   then their dataset examples (held-out SyntheticShapes) and trust verdicts (:func:`devvis.trust.trust`);
 3. plots each channel's activation on held-out probe images over training;
 4. estimates the local learning coefficient at every checkpoint, plotted beside
    the feature-change curves (:func:`devvis.slt.llc_trajectory`);
@@ -48,6 +49,9 @@ class DemoSettings:
     llc_chains: int = 2
     llc_batches: int = 8
     circuit_k: int = 4
+    trust_images: int = 256
+    trust_k: int = 6
+    trust_seeds: int = 2
     seed: int = 0
 
     def quick(self) -> "DemoSettings":
@@ -82,6 +86,7 @@ def run_demo(output_dir: PathLike, *, quick: bool = False, progress: bool = True
     from devvis.longitudinal import CheckpointSeries, get_activations, plot_longitudinal_activations, track
     from devvis.report import write_report
     from devvis.slt import llc_trajectory
+    from devvis.trust import trust
     from devvis.zoo import train_series
 
     s = settings or DemoSettings()
@@ -112,6 +117,16 @@ def run_demo(output_dir: PathLike, *, quick: bool = False, progress: bool = True
     tracked = track(series, components, out / "longitudinal", steps=s.render_steps, image_size=s.image_size,
                     seed=s.seed, progress=progress)
     timings["features_s"] = time.time() - t
+
+    t = stage(f"2b/6 dataset examples and trust verdicts of the {len(components)} channels (SyntheticShapes as the dataset)")
+    trusted = trust(series, components, SyntheticShapes(s.trust_images, size=size, seed=s.seed, split="test"),
+                    k=s.trust_k, seeds=s.trust_seeds, steps=s.render_steps, image_size=s.image_size, seed=s.seed,
+                    progress=progress)
+    trusted.save(out / "trust")
+    timings["trust_s"] = time.time() - t
+    n_ok = sum(u.trustworthy for rows in trusted.units.values() for u in rows)
+    log(f"    {n_ok}/{sum(len(r) for r in trusted.units.values())} unit-checkpoints trustworthy "
+        f"({timings['trust_s']:.0f} s)")
 
     t = stage("3/6 activation trajectories on held-out probe images")
     for layer, c in components:
@@ -153,6 +168,7 @@ def run_demo(output_dir: PathLike, *, quick: bool = False, progress: bool = True
         "demo", summary=summary, quick=quick, settings=dataclasses.asdict(s), timings_s=timings,
         accuracy=trained.final_accuracy, steps=series.steps, components=[f"{l}:{c}" for l, c in components],
         settle_steps={k: v.settle_step for k, v in tracked.changes.items()},
+        trust={k: {str(u.step): u.verdict for u in rows} for k, rows in trusted.units.items()},
         llc=dict(zip(map(str, llc.steps), llc.llc_mean))))
     report = write_report(out, title="devvis demo: features developing over training")
     log(f"    wrote {report} ({summary})")
