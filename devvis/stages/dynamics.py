@@ -75,7 +75,7 @@ class EssentialDynamics:
         }
 
 
-def _pooled(a: torch.Tensor) -> torch.Tensor:
+def pooled(a: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> mean over positions; (B, T, C) -> mean over tokens; (B, K) as is."""
     if a.ndim == 4:
         return a.mean(dim=(2, 3))
@@ -103,7 +103,7 @@ def probe_outputs(model: nn.Module, images: ImageBatch, *, layer: str | None = N
             else:
                 with ActivationRecorder(m, [layer]) as rec:
                     out = next(iter(rec.run(x).values()))
-            rows.append(_pooled(out.detach().float()).cpu())
+            rows.append(pooled(out.detach().float()).cpu())
     return torch.cat(rows)
 
 

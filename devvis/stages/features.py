@@ -36,7 +36,7 @@ from devvis.errors import ConfigError
 from devvis.hooks import ActivationRecorder
 from devvis.longitudinal import as_series, settle
 from devvis.render.pipeline import ModelInput
-from devvis.stages.dynamics import _pooled as pooled
+from devvis.stages.dynamics import pooled
 from devvis.stages.dynamics import pca
 from devvis.state import frozen
 from devvis.typing import ImageBatch, PreprocessLike, SeriesLike
