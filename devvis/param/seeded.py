@@ -47,7 +47,7 @@ def from_image(images: torch.Tensor, *, fft: bool = True, decorrelate: bool = Tr
     >>> from devvis import param
     >>> seed = torch.full((1, 3, 8, 8), 0.3)
     >>> p = param.from_image(seed, fft=False)
-    >>> round(float(p().mean()), 4), sum(t.numel() for t in p.parameters())
+    >>> round(float(p().detach().mean()), 4), sum(t.numel() for t in p.parameters())
     (0.3, 192)
     """
     if not isinstance(images, torch.Tensor) or images.dim() not in (3, 4):
