@@ -10,7 +10,7 @@ optimization moves the same parameters ``param.image`` would.
 >>> import torch
 >>> x = torch.rand(2, 3, 16, 12) * 0.9 + 0.05
 >>> p = from_image(x)
->>> float((p() - x).abs().max()) < 1e-4
+>>> float((p().detach() - x).abs().max()) < 1e-4
 True
 """
 
