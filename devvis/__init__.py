@@ -24,7 +24,7 @@ from devvis.render import Convergence, RenderResult, render
 
 # Subpackages imported on first use, so `import devvis` stays light.
 _LAZY = ("longitudinal", "circuits", "slt", "data", "zoo", "compat", "models", "hooks", "io", "runs", "results",
-         "state", "typing")
+         "state", "typing", "stages", "trust")
 
 __all__ = [
     "__version__", "render", "RenderResult", "Convergence", "objectives", "param", "transforms", "errors",

@@ -5,6 +5,8 @@
 (10, 12)
 """
 
-from devvis.data.synthetic import CLASSES, SPLITS, SyntheticShapes, make_loaders, num_classes, probe_batch, render_sample
+from devvis.data.synthetic import (CLASSES, CURRICULUM_PHASES, SPLITS, Curriculum, SyntheticShapes, make_loaders,
+                                   num_classes, probe_batch, render_sample)
 
-__all__ = ["CLASSES", "SPLITS", "SyntheticShapes", "make_loaders", "num_classes", "probe_batch", "render_sample"]
+__all__ = ["CLASSES", "SPLITS", "SyntheticShapes", "make_loaders", "num_classes", "probe_batch", "render_sample",
+           "Curriculum", "CURRICULUM_PHASES"]
