@@ -187,6 +187,14 @@ CASES = [
     ("vis-argparse-choice", ["visualize", "--lr-schedule", "linear"], ["--lr-schedule", "'linear'", "cosine"]),
     ("vis-argparse-type", ["visualize", "--channels", "three"], ["--channels", "'three'"]),
     ("unknown-subcommand", ["visualise"], ["'visualise'", "visualize"]),
+    # --- atlas, examples, trust, stages
+    ("atlas-grid", ["atlas", "--checkpoint-path", "{s}", "--layer", "layer1", "--grid", "0"],
+     ["--grid must be a positive integer", "0"]),
+    ("examples-unknown-layer", ["examples", "--checkpoint-path", "{s}", "--units", "layer9:0", "--dataset", "synthetic",
+                                "--no-progress", "--output-path", "{d}/ex"], ["'layer9'", "layer1"]),
+    ("trust-channel-range", ["trust", "--checkpoint-path", "{s}", "--units", "layer1:99", "--dataset", "synthetic",
+                             "--no-progress", "--output-path", "{d}/tr"], ["channel 99", "0..3"]),
+    ("stages-bad-signal", ["stages", "--checkpoint-path", "{s}", "--signals", "foo"], ["--signals", "'foo'", "loss"]),
     # --- layers
     ("layers-unknown-model", ["layers", "--model", "resnt18"], ["'resnt18'", "resnet18"]),
     ("layers-folder-as-file", ["layers", "--checkpoint", "{s}"], ["is a folder", "step_0.safetensors"]),
