@@ -320,7 +320,8 @@ def test_ctrl_c_in_visualize_keeps_finished_units_and_resumes(series, tmp_path, 
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         rc = main(argv)
-    assert rc == 130 and err.getvalue() == "devvis: error: interrupted\n"
+    assert rc == 130 and err.getvalue() == ("devvis: error: interrupted; run the same command again to resume: "
+                                           "finished work is kept and skipped\n")
     done = sorted(p.name for p in (out / "step_000008").glob("*.jpg"))
     assert done == ["layer_layer2_channel_0_average-0.jpg"]  # the interrupted unit saved nothing
     assert not (out / "step_000008" / "layer_layer2_channel_1_average-0.json").exists()
