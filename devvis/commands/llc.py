@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from devvis.commands._common import add_checkpoint_flags, open_series
 from devvis.errors import ConfigError
 
 HELP = "estimate the local learning coefficient (LLC) at each checkpoint by SGLD"
@@ -21,10 +22,7 @@ HELP = "estimate the local learning coefficient (LLC) at each checkpoint by SGLD
 
 def register(sub) -> None:
     p = sub.add_parser("llc", help=HELP, description=HELP, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default=None,
-                   help="model name for devvis.load_model (optional when the checkpoints store a model config)")
-    p.add_argument("--checkpoint-path", nargs="+", required=True, metavar="PATH",
-                   help="checkpoint files or folders (ordered by training step)")
+    add_checkpoint_flags(p, preprocess=False)
     p.add_argument("--data", default="synthetic",
                    help="'synthetic' (devvis.data.SyntheticShapes) or 'package.module:callable' returning a "
                         "Dataset or DataLoader of (image, label) batches")
@@ -52,8 +50,6 @@ def register(sub) -> None:
                         "dropout on); --no-train-mode samples in eval() mode")
     p.add_argument("--seed", type=int, default=0, help="seed of every chain (the same at each checkpoint)")
     p.add_argument("--device", default=None, help="device to sample on (default: cpu)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow checkpoints that need arbitrary unpickling (can execute code: only for files you trust)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
     p.set_defaults(func=run)
 
@@ -93,17 +89,27 @@ def _load_data(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from devvis.longitudinal import CheckpointSeries
     from devvis.slt import llc_trajectory
+    from devvis.slt.llc import resolve_params
+    from devvis.state import as_device
 
-    device = torch.device(args.device) if args.device else torch.device("cpu")
-    # the one checkpoint series: steps from names or metadata, one model in memory at a time
-    series = CheckpointSeries(args.checkpoint_path, args.model, trust=args.trust_checkpoint, device=device)
+    # flag values first, before any checkpoint loads
+    for flag, value in (("--num-chains", args.num_chains), ("--num-draws", args.num_draws),
+                        ("--num-steps-bw-draws", args.num_steps_bw_draws)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be a positive integer; got {value}")
+    if args.num_burnin_steps < 0:
+        raise ConfigError(f"--num-burnin-steps must be >= 0; got {args.num_burnin_steps}")
+    if args.calibrate and (args.lr is not None or args.localization is not None or args.nbeta is not None):
+        raise ConfigError("--calibrate chooses --lr, --localization and --nbeta; give either --calibrate or them")
+    device = as_device(args.device) or torch.device("cpu")
+    # the one checkpoint series of every command: steps from names or metadata, the mapping printed
+    series = open_series(args, device=device)
+    if args.params:
+        resolve_params(series.at(-1), args.params)  # unknown names fail before any sampling
     loader = _load_data(args)
     if args.data == "synthetic":
         _check_classes(series, loader)
-    if args.calibrate and (args.lr is not None or args.localization is not None or args.nbeta is not None):
-        raise ConfigError("--calibrate chooses --lr, --localization and --nbeta; give either --calibrate or them")
     out = Path(args.output_path) / "slt"
     traj = llc_trajectory(
         series, loader, torch.nn.functional.cross_entropy, output_dir=out, progress=args.progress,

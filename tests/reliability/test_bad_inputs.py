@@ -232,7 +232,7 @@ CASES = [
     ("llc-batch-size", ["llc", "--checkpoint-path", "{s}", "--batch-size", "1"], ["--batch-size", "at least 2", "1"]),
     ("llc-data", ["llc", "--checkpoint-path", "{s}", "--data", "imagenet"], ["'imagenet'", "synthetic"]),
     ("llc-chains", ["llc", "--checkpoint-path", "{s}", "--num-chains", "0", "--num-draws", "2", "--num-samples", "8",
-                    "--no-progress", "--output-path", "{d}/l"], ["num_chains", "0"]),
+                    "--no-progress", "--output-path", "{d}/l"], ["--num-chains", "got 0"]),
     ("llc-params", ["llc", "--checkpoint-path", "{s}", "--params", "layer7", "--num-chains", "1", "--num-draws", "2",
                     "--num-samples", "8", "--no-progress", "--output-path", "{d}/l"], ["'layer7'"]),
     ("circuits-unknown-layer", ["circuits", "--checkpoint-path", "{s}", "--source-layer", "layer0", "--target-layer",
