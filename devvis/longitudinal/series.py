@@ -159,7 +159,7 @@ class CheckpointSeries:
             raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if model_fn is not None and not (isinstance(model_fn, str) or callable(model_fn)):
             raise ConfigError(f"model_fn must be a callable returning an nn.Module, a model name or None; got {model_fn!r}")
-        refs, self.left_out = _refs_from(paths_or_refs, steps=steps, exclude=tuple(exclude), weights=weights,
+        refs, left_out = _refs_from(paths_or_refs, steps=steps, exclude=tuple(exclude), weights=weights,
                                          trust=trust)
         missing = [str(r.path) for r in refs if r.step is None]
         if missing:
@@ -175,7 +175,7 @@ class CheckpointSeries:
                     "pass only one checkpoint per step")
             seen[r.step] = r
         self._init(refs, {}, model_fn, model, trust, device, keep_in_memory)
-        self.weights, self.check_finite = weights, check_finite
+        self.weights, self.check_finite, self.left_out = weights, check_finite, left_out
 
     def _init(self, refs: list[Any], models: dict[int, nn.Module], model_fn: ModelFn, model: nn.Module | None,
               trust: bool, device: Any, keep_in_memory: bool) -> None:

@@ -161,3 +161,22 @@ def test_series_result_save_and_load(tmp_path):
         assert back[step].fields["channels"] == [1, 3] and back[step].steps_run == 3
     with pytest.raises(StepNotFoundError, match="valid steps: 0, 10"):
         back[3]
+
+
+def test_series_keeps_the_files_it_left_out(tmp_path):
+    import warnings
+
+    from torch import nn
+
+    from devvis.longitudinal import CheckpointSeries
+
+    net = nn.Linear(2, 2)
+    for s in (1, 2):
+        torch.save(net.state_dict(), tmp_path / f"step_{s}.pt")
+    torch.save({"w": torch.ones(3)}, tmp_path / "notes.pt")          # no step anywhere, other weights
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        series = CheckpointSeries(tmp_path, model=net)
+    assert series.steps == [1, 2]
+    assert [p.name for p, _ in series.left_out] == ["notes.pt"]
+    assert series.describe()["left_out"][0]["path"].endswith("notes.pt")
