@@ -189,6 +189,15 @@ def _features(root: Path, nav: list[tuple[str, str]], settle: dict[str, Any]) ->
     return _section("Features across training", "".join(parts), nav)
 
 
+def _settle_label(step: Any, status: Any = None, reason: Any = None) -> str:
+    """A settle step as the report shows it: the step, else its status (``not settled`` /
+    ``not comparable``) with the reason as a tooltip."""
+    if step is not None:
+        return _step_label(step)
+    text = html.escape(str(status or "not settled"))
+    return f"<span title='{html.escape(str(reason))}'>{text}</span>" if reason else text
+
+
 def _settle_steps(root: Path) -> dict[str, Any]:
     """``{"layer:c": settle step}`` from the feature-change JSONs of ``longitudinal/``."""
     out: dict[str, Any] = {}
@@ -211,9 +220,11 @@ def _development(root: Path, nav: list[tuple[str, str]]) -> str:
         label = f"{fc['layer']}:{fc['channel']}"
         stem = fc_path.name[: -len("_feature_change.json")]
         sim = [v for v in fc.get("similarity", []) if v is not None]
-        rows.append(f"<tr><td>{html.escape(label)}</td><td>{_step_label(fc.get('settle_step')) if fc.get('settle_step') is not None else 'not settled'}</td>"
-                    f"<td>{fc.get('threshold')}</td><td>{_num(sim[0] if sim else None)}</td>"
-                    f"<td>{_num(fc.get('final_activation'), '.3g')}</td></tr>")
+        settle = _settle_label(fc.get("settle_step"), fc.get("settle_status"), fc.get("settle_reason"))
+        baseline = str(fc.get("baseline") or "none").split(":")[0]
+        rows.append(f"<tr><td>{html.escape(label)}</td><td>{settle}</td>"
+                    f"<td>{fc.get('threshold')}</td><td>{html.escape(baseline)}</td><td>{_num(sim[0] if sim else None)}</td>"
+                    f"<td>{_num(fc.get('final_activation'), '.3g')}</td><td>{_num(fc.get('final_driven'), '.3g')}</td></tr>")
         figs = [(lon / f"{stem}_similarity.png", f"{label}: similarity to the final feature (settle step marked)"),
                 (lon / f"{stem}_matrix.png", f"{label}: cross-checkpoint matrix M[i, j]"),
                 (lon / "activations" / f"{stem}.png", f"{label}: activation on probe images over training")]
@@ -224,11 +235,14 @@ def _development(root: Path, nav: list[tuple[str, str]]) -> str:
             blocks.append(f"<div class='figs'>{_figure(p, p.stem)}</div>")
     if not rows and not blocks:
         return ""
-    table = ("<table class='data'><tr><th>component</th><th>settle step</th><th>threshold</th>"
-             "<th>similarity at first checkpoint</th><th>final activation</th></tr>" + "".join(rows) + "</table>")
-    note = ("<p class='note'>Similarity of checkpoint <i>i</i> = the final model's channel activation on "
-            "checkpoint <i>i</i>'s visualization divided by its activation on the final visualization. The settle "
-            "step is the first step from which similarity stays above the threshold.</p>")
+    table = ("<table class='data'><tr><th>component</th><th>settle step</th><th>threshold</th><th>baseline</th>"
+             "<th>similarity at first checkpoint</th><th>final activation</th><th>feature-driven part</th></tr>"
+             + "".join(rows) + "</table>")
+    note = ("<p class='note'>Similarity of checkpoint <i>i</i> = the final model's response to checkpoint "
+            "<i>i</i>'s visualization minus its response to the baseline image, divided by the same for the final "
+            "visualization. The settle step is the first step from which the similarity stays within [threshold, "
+            "1 + tolerance]; otherwise the component is <i>not settled</i>, or <i>not comparable</i> when an earlier "
+            "visualization drives the final unit more than the final one (hover for the reason).</p>")
     grid_png = lon / "grid.png"
     grid_fig = f"<div class='figs'>{_figure(grid_png, 'All tracked components across checkpoints')}</div>" if grid_png.exists() else ""
     return _section("Feature development", note + table + grid_fig + "".join(blocks), nav)
@@ -309,11 +323,13 @@ def _circuits(root: Path, nav: list[tuple[str, str]]) -> str:
             src = html.escape(str(meta.get("source_layer", "")))
             rows = "".join(
                 f"<tr><td>{src}:{u.get('channel')}</td><td>{_num(u.get('influence'), '.3g')}</td>"
-                f"<td>{_step_label(u['settle_step']) if u.get('settle_step') is not None else 'not settled'}</td>"
+                f"<td>{_settle_label(u.get('settle_step'), u.get('settle_status'))}</td>"
                 f"<td>{'yes' if u.get('earlier') else 'no'}</td></tr>" for u in meta["upstream"])
-            tgt_settle = (meta.get("target") or {}).get("settle_step")
+            tgt = meta.get("target") or {}
+            tgt_settle = tgt.get("settle_step")
             table = (f"<p>Target {html.escape(str(meta.get('target_layer')))}:{meta.get('target_channel')} settles at "
-                     f"{_step_label(tgt_settle) if tgt_settle is not None else 'no checkpoint (never settled)'}.</p>"
+                     f"{_step_label(tgt_settle) if tgt_settle is not None else 'no checkpoint'}"
+                     f"{'' if tgt_settle is not None else ' (' + html.escape(str(tgt.get('settle_status') or 'not settled')) + ')'}.</p>"
                      "<table class='data'><tr><th>upstream channel</th><th>influence (final)</th><th>settle step</th>"
                      "<th>settles before the target</th></tr>" + rows + "</table>")
         parts.append(f"<h3>{html.escape(cap)}</h3>{table}<div class='figs'>{_figure(p, cap)}</div>")
