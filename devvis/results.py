@@ -52,6 +52,17 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 _STEM = re.compile(r"^layer_(?P<layer>.+)_channel_(?P<channel>\d+)_(?P<agg>.+)-(?P<j>\d+)$")
 
 
+def step_dir(step: int | None) -> str:
+    """Folder name of one checkpoint's outputs: ``step_000100`` (``random_init`` without a checkpoint).
+
+    The one rule of results folders; :func:`open_results` parses it back.
+
+    >>> step_dir(100), step_dir(None)
+    ('step_000100', 'random_init')
+    """
+    return "random_init" if step is None else f"step_{step:06d}"
+
+
 def component_stem(layer: str, channel: int | str, aggregation: str = "average", j: int = 0) -> str:
     """File stem of one component's image: ``layer_{layer}_channel_{c}_{aggregation}-{j}``.
 

@@ -31,16 +31,11 @@ from devvis.errors import ConfigError, OutputError
 from devvis.longitudinal.series import StepNotFoundError, as_series, format_steps
 from devvis.objectives.core import as_objective
 from devvis.render import RenderResult, render
-from devvis.results import RECORD_KEYS, component_stem, image_component, read_record
+from devvis.results import RECORD_KEYS, component_stem, image_component, read_record, step_dir
 from devvis.typing import ImageBatch, ObjectiveLike, PathLike, SeriesLike
 
 #: Manifest written by :meth:`SeriesResult.save` at the top of its folder.
 SERIES_MANIFEST = "series_result.json"
-
-
-def step_dir(step: int) -> str:
-    """Folder name of one checkpoint's outputs: ``step_000100`` (the results-folder convention)."""
-    return f"step_{step:06d}"
 
 
 def image_labels(result: RenderResult) -> list[tuple[str, int | None]]:

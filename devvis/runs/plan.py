@@ -24,7 +24,7 @@ from torch import nn
 from devvis.errors import ArchitectureMismatchError, ChannelOutOfRangeError, CheckpointError, ConfigError, DevvisError
 from devvis.hooks import list_layers, resolve_name
 from devvis.longitudinal.series import CheckpointSeries
-from devvis.results import component_stem
+from devvis.results import component_stem, step_dir
 from devvis.runs.settings import RunSettings
 
 
@@ -81,11 +81,6 @@ class CheckpointEntry:
     copies: list[str] = field(default_factory=list)
 
 
-def checkpoint_dir(step: int | None) -> str:
-    """Folder name of a checkpoint's outputs: ``step_{step:06d}`` (``random_init`` without a checkpoint)."""
-    return "random_init" if step is None else f"step_{step:06d}"
-
-
 def checkpoint_series(settings: RunSettings) -> CheckpointSeries | None:
     """The run's checkpoints as a series (``None`` without ``checkpoint_paths``: one randomly initialised model).
 
@@ -102,8 +97,8 @@ def checkpoint_series(settings: RunSettings) -> CheckpointSeries | None:
 def checkpoint_entries(series: CheckpointSeries | None) -> list[CheckpointEntry]:
     """The checkpoints of ``series`` in step order, as the manifest lists them."""
     if series is None:
-        return [CheckpointEntry(None, None, checkpoint_dir(None), "none")]
-    return [CheckpointEntry(r.step, str(r.path), checkpoint_dir(r.step), r.source, [str(c) for c in r.copies])
+        return [CheckpointEntry(None, None, step_dir(None), "none")]
+    return [CheckpointEntry(r.step, str(r.path), step_dir(r.step), r.source, [str(c) for c in r.copies])
             for r in series.refs]
 
 
