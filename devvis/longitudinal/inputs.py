@@ -14,26 +14,13 @@ from typing import Any, Union
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from devvis.data.sources import image_of
 from devvis.errors import ConfigError
 from devvis.typing import ImageBatch
 
 ImagesLike = Union[ImageBatch, Dataset, DataLoader]
 """Probe images: a tensor ``(N, C, H, W)`` in [0, 1], a Dataset or a DataLoader of images,
 ``(image, label)`` pairs or dicts with an ``"image"`` entry."""
-
-
-def _image_of(item: Any) -> torch.Tensor:
-    """The image of a data-set item: the item itself, the first of a tuple/list, or ``item["image"]``."""
-    if isinstance(item, torch.Tensor):
-        return item
-    if isinstance(item, (tuple, list)) and item and isinstance(item[0], torch.Tensor):
-        return item[0]
-    if isinstance(item, dict):
-        for key in ("image", "images", "pixel_values", "x", "input"):
-            if isinstance(item.get(key), torch.Tensor):
-                return item[key]
-    raise ConfigError(f"cannot find an image in a data item of type {type(item).__name__}; expected a tensor, "
-                      "an (image, label) pair or a dict with an 'image' entry")
 
 
 def _check(images: torch.Tensor, what: str) -> torch.Tensor:
@@ -58,7 +45,7 @@ def images_from(inputs: ImagesLike, batch_size: int = 64) -> ImageBatch:
         return _check(inputs, "inputs")
     if isinstance(inputs, DataLoader):
         if isinstance(inputs.dataset, IterableDataset):
-            return _check(torch.cat([_image_of(b) for b in inputs]), "inputs")
+            return _check(torch.cat([image_of(b) for b in inputs]), "inputs")
         inputs = inputs.dataset
     if isinstance(inputs, Dataset) and not isinstance(inputs, IterableDataset):
         tensors = getattr(inputs, "tensors", None)  # SyntheticShapes renders faster in one call
@@ -67,7 +54,7 @@ def images_from(inputs: ImagesLike, batch_size: int = 64) -> ImageBatch:
             if isinstance(out, (tuple, list)):
                 return _check(out[0], "inputs")
         n = len(inputs)  # type: ignore[arg-type]
-        return _check(torch.stack([_image_of(inputs[i]) for i in range(n)]), "inputs")
+        return _check(torch.stack([image_of(inputs[i]) for i in range(n)]), "inputs")
     if isinstance(inputs, IterableDataset):
-        return _check(torch.stack([_image_of(x) for x in inputs]), "inputs")
+        return _check(torch.stack([image_of(x) for x in inputs]), "inputs")
     raise ConfigError(f"inputs must be a tensor (N, 3, H, W), a Dataset or a DataLoader; got {type(inputs).__name__}")
