@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from devvis.errors import ConfigError
 from devvis.render.pipeline import PREPROCESS_HELP
 from devvis.runs.settings import parse_neurons
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from devvis.longitudinal import CheckpointSeries
 
-__all__ = ["add_bool", "add_checkpoint_flags", "open_series", "parse_neurons"]
+__all__ = ["add_bool", "add_checkpoint_flags", "load_inputs", "open_series", "parse_neurons"]
 
 TRUST_HELP = "allow checkpoints that need arbitrary unpickling (can execute code: only for files you trust)"
 
@@ -54,3 +56,28 @@ def open_series(args: argparse.Namespace, **kwargs: Any) -> "CheckpointSeries":
                               steps=list(args.step), exclude=list(args.exclude), weights=args.weights, **kwargs)
     print(series.order(), flush=True)
     return series
+
+
+def load_inputs(spec: str, n: int, size: int, seed: int) -> Any:
+    """``"synthetic"`` -> ``n`` probe images of SyntheticShapes; a ``.pt`` file -> its image tensor;
+    ``"visualizations"`` -> None (the final checkpoint's feature visualizations)."""
+    import torch
+
+    if spec == "visualizations":
+        return None
+    if spec == "synthetic":
+        from devvis.data import probe_batch
+
+        return probe_batch(n, size, seed)
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(f"--inputs {spec!r} is neither 'synthetic', 'visualizations' nor an existing .pt file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any failure to read means the same thing to the user
+        raise ConfigError(f"cannot read --inputs file {spec!r}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
+    if isinstance(obj, dict):
+        obj = obj.get("images", obj.get("inputs"))
+    if not isinstance(obj, torch.Tensor):
+        raise ConfigError(f"--inputs file {spec!r} must hold an image tensor (N, 3, H, W) or a dict with 'images'")
+    return obj

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from typing import TYPE_CHECKING
 
-from devvis.commands._common import add_bool, add_checkpoint_flags, open_series
+from devvis.commands._common import add_bool, add_checkpoint_flags, load_inputs, open_series
 from devvis.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
@@ -26,31 +25,6 @@ def series_from_args(args: argparse.Namespace) -> "CheckpointSeries":
     """The series of the checkpoint flags, its step <- file mapping printed (``args.preprocess`` goes to the
     library as it is: ``"auto"`` is resolved there, per model)."""
     return open_series(args)
-
-
-def load_inputs(spec: str, n: int, size: int, seed: int) -> Any:
-    """``"synthetic"`` -> ``n`` probe images of SyntheticShapes; a ``.pt`` file -> its image tensor;
-    ``"visualizations"`` -> None (the final checkpoint's feature visualizations)."""
-    import torch
-
-    if spec == "visualizations":
-        return None
-    if spec == "synthetic":
-        from devvis.data import probe_batch
-
-        return probe_batch(n, size, seed)
-    path = Path(spec)
-    if not path.is_file():
-        raise ConfigError(f"--inputs {spec!r} is neither 'synthetic', 'visualizations' nor an existing .pt file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any failure to read means the same thing to the user
-        raise ConfigError(f"cannot read --inputs file {spec!r}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
-    if isinstance(obj, dict):
-        obj = obj.get("images", obj.get("inputs"))
-    if not isinstance(obj, torch.Tensor):
-        raise ConfigError(f"--inputs file {spec!r} must hold an image tensor (N, 3, H, W) or a dict with 'images'")
-    return obj
 
 
 def register(sub) -> None:

@@ -38,7 +38,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from devvis.atlas import activation_atlas, atlas_series
-    from devvis.commands.activations import load_inputs
+    from devvis.commands._common import load_inputs
 
     for name in ("n_inputs", "image_size", "positions", "grid", "min_count", "steps", "cell_size"):
         if getattr(args, name) < 1:

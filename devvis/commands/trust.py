@@ -42,7 +42,7 @@ def dataset_from_args(args: argparse.Namespace) -> Any:
     if path.is_dir():
         return str(path)
     if path.is_file() and path.suffix == ".pt":
-        from devvis.commands.activations import load_inputs
+        from devvis.commands._common import load_inputs
 
         return load_inputs(str(path), 0, 0, 0)
     raise ConfigError(f"--dataset {args.dataset!r} is neither an image folder, a .pt file nor 'synthetic'")
