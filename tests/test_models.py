@@ -378,7 +378,7 @@ def test_no_name_and_no_config(ckpt7):
 
 
 def test_bad_device():
-    with pytest.raises(ConfigError, match="invalid device 'gpu7'"):
+    with pytest.raises(ConfigError, match="device 'gpu7' is not valid; expected cpu, cuda"):
         load_model("resnet18", device="gpu7")
 
 

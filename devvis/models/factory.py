@@ -36,6 +36,7 @@ from devvis.models.checkpoints import MODEL_CONFIG_FILE, MODEL_CONFIG_KEY, read_
 from devvis.models.registry import CFG_ATTRIBUTE, ModelDefaults, attach_defaults, is_registered, model_entry
 from devvis.models.registry import list_models as registered_models
 from devvis.models.state_dict import apply_state_dict, infer_num_classes
+from devvis.state import as_device
 from devvis.typing import DeviceLike, PathLike
 
 __all__ = ["list_models", "load_model"]
@@ -221,6 +222,7 @@ def load_model(
     if checkpoint is None and weights not in ("model", "ema"):  # torchvision's weights="DEFAULT" habit
         raise ConfigError(f"devvis never downloads weights: drop weights={weights!r} and pass checkpoint=<file> "
                           "instead (weights= picks the model inside a checkpoint: 'model', 'ema' or an entry's name)")
+    dev = as_device(device) or torch.device("cpu")  # checked before any work
     ckpt = (read_checkpoint(checkpoint, trust=trust, map_location="cpu", weights=weights)
             if checkpoint is not None else None)
     config = ckpt.model_config() if ckpt is not None else None
@@ -253,8 +255,4 @@ def load_model(
         attach_defaults(model, ModelDefaults(preprocess="imagenet", input_size=fixed_input_size(model)))
     if ckpt is not None:
         apply_state_dict(model, ckpt.state_dict, path=Path(ckpt.path), strict=strict, name=name)
-    try:
-        dev = torch.device(device if device is not None else "cpu")
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"invalid device {device!r}: {e}") from None
     return model.to(dev).eval()
