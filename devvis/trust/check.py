@@ -26,7 +26,6 @@ import torch
 from tqdm.auto import tqdm
 
 from devvis import io as dio
-from devvis import objectives
 from devvis.data.sources import DatasetLike, dataset_images, dataset_size
 from devvis.errors import ConfigError
 from devvis.longitudinal.series import as_series
@@ -34,7 +33,7 @@ from devvis.render import render
 from devvis.trust.examples import DatasetExamples, Unit, dataset_examples, montage, parse_units, safe_name, unit_label
 from devvis.trust.metrics import (UNSEEN_TRANSFORMS, PathSimilarity, default_path_layers, natural_max_ratio,
                                   path_similarity, seed_stability, spectral_distance, transform_robustness)
-from devvis.trust.record import pooled_activations
+from devvis.trust.batch import CheckpointScores, given_renders, score_checkpoint, units_objective
 from devvis.typing import ImageBatch, PathLike, PreprocessLike, SeriesLike, TransformsLike
 
 TRUSTWORTHY = "trustworthy"
@@ -169,7 +168,7 @@ def trust(series: SeriesLike, units: Sequence[Unit], dataset: DatasetLike, *, k:
           steps: int = 128, image_size: int = 64, seed: int = 0, transforms: TransformsLike = "standard",
           preprocess: PreprocessLike = "auto", n_random: int = 32, path_layers: Sequence[str] | None = None,
           thresholds: Thresholds | None = None, batch_size: int = 64, dataset_image_size: int = 64,
-          examples: DatasetExamples | None = None, progress: bool = True, **render_kwargs: Any) -> TrustResult:
+          examples: DatasetExamples | None = None, renders: Any = None, progress: bool = True, **render_kwargs: Any) -> TrustResult:
     """Dataset examples, visualizations and trust metrics of each unit at every checkpoint of ``series``.
 
     Args:
@@ -185,6 +184,13 @@ def trust(series: SeriesLike, units: Sequence[Unit], dataset: DatasetLike, *, k:
             the spectrum.
         path_layers: layers path similarity compares; default :func:`~devvis.trust.metrics.default_path_layers`.
         examples: dataset examples already computed with :func:`dataset_examples` (same series and units).
+        renders: visualizations already rendered with the same ``steps``, ``image_size`` and ``transforms``
+            (``track(...).renders``, :func:`~devvis.trust.batch.given_renders`): a unit found there at every
+            checkpoint uses that picture as its first seed, so the verdict is about the picture shown
+            elsewhere, and only ``seeds - 1`` more are rendered (from ``seed + 1``).
+
+    All units of all layers (and all seeds) are rendered in one batch per checkpoint, and every score
+    comes from two recorded passes per checkpoint (:mod:`devvis.trust.batch`).
 
     Returns :class:`TrustResult` (``.save(dir)`` writes JSON and images; ``.summary_lines()`` for a console).
     """
@@ -208,53 +214,58 @@ def trust(series: SeriesLike, units: Sequence[Unit], dataset: DatasetLike, *, k:
     recorded_layers = list(dict.fromkeys([x for layer in by_layer for x in paths[layer] + [layer]]))
     out: dict[str, list[UnitTrust]] = {unit_label(l, c): [] for l, c in parsed}
     viz_out: dict[str, dict[int, ImageBatch]] = {unit_label(l, c): {} for l, c in parsed}
-    bar = tqdm(total=len(s) * len(by_layer), disable=not progress, desc="trust", unit="render")
+    given = given_renders(renders, parsed, steps=steps, image_size=image_size,
+                          transforms=transforms) if renders is not None else {}
+    given = {u: by_step for u, by_step in given.items() if all(st in by_step for st in s.steps)}
+    counts = [seeds - (1 if u in given else 0) for u in parsed]
+    objective = units_objective(parsed, counts) if sum(counts) else None
+    own_seed = seed + 1 if given else seed  # independent of the given renders' starts
+    bar = tqdm(total=len(s), disable=not progress, desc="trust", unit="checkpoint")
     for step, model in s:
-        rand_acts = pooled_activations(model, recorded_layers, natural, preprocess=preprocess, batch_size=batch_size)
-        for layer, chans in by_layer.items():
-            order = [c for c in chans for _ in range(seeds)]
-            res = render(model, objectives.channels(layer, order), steps=steps, image_size=image_size, seed=seed,
-                         transforms=transforms, preprocess=preprocess, progress=False, **render_kwargs)
-            for j, c in enumerate(chans):
-                label = unit_label(layer, c)
-                viz = res.images[j * seeds:(j + 1) * seeds]
-                viz_out[label][step] = viz
-                out[label].append(_unit_trust(model, layer, c, step, viz, ex, natural, rand_acts,
-                                              paths[layer], preprocess, batch_size, th))
-            bar.update(1)
+        own = render(model, objective, steps=steps, image_size=image_size, seed=own_seed, batch=sum(counts),
+                     transforms=transforms, preprocess=preprocess, progress=False,
+                     **render_kwargs).images if objective is not None else None
+        offsets = [sum(counts[:u]) for u in range(len(parsed))]
+        viz = torch.cat([torch.cat(([given[u][step].to(own.dtype if own is not None else torch.float32)]
+                                    if u in given else []) + ([own[o:o + n]] if n else []))
+                         for u, o, n in zip(parsed, offsets, counts)])
+        top = torch.cat([ex.images(unit_label(l, c), step) for l, c in parsed])
+        scores = score_checkpoint(model, recorded_layers, viz, top, natural, preprocess=preprocess,
+                                  batch_size=batch_size)
+        for u, (layer, c) in enumerate(parsed):
+            label = unit_label(layer, c)
+            viz_out[label][step] = viz[u * seeds:(u + 1) * seeds]
+            i = ex.units[label].steps.index(step)
+            out[label].append(_unit_trust(layer, c, step, u, seeds, k, scores, float(ex.units[label].values[i, 0]),
+                                          viz[u * seeds:(u + 1) * seeds], natural, paths[layer], th))
+        bar.update(1)
     bar.close()
     settings = {"k": k, "seeds": seeds, "steps": steps, "image_size": image_size, "seed": seed,
                 "transforms": transforms if isinstance(transforms, str) or transforms is None else repr(transforms),
                 "preprocess": ex.preprocess, "n_random": len(rand_idx), "random_indices": rand_idx,
-                "path_layers": paths, "unseen_transforms": list(UNSEEN_TRANSFORMS), "dataset": ex.dataset,
+                "path_layers": paths, "given_renders": sorted(unit_label(*u) for u in given),
+                "own_render_seed": own_seed, "unseen_transforms": list(UNSEEN_TRANSFORMS), "dataset": ex.dataset,
                 **{key: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
                    for key, v in render_kwargs.items()}}
     return TrustResult(steps=s.steps, units=out, examples=ex, visualizations=viz_out, thresholds=th, settings=settings)
 
 
-def _unit_trust(model: torch.nn.Module, layer: str, c: int, step: int, viz: ImageBatch, ex: DatasetExamples,
-                natural: ImageBatch, rand_acts: dict[str, torch.Tensor], path: list[str], preprocess: PreprocessLike,
-                batch_size: int, th: Thresholds) -> UnitTrust:
-    label = unit_label(layer, c)
-    top = ex.images(label, step)
-    obj = objectives.channel(layer, c)
-    vals = objectives.evaluate(model, obj, viz, preprocess=preprocess, batch_size=batch_size)
-    v_t = torch.stack([objectives.evaluate(model, obj, t(viz), preprocess=preprocess, batch_size=batch_size)
-                       for t in UNSEEN_TRANSFORMS.values()])
-    n_vals = objectives.evaluate(model, obj, top, preprocess=preprocess, batch_size=batch_size)
-    n_t = torch.stack([objectives.evaluate(model, obj, t(top), preprocess=preprocess, batch_size=batch_size)
-                       for t in UNSEEN_TRANSFORMS.values()])
-    layers = path + [layer]
-    viz_acts = pooled_activations(model, layers, viz, preprocess=preprocess, batch_size=batch_size)
-    top_acts = pooled_activations(model, layers, top, preprocess=preprocess, batch_size=batch_size)
-    i = ex.units[label].steps.index(step)
-    dmax = float(ex.units[label].values[i, 0])
-    u = UnitTrust(layer=layer, channel=c, step=step, viz_value=float(vals.mean()), dataset_max=dmax,
-                  natural_max_ratio=natural_max_ratio(float(vals.mean()), dmax),
-                  seed_similarity=seed_stability(viz_acts[layer], rand_acts[layer]),
-                  transform_robustness=transform_robustness(vals, v_t),
-                  natural_robustness=transform_robustness(n_vals, n_t),
-                  path=path_similarity(viz_acts, top_acts, rand_acts, path),
-                  spectral_distance=spectral_distance(viz, natural))
-    u.reasons = reasons_for(u, th)
-    return u
+def _unit_trust(layer: str, c: int, step: int, u: int, seeds: int, k: int, sc: CheckpointScores, dmax: float,
+                viz: ImageBatch, natural: ImageBatch, path: list[str], th: Thresholds) -> UnitTrust:
+    vs, ns = slice(u * seeds, (u + 1) * seeds), slice(u * k, (u + 1) * k)
+    vals = sc.viz[layer][vs, c]
+    v_t = torch.stack([t[layer][vs, c] for t in sc.viz_t.values()])
+    n_vals = sc.top[layer][ns, c]
+    n_t = torch.stack([t[layer][ns, c] for t in sc.top_t.values()])
+    names = path + [layer]
+    viz_acts = {n: sc.viz[n][vs] for n in names}
+    top_acts = {n: sc.top[n][ns] for n in names}
+    u_t = UnitTrust(layer=layer, channel=c, step=step, viz_value=float(vals.mean()), dataset_max=dmax,
+                    natural_max_ratio=natural_max_ratio(float(vals.mean()), dmax),
+                    seed_similarity=seed_stability(viz_acts[layer], sc.random[layer]),
+                    transform_robustness=transform_robustness(vals, v_t),
+                    natural_robustness=transform_robustness(n_vals, n_t),
+                    path=path_similarity(viz_acts, top_acts, sc.random, path),
+                    spectral_distance=spectral_distance(viz, natural))
+    u_t.reasons = reasons_for(u_t, th)
+    return u_t

@@ -47,6 +47,9 @@ UNSEEN_TRANSFORMS: dict[str, Callable[[ImageBatch], ImageBatch]] = {
                                                size=x.shape[-2:], mode="bilinear", align_corners=False),
 }
 
+#: Modules that return their input at evaluation (a path layer there would repeat the one before it).
+_IDENTITY_AT_EVAL: tuple[type, ...] = (nn.modules.dropout._DropoutNd,)
+
 #: Most layers used for path similarity when none are named.
 MAX_PATH_LAYERS = 8
 #: A layer is informative for path similarity when the natural examples are closer to each other
@@ -152,9 +155,12 @@ def path_similarity(viz: dict[str, torch.Tensor], examples: dict[str, torch.Tens
 
 def default_path_layers(model: nn.Module, layer: str, image_shape: Sequence[int], *,
                         max_layers: int = MAX_PATH_LAYERS) -> list[str]:
-    """The layers path similarity compares by default: the leaf modules defined before ``layer`` (definition
-    order, which is the order they run in sequential and ResNet-style models) that output a tensor,
-    thinned evenly to ``max_layers`` (the last one kept). ``image_shape``: ``(C, H, W)`` of the images.
+    """The layers path similarity compares by default: the modules that run before ``layer`` at its own depth in
+    the module tree (``layer1.1``, ``layer2.0`` before ``layer3.0``; the encoder blocks before a ViT block),
+    plus shallower leaves (a stem ``conv1``), in definition order, which is the order they run in sequential,
+    ResNet-style and ViT models; each must output a tensor, and dropout (the identity at evaluation) is left
+    out. Thinned evenly to ``max_layers`` (the last one kept). Blocks, not the convolutions inside them:
+    a block's output is what the layers after it read (the residual stream). ``image_shape``: ``(C, H, W)``.
 
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3))
     >>> default_path_layers(net, "2", (3, 16, 16))
@@ -167,9 +173,13 @@ def default_path_layers(model: nn.Module, layer: str, image_shape: Sequence[int]
     if target not in names:
         raise ConfigError(f"layer {layer!r} is not a module of the model")
     stop = names.index(target)
-    leaves = {n for n, m in model.named_modules() if n and not any(True for _ in m.children())}
-    before = [r.name for r in rows[:stop] if r.name in leaves and r.output_shape is not None
-              and len(r.output_shape) >= 2 and not target.startswith(r.name + ".")]
+    depth = target.count(".")
+    modules = dict(model.named_modules())
+    leaves = {n for n, m in modules.items() if n and not any(True for _ in m.children())}
+    before = [r.name for r in rows[:stop]
+              if (r.name.count(".") == depth or (r.name in leaves and r.name.count(".") < depth))
+              and r.output_shape is not None and len(r.output_shape) >= 2
+              and not target.startswith(r.name + ".") and not isinstance(modules.get(r.name), _IDENTITY_AT_EVAL)]
     if len(before) <= max_layers:
         return before
     picks = {round(i * (len(before) - 1) / (max_layers - 1)) for i in range(max_layers)}
