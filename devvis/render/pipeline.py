@@ -33,7 +33,7 @@ from torch import nn
 
 from devvis.architectures import resolve_input_size
 from devvis.errors import TransformError
-from devvis.transforms import Resize, composite as composite_alpha, get as get_transforms
+from devvis.transforms import Resize, composite as composite_alpha, get as get_transforms, sized
 from devvis.transforms.preprocess import imagenet_normalize
 from devvis.typing import PreprocessLike, TensorFn, TransformsLike
 
@@ -178,13 +178,16 @@ class ModelInput:
     ``transforms``, ``input_size`` (resolved), ``resize``, ``preprocess_spec`` (``"auto"``
     resolved: ``"imagenet"``, ``"none"`` or the callable) and ``preprocess`` (the function).
 
-    Shape: ``(B, C, H, W)`` in [0, 1] -> ``(B, C, H', W')`` (``H', W'``: ``input_size`` if any).
+    Shape: ``(B, C, H, W)`` in [0, 1] -> ``(B, C, H', W')`` (``H', W'``: ``input_size`` if any). When
+    the transforms end with a :class:`~devvis.transforms.Warp` (``"standard"``'s fused form), the
+    warp itself outputs ``input_size`` (:func:`devvis.transforms.sized`): one interpolation, no resize.
     """
 
     def __init__(self, model: nn.Module, *, transforms: TransformsLike = None, preprocess: PreprocessLike = "auto",
                  input_size: int | tuple[int, int] | None = None):
-        self.transforms = get_transforms(transforms)
         self.input_size = resolve_input_size(model, input_size)
+        # a warp that ends the transforms samples straight at the input size: the resize is then a no-op
+        self.transforms = sized(get_transforms(transforms), self.input_size)
         self.resize = Resize(self.input_size) if self.input_size is not None else None
         self.preprocess_spec = auto_preprocess(preprocess, model)
         self.preprocess = resolve_preprocess(self.preprocess_spec)

@@ -5,6 +5,11 @@ Every transform is an ``nn.Module`` with ``forward(x, generator=None)``: ``x`` i
 ``torch.Generator`` owned by the render), so a seed reproduces a whole run and
 every checkpoint of a series sees the same random stream.
 
+The robustness stack is built in one place, :func:`standard` (:mod:`devvis.transforms.stack`):
+Lucid's separate pad/jitter/scale/rotate/jitter modules, or the same geometry as one
+:class:`Warp` (:mod:`devvis.transforms.warp`): one affine ``grid_sample`` straight to the model's
+input size.
+
 >>> import torch
 >>> from devvis import transforms
 >>> t = transforms.standard()
@@ -31,7 +36,6 @@ from devvis.transforms.core import (
     composite,
     crop,
     gaussian_blur,
-    get,
     jitter,
     noise,
     normalize,
@@ -39,13 +43,15 @@ from devvis.transforms.core import (
     random_rotate,
     random_scale,
     resize,
-    standard,
 )
+from devvis.transforms.stack import FUSED_DEFAULT, get, standard
+from devvis.transforms.warp import Warp, WarpParams, sized
 from devvis.transforms.preprocess import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
 
 __all__ = [
     "Transform", "Compose", "Pad", "Jitter", "RandomScale", "RandomRotate", "GaussianBlur", "Noise", "Crop",
     "Normalize", "Resize", "pad", "jitter", "random_scale", "random_rotate", "gaussian_blur", "noise", "crop",
     "normalize", "resize", "compose", "standard", "get", "IMAGENET_MEAN", "IMAGENET_STD", "imagenet_normalize",
-    "CollapseAlpha", "collapse_alpha", "collapse_alpha_random", "composite",
+    "CollapseAlpha", "collapse_alpha", "collapse_alpha_random", "composite", "Warp", "WarpParams", "sized",
+    "FUSED_DEFAULT",
 ]

@@ -11,7 +11,6 @@ from torch import nn
 
 from devvis.errors import TransformError
 from devvis.transforms.random import choice, uniform_int
-from devvis.typing import TransformsLike
 
 
 class Transform(nn.Module):
@@ -37,6 +36,11 @@ class Compose(Transform):
 
     def __len__(self) -> int:
         return len(self._all)
+
+    @property
+    def steps(self) -> list[Callable[..., torch.Tensor]]:
+        """The transforms in order (modules and plain callables)."""
+        return list(self._all)
 
 
 class Pad(Transform):
@@ -353,60 +357,3 @@ def normalize(mean: Sequence[float], std: Sequence[float]) -> Normalize:
 def compose(transforms: Iterable[Callable[..., torch.Tensor]]) -> Compose:
     """See :class:`Compose`."""
     return Compose(transforms)
-
-
-def standard(*, pad_px: int = 12, jitter_px: int = 8, scale: tuple[float, float] = (0.9, 1.1),
-             degrees: float = 10.0, blur: float = 0.0, alpha: bool = False) -> Compose:
-    """Lucid's standard stack, and its variants: the one place the robustness stack is built.
-
-    Defaults: pad 12 (constant 0.5), jitter 8, scale 0.90–1.10 (11 steps), rotate ±10° (1°
-    steps), jitter 4. A part whose setting is 0 (or a scale range of ``(1, 1)``) is left out; the
-    second jitter is half the first (at least 1); ``blur`` > 0 appends a Gaussian blur of that
-    sigma. ``alpha=True`` (for transparent images, ``param.image(..., alpha=True)``) puts
-    :func:`~devvis.transforms.collapse_alpha_random` first: RGBA is composited over a new random
-    background each step, then the usual stack runs on RGB. ``devvis visualize``'s flags
-    (``--pad``, ``--jitter``, ``--scale-range``, ``--rotate-degrees``, ``--blur``, ``--alpha``)
-    map onto these arguments.
-
-    >>> len(standard()), len(standard(jitter_px=0, degrees=0, scale=(1.0, 1.0), pad_px=0))
-    (5, 0)
-    """
-    lo, hi = scale
-    parts: list[Transform] = []
-    if alpha:
-        parts.append(CollapseAlpha("random"))
-    if pad_px:
-        parts.append(Pad(pad_px, "constant", 0.5))
-    if jitter_px:
-        parts.append(Jitter(jitter_px))
-    if (lo, hi) != (1.0, 1.0):
-        parts.append(RandomScale([lo + (hi - lo) * i / 10 for i in range(11)]))
-    if degrees:
-        r = int(round(degrees))
-        parts.append(RandomRotate(list(range(-r, r + 1))))
-    if jitter_px:
-        parts.append(Jitter(max(1, jitter_px // 2)))
-    if blur:
-        parts.append(GaussianBlur(blur))
-    return Compose(parts)
-
-
-def get(spec: TransformsLike) -> Transform:
-    """Resolve a ``transforms=`` argument: ``"standard"``, ``"none"``/``None``, a list, or a callable.
-
-    >>> get(None)(torch.ones(1, 3, 2, 2)).shape
-    torch.Size([1, 3, 2, 2])
-    """
-    if spec is None or spec == "none" or (isinstance(spec, (list, tuple)) and len(spec) == 0):
-        return Compose([])
-    if isinstance(spec, str):
-        if spec == "standard":
-            return standard()
-        raise TransformError(f"unknown transforms {spec!r}; valid: 'standard', 'none', a list of transforms or a callable")
-    if isinstance(spec, Transform):
-        return spec
-    if isinstance(spec, (list, tuple)):
-        return Compose(spec)
-    if callable(spec):
-        return Compose([spec])
-    raise TransformError(f"cannot use {type(spec).__name__} as transforms; valid: 'standard', 'none', a list or a callable")

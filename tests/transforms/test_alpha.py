@@ -62,11 +62,12 @@ def test_collapse_alpha_composites_over_background():
 
 
 def test_standard_alpha_collapses_first_and_keeps_defaults():
-    assert len(transforms.standard()) == 5
-    stack = transforms.standard(alpha=True)
-    assert len(stack) == 6 and isinstance(stack._all[0], transforms.CollapseAlpha)
-    out = stack(torch.rand(1, 4, 32, 32), generator=torch.Generator().manual_seed(0))
-    assert out.shape[1] == 3
+    for fused, n in ((False, 5), (True, 1)):
+        assert len(transforms.standard(fused=fused)) == n
+        stack = transforms.standard(alpha=True, fused=fused)
+        assert len(stack) == n + 1 and isinstance(stack.steps[0], transforms.CollapseAlpha)
+        out = stack(torch.rand(1, 4, 32, 32), generator=torch.Generator().manual_seed(0))
+        assert out.shape[1] == 3
 
 
 def test_model_input_composites_rgba_left_over_for_an_rgb_model():
