@@ -9,7 +9,9 @@ probe images (several, so that no ReLU or max-pool hides a pixel) are used, and 
 bounding box is the field. It is measured at the centre position and its neighbour, giving the
 field's size and the stride; the box of any other position is the centre's, shifted by the
 stride, clipped to the image. Layers without a spatial map (tokens of a ViT, flat features) get the
-whole image: their positions see everything.
+whole image: their positions see everything. So does a layer whose field covers the whole canvas at
+every scale tried (1x, 2x, 4x the image): its field grows with the image, i.e. global pooling inside
+(squeeze-excitation blocks, attention), and every position sees the whole image.
 
 >>> import torch
 >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Conv2d(2, 2, 3, stride=2))
@@ -103,6 +105,7 @@ def receptive_field(model: nn.Module, layer: str, image_shape: Sequence[int], *,
         raise ConfigError(f"image_shape must be (C, H, W); got {tuple(image_shape)}")
     c, H, W = (int(v) for v in image_shape)
     measured = None
+    whole = True  # the field covered the whole canvas at every scale: it grows with the image
     for scale in (1, 2, 4):  # a field larger than the image is measured again on a larger canvas
         try:
             found = _measure(model, layer, (c, H * scale, W * scale), preprocess, input_size, probes, seed)
@@ -114,9 +117,12 @@ def receptive_field(model: nn.Module, layer: str, image_shape: Sequence[int], *,
             return ReceptiveField(layer, (H, W), None, (H, W), (H, W), (0, 0))
         measured = found
         box, canvas = found[0], (H * scale, W * scale)
+        whole = whole and box == (0, canvas[0], 0, canvas[1])
         if box[0] > 0 and box[2] > 0 and box[1] < canvas[0] and box[3] < canvas[1]:
             break
     assert measured is not None
+    if whole and scale == 4:  # global pooling inside (squeeze-excitation, attention): every position sees all
+        return ReceptiveField(layer, (H, W), None, (H, W), (H, W), (0, 0))
     box, (_h, _w, cy, cx), stride = measured
     size = (box[1] - box[0], box[3] - box[2])
     origin = (box[0] - cy * stride[0], box[2] - cx * stride[1])
