@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels", type=int, nargs="+", default=[5])
     p.add_argument("--steps", type=int, default=6, help="profiled steps (after 2 warm-up steps)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--transforms", default="standard", choices=["standard", "standard-fused", "standard-separate"],
+                   help="devvis's form of the standard transforms")
     p.add_argument("--tool", nargs="+", default=["devvis", "floor", "lucent"], choices=["devvis", "floor", "lucent"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--top", type=int, default=18)
@@ -54,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         n = args.steps + 2
         if tool == "devvis":
             def fn() -> object:
-                return bench.run_devvis(model, case, seed=0, steps=n, precision=args.precision, device=device)
+                return bench.run_devvis(model, case, seed=0, steps=n, precision=args.precision, device=device,
+                                        transforms=args.transforms)
         elif tool == "floor":
             fl = bench.Floor(model, case, args.precision, device)
 

@@ -29,11 +29,13 @@ def test_tiny_benchmark_without_lucent_prints_devvis_and_floor_rows(tmp_path: Pa
     out = proc.stdout
     assert "Lucent is not installed" in out
     for case in ("layer2.1", "layer3.1x2"):
-        for tool in ("devvis", "devvis bf16", "floor", "floor bf16", "floor cl", "floor bf16 cl"):
+        for tool in ("devvis fused", "devvis fused bf16", "devvis separate", "devvis separate bf16", "floor",
+                     "floor bf16", "floor cl", "floor bf16 cl"):
             assert f"| {case} | {tool} |" in out, f"row {case}/{tool} missing from:\n{out}"
         assert f"| {case} | lucent |" not in out
-    assert "| case | tool | s/step (cpu) | devvis/Lucent | over floor | over floor cl | images/s | peak MiB |" in out
-    assert "quality at equal steps" in out
+    assert ("| case | tool | s/step (cpu) | devvis/Lucent | over floor | over same-format floor | images/s | peak MiB |"
+            in out)
+    assert "quality at equal steps" in out and "| devvis fused | " in out and "| devvis separate | " in out
 
     # the series section: render_series against a loop of render() (2 checkpoints x 2 channels when tiny)
     assert "| series 2x2 | devvis render_series |" in out and "| series 2x2 | devvis render loop |" in out
@@ -42,17 +44,34 @@ def test_tiny_benchmark_without_lucent_prints_devvis_and_floor_rows(tmp_path: Pa
     rows = {(r["case"], r["tool"]): r for r in data["rows"]}
     series = {k: rows.pop(k) for k in list(rows) if k[0].startswith("series")}
     assert len(series) == 2 and all(r["s_per_step"] > 0 and r["value"] is not None for r in series.values())
-    assert len(rows) == 12
+    assert len(rows) == 16
     for (case, tool), r in rows.items():
         assert r["s_per_step"] > 0 and r["images_per_s"] > 0
         assert r["ratio_lucent"] is None  # no Lucent, no ratio
         if tool.startswith("devvis"):
-            assert r["over_floor"] > 0 and r["over_floor_cl"] > 0
+            assert r["over_floor"] > 0 and r["over_same_format_floor"] > 0
             assert r["value"] is not None and abs(r["value"]) < 1e3
         else:
             assert r["over_floor"] is None and r["value"] is None
     # channels(): the 2-image case records one value per image, so its mean is a finite number
-    assert set(data["quality"]["values"]) == {"devvis", "devvis bf16"}
+    assert set(data["quality"]["values"]) == {"devvis fused", "devvis fused bf16", "devvis separate",
+                                              "devvis separate bf16"}
+
+
+def test_cuda_run_errors_clearly_without_cuda() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the GPU run works here")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cuda", "--tiny"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "--device cuda but CUDA is not available on this machine" in proc.stderr
+    assert proc.stdout == ""  # nothing measured, no half table
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "gpu", "--tiny"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and "choose cpu or cuda" in proc.stderr
 
 
 def test_truncated_model_matches_recorded_activation() -> None:
