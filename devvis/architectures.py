@@ -37,8 +37,8 @@ from torch import nn
 
 from devvis.errors import ConfigError
 
-__all__ = ["FAMILIES", "Family", "MIN_INPUT_SIZES", "fixed_input_size", "input_errors", "min_input_size",
-           "resolve_input_size"]
+__all__ = ["FAMILIES", "Family", "MIN_INPUT_SIZES", "SITE_CONV", "SITE_MLP_HIDDEN", "feature_sites",
+           "fixed_input_size", "input_errors", "min_input_size", "mlp_hidden_layers", "resolve_input_size"]
 
 #: Smallest square input (pixels) for which the *whole* forward pass of these
 #: torchvision classes runs (measured with torch 2.x; smaller inputs make a
@@ -138,6 +138,89 @@ def input_errors(model: nn.Module, x: torch.Tensor) -> Iterator[None]:
         raise ConfigError(f"a {h}x{w} px model input (the image after transforms and resize) does not fit "
                           f"{_describe(model)}, which needs {need}; {fix} "
                           f"(torch said: {msg.splitlines()[0][:160]})") from e
+
+
+#: Kinds of default feature site (:func:`feature_sites`).
+SITE_MLP_HIDDEN = "mlp_hidden"
+SITE_CONV = "conv"
+
+# Leaves that are not the MLP's activation, although they have no parameters.
+_NOT_ACTIVATIONS = (nn.Dropout, nn.Identity)
+
+
+def _is_attention(module: nn.Module) -> bool:
+    return isinstance(module, nn.MultiheadAttention) or "attention" in type(module).__name__.lower()
+
+
+def _mlp_activation(mlp: nn.Module) -> str | None:
+    """Name (in ``mlp``) of the module whose output is an MLP's hidden layer, or None.
+
+    Plain MLP (``Linear(D, H)``, activation, ``Linear(H, D')``): the activation. Gated MLP (GLU,
+    SwiGLU: ``fc1`` of width ``2H`` split in two, or two ``Linear(D, H)`` side by side; the product
+    ``act(gate) * x`` is computed in ``forward``): the last parameter-free module before ``fc2``
+    (a dropout or identity at eval), whose output is that product.
+    """
+    children = list(mlp.named_children())
+    linears = [i for i, (_, c) in enumerate(children) if isinstance(c, nn.Linear)]
+    for k, (i, j) in enumerate(zip(linears, linears[1:])):
+        fc1, fc2 = children[i][1], children[j][1]
+        free = [(n, c) for n, c in children[i + 1:j]
+                if not any(True for _ in c.children()) and not any(True for _ in c.parameters())]
+        acts = [n for n, c in free if not isinstance(c, _NOT_ACTIVATIONS)]
+        if not acts:
+            continue
+        prev = children[linears[k - 1]][1] if k > 0 and linears[k - 1] == i - 1 else None
+        side_by_side = prev is not None and (prev.in_features, prev.out_features) == (fc1.in_features, fc1.out_features)
+        if fc1.out_features == 2 * fc2.in_features or (side_by_side and fc2.in_features == fc1.out_features):
+            return free[-1][0]
+        if fc2.in_features == fc1.out_features:
+            return acts[0]
+    return None
+
+
+def mlp_hidden_layers(model: nn.Module) -> list[str]:
+    """The MLP hidden layer of every transformer block of ``model`` (after the activation), in module order.
+
+    A transformer block is a module with an attention child (``nn.MultiheadAttention`` or a class
+    whose name contains "Attention"); its MLP is the block itself or a child whose direct children
+    run ``Linear(D, H)``, an activation, ``Linear(H, D')``; the site is that activation module, whose
+    output ``[B, T, H]`` (ViT) or ``[B, h, w, H]`` (Swin) holds the ``H`` hidden units. torchvision's
+    ViT: ``encoder.layers.encoder_layer_N.mlp.1`` (``nn.GELU``); timm's: ``blocks.N.mlp.act``;
+    torchvision's Swin: ``features.S.B.mlp.1``. Empty for a CNN (ConvNeXt's inverted bottleneck has
+    the MLP shape but no attention beside it). See ``docs/vit.md``.
+
+    >>> from torchvision.models.vision_transformer import VisionTransformer
+    >>> vit = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
+    >>> mlp_hidden_layers(vit)
+    ['encoder.layers.encoder_layer_0.mlp.1', 'encoder.layers.encoder_layer_1.mlp.1']
+    """
+    sites: list[str] = []
+    for name, block in model.named_modules():
+        if not any(_is_attention(c) for c in block.children()):
+            continue
+        for sub, mlp in [("", block), *block.named_children()]:
+            act = _mlp_activation(mlp)
+            if act is not None:
+                sites.append(".".join(p for p in (name, sub, act) if p))
+    return list(dict.fromkeys(sites))
+
+
+def feature_sites(model: nn.Module) -> dict[str, str]:
+    """The layers devvis renders when none are named: ``{name: kind}`` in module order.
+
+    A ViT-style model (one with :func:`mlp_hidden_layers`) gets its MLP hidden layers
+    (:data:`SITE_MLP_HIDDEN`, Ghiasi et al. 2022 found its interpretable features there); any other
+    model every ``Conv2d`` (:data:`SITE_CONV`). ``devvis visualize`` without ``--layer-names`` uses
+    it, and ``devvis layers`` marks these rows.
+
+    >>> import torchvision
+    >>> list(feature_sites(torchvision.models.resnet18(weights=None)).items())[:2]
+    [('conv1', 'conv'), ('layer1.0.conv1', 'conv')]
+    """
+    mlp = mlp_hidden_layers(model)
+    if mlp:
+        return dict.fromkeys(mlp, SITE_MLP_HIDDEN)
+    return {n: SITE_CONV for n, m in model.named_modules() if n and type(m).__name__ == "Conv2d"}
 
 
 @dataclass(frozen=True)

@@ -140,12 +140,15 @@ def layer_table(model: nn.Module, image_size: int, input_size: int | None,
 
 
 def plan_components(model: nn.Module, settings: RunSettings) -> dict[str, list[Component]]:
-    """Validated components per layer (every conv layer / every channel when not given)."""
+    """Validated components per layer (default layers: :func:`devvis.architectures.feature_sites`, the
+    MLP hidden layers of a ViT-style model, else every conv layer; every channel when not given)."""
+    from devvis.architectures import feature_sites
+
     table = layer_table(model, settings.image_size, settings.input_size, settings.input_channels)
     if settings.layer_names:
         layers = [resolve_name(model, n) for n in settings.layer_names]
     else:
-        layers = [n for n, r in table.items() if r.type in ("Conv2d",)]
+        layers = [n for n in feature_sites(model) if n in table]
         if not layers:
             raise ConfigError("the model has no Conv2d layers; name layers with --layer-names")
     plan: dict[str, list[Component]] = {}

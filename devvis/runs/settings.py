@@ -105,8 +105,8 @@ class RunSettings:
                        "an entry's name (teacher)", "what to visualize")
     input_channels: int | None = opt(None, "channels of the model's input images (default: its first layer's)",
                                      "optimization", type=int)
-    layer_names: list[str] | None = opt(None, "layers (default: every conv layer)", "what to visualize", nargs="+",
-                                        metavar="LAYER")
+    layer_names: list[str] | None = opt(None, "layers (default: a ViT-style model's MLP hidden layers, else every "
+                                        "conv layer)", "what to visualize", nargs="+", metavar="LAYER")
     channels: list[int] | None = opt(None, "channels (default: all)", "what to visualize", nargs="+", type=int,
                                      metavar="C")
     neurons: list[tuple[int, int]] | None = opt(None, "visualize single neurons at these positions",
