@@ -261,5 +261,6 @@ FAMILIES: tuple[Family, ...] = (
     Family("RegNet", "regnet_x_400mf", "trunk_output.block1", "nchw"),
     Family("ConvNeXt", "convnext_tiny", "features.1.0", "nchw", "inside blocks: nhwc (block.1 .. block.5)"),
     Family("Swin", "swin_t", "features.1.0", "nhwc", "any input size"),
-    Family("ViT", "vit_b_16", "encoder.layers.encoder_layer_0", "tokens", "fixed 224 px input, resized automatically"),
+    Family("ViT", "vit_b_16", "encoder.layers.encoder_layer_0", "tokens",
+           "fixed 224 px input, resized automatically; GELU redirected; default sites: the MLP hidden layers"),
 )

@@ -7,7 +7,7 @@
 - :mod:`devvis.render.discover`: the layers an objective reads;
 - :mod:`devvis.render.optimization`: :class:`RenderRun`, the state of a render between steps;
 - :mod:`devvis.render.stopping`: :class:`Convergence` and the stop rule;
-- :mod:`devvis.render.redirect`: Lucid's redirected-ReLU gradient;
+- :mod:`devvis.render.redirect`: Lucid's redirected-ReLU gradient, and the same for GELU;
 - :mod:`devvis.render.result`: :class:`RenderResult` (stored through :mod:`devvis.results`, which also
   owns the image file names, ``component_stem``).
 """

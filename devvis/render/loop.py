@@ -108,8 +108,9 @@ def render(
         callbacks: called as ``cb(step, images, values)`` after each step, to observe.
         stop_when: called with the list of per-step batch-mean values; return True to stop
             (e.g. :class:`~devvis.render.stopping.Convergence`); the status is then ``"converged"``.
-        redirect_relu: Lucid's gradient trick for dead ReLUs during the first 16 steps, on every
-            ``nn.ReLU`` and ``nn.ReLU6`` module (see :mod:`devvis.render.redirect`).
+        redirect_relu: Lucid's gradient trick for dead units during the first 16 steps, on every
+            ``nn.ReLU`` and ``nn.ReLU6`` module and every GELU of the model's forward pass
+            (see :mod:`devvis.render.redirect`).
         layouts: ``{layer: "nchw" | "nhwc" | "tokens" | "flat"}`` where the detected layout is wrong.
 
     Returns a :class:`~devvis.render.result.RenderResult`: ``images`` ``(B, C, H, W)`` float in [0, 1]
