@@ -64,6 +64,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quality-steps", type=int, default=64, help="steps of each quality render")
     p.add_argument("--cases", nargs="*", default=None,
                    help="subset of case names to run (default: all); e.g. layer2.1 layer4.1 layer3.1x16")
+    p.add_argument("--bf16-cases", nargs="*", default=None,
+                   help="cases whose bf16 rows are timed (default: all). On a CPU without bf16 instructions "
+                        "(no avx512_bf16/AMX) bf16 is emulated and ~12x slower than fp32: time it on one case only")
+    p.add_argument("--quality-precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
+                   help="precisions of devvis in the quality section")
     p.add_argument("--skip", nargs="*", default=[], choices=["quality", "compat", "series"],
                    help="sections to leave out")
     p.add_argument("--threads", type=int, default=1,
@@ -120,15 +125,16 @@ def compare_case(case: Case, model: nn.Module, L: Any, args: argparse.Namespace,
     runners: dict[str, Callable[[], Sample]] = {}
     if L is not None:
         runners["lucent"] = lambda: run_lucent(L, model, case, seed=0, steps=steps, device=device)
+    precisions = ("fp32", "bf16") if args.bf16_cases is None or case.name in args.bf16_cases else ("fp32",)
     for form, spec in FORMS.items():
-        for prec in ("fp32", "bf16"):
+        for prec in precisions:
             name = f"devvis {form}" + (" bf16" if prec == "bf16" else "")
             runners[name] = (lambda spec=spec, prec=prec:
                              run_devvis(model, case, seed=0, steps=steps, precision=prec, device=device, transforms=spec))
-    runners["floor"] = lambda: floors["fp32", False].run(steps)
-    runners["floor bf16"] = lambda: floors["bf16", False].run(steps)
-    runners["floor cl"] = lambda: floors["fp32", True].run(steps)
-    runners["floor bf16 cl"] = lambda: floors["bf16", True].run(steps)
+    for prec in precisions:
+        for cl in (False, True):
+            name = "floor" + (" bf16" if prec == "bf16" else "") + (" cl" if cl else "")
+            runners[name] = lambda prec=prec, cl=cl: floors[prec, cl].run(steps)
     res = alternate(runners, args.rounds, log)
     rows = {n: Row(case.name, n, s, case.batch) for n, s in res.items()}
     fmt = same_format_floor(case)
@@ -262,7 +268,7 @@ def quality(model: nn.Module, L: Any, args: argparse.Namespace, device: torch.de
     for seed in range(args.quality_seeds):
         samples = {}
         for form, spec in FORMS.items():
-            for prec in ("fp32", "bf16"):
+            for prec in args.quality_precisions:
                 samples[f"devvis {form}" + (" bf16" if prec == "bf16" else "")] = run_devvis(
                     model, case, seed=seed, steps=args.quality_steps, precision=prec, device=device, transforms=spec)
         if L is not None:
@@ -329,10 +335,14 @@ def verdicts(rows: list[Row], cases: list[Case], qual: Quality | None) -> list[V
                                   abs(bf.value - dv.value) / max(abs(dv.value), 1e-8), 0.05))
     if qual is not None:
         for form in FORMS:
+            if f"devvis {form}" not in qual.values:
+                continue
             d = qual.median(f"devvis {form}")
             if "lucent" in qual.values:
                 out.append(_judge(f"quality {qual.case.name} {form}: median devvis - Lucent ({qual.steps} steps)",
                                   d - qual.median("lucent"), 0.0, at_least=True))
+            if f"devvis {form} bf16" not in qual.values:
+                continue
             b = qual.median(f"devvis {form} bf16")
             out.append(_judge(f"quality {qual.case.name} {form}: bf16 median vs fp32 (relative difference)",
                               abs(b - d) / max(abs(d), 1e-8), 0.05))
