@@ -30,7 +30,7 @@ from torch import nn
 from devvis.errors import ConfigError
 from devvis.objectives import Objective, channels_first
 from devvis.trust.metrics import UNSEEN_TRANSFORMS
-from devvis.trust.record import pooled_activations
+from devvis.trust.record import batched, local_vectors, recorded, strongest_positions
 from devvis.typing import ImageBatch, PreprocessLike
 
 
@@ -97,41 +97,104 @@ def given_renders(renders: Any, units: Sequence[tuple[str, int]], *, steps: int,
     return out
 
 
-@dataclass
-class CheckpointScores:
-    """Pooled activations ``{layer: (n, C)}`` of every image set the metrics compare, at one checkpoint.
+#: Most random-image patches kept per recorded batch and unit (evenly spaced).
+MAX_PATCHES_PER_BATCH = 2048
 
-    ``viz``: the visualizations, ``(U * S, C)``, unit ``u``'s rows ``u*S:(u+1)*S``; ``viz_t[name]``: the same
-    under each unseen transform; ``top``: the top natural examples ``(U * k, C)``, unit ``u``'s rows
-    ``u*k:(u+1)*k``; ``top_t[name]``: under each transform; ``random``: the random natural images.
+
+@dataclass
+class UnitScores:
+    """What the metrics of one unit at one checkpoint read (``S`` seeds, ``k`` examples, ``R`` random images).
+
+    ``viz_values`` ``(S,)`` / ``top_values`` ``(k,)``: the unit's activation (channel mean over positions) on its
+    visualizations / top natural examples; ``viz_t`` ``(T, S)`` / ``top_t`` ``(T, k)``: the same under each unseen
+    transform. ``viz``, ``top``, ``random``: ``{layer: (n, C)}``, each path layer's (and the unit layer's)
+    activation vector under the unit's strongest position in each image (:func:`~devvis.trust.record.local_vectors`);
+    for ``random``, under every position of the unit's map (random natural patches; at most
+    :data:`MAX_PATCHES_PER_BATCH` per batch of images).
     """
 
+    viz_values: torch.Tensor
+    viz_t: torch.Tensor
+    top_values: torch.Tensor
+    top_t: torch.Tensor
     viz: dict[str, torch.Tensor]
-    viz_t: dict[str, dict[str, torch.Tensor]]
     top: dict[str, torch.Tensor]
-    top_t: dict[str, dict[str, torch.Tensor]]
     random: dict[str, torch.Tensor]
 
 
-def _split(acts: dict[str, torch.Tensor], sizes: list[int]) -> list[dict[str, torch.Tensor]]:
-    parts: list[dict[str, torch.Tensor]] = [{} for _ in sizes]
-    for name, t in acts.items():
-        for i, chunk in enumerate(torch.split(t, sizes)):
-            parts[i][name] = chunk
-    return parts
+class _Collector:
+    """One recorded pass: per unit, the activation values and the local vectors of the rows that belong to it."""
+
+    def __init__(self, units: Sequence[tuple[str, int]], paths: Mapping[str, Sequence[str]]):
+        self.units, self.paths = list(units), paths
+        self.values: dict[tuple[int, str], list[torch.Tensor]] = {}
+        self.local: dict[tuple[int, str, str], list[torch.Tensor]] = {}
+
+    def run(self, model: nn.Module, layers: Sequence[str], images: ImageBatch, groups: Sequence[tuple[str, int, Any]],
+            preprocess: PreprocessLike, batch_size: int) -> None:
+        """``groups``: ``(tag, rows, units)`` blocks of ``images`` (``rows`` consecutive rows); ``units`` is the
+        unit of each row (``"row//n"`` split) as a callable ``row -> list of unit indices``, plus whether local
+        vectors are wanted (tags ending in ``_t`` want values only)."""
+        bounds, start = [], 0
+        for tag, n, owner in groups:
+            bounds.append((tag, start, start + n, owner))
+            start += n
+        for b0, _, acts in recorded(model, layers, batched(images, batch_size), preprocess=preprocess):
+            b1 = b0 + acts["input"].shape[0]
+            for tag, g0, g1, owner in bounds:
+                lo, hi = max(b0, g0), min(b1, g1)
+                if lo >= hi:
+                    continue
+                by_unit: dict[int, list[int]] = {}
+                for row in range(lo, hi):
+                    for u in owner(row - g0):
+                        by_unit.setdefault(u, []).append(row - b0)
+                for u, rows in by_unit.items():
+                    self._add(acts, tag, u, torch.tensor(rows))
+
+    def _add(self, acts: Any, tag: str, u: int, rows: torch.Tensor) -> None:
+        layer, c = self.units[u]
+        unit_map = channels_first(acts, layer)[rows].float().cpu()
+        self.values.setdefault((u, tag), []).append(unit_map[:, c].reshape(len(rows), -1).mean(dim=1))
+        if tag.endswith("_t"):
+            return
+        # natural images at the unit's strongest position; random natural images at every position (patches)
+        pos = None if tag == "random" else strongest_positions(unit_map, torch.full((len(rows),), c))
+        for name in list(self.paths[layer]) + [layer]:
+            t = channels_first(acts, name)[rows].float().cpu()
+            v = local_vectors(t, unit_map, pos)
+            if pos is None and v.shape[0] > MAX_PATCHES_PER_BATCH:  # evenly spaced, the same rows for every layer
+                v = v[torch.linspace(0, v.shape[0] - 1, MAX_PATCHES_PER_BATCH).long()]
+            self.local.setdefault((u, tag, name), []).append(v)
+
+    def vals(self, u: int, tag: str) -> torch.Tensor:
+        return torch.cat(self.values[(u, tag)])
+
+    def vecs(self, u: int, tag: str) -> dict[str, torch.Tensor]:
+        layer = self.units[u][0]
+        return {name: torch.cat(self.local[(u, tag, name)]) for name in list(self.paths[layer]) + [layer]}
 
 
-def score_checkpoint(model: nn.Module, layers: Sequence[str], viz: ImageBatch, top: ImageBatch, natural: ImageBatch,
-                     *, preprocess: PreprocessLike = "auto", batch_size: int = 64) -> CheckpointScores:
-    """Record ``layers`` (pooled over positions) on ``viz``, ``top`` and ``natural`` and their transformed
-    copies (:data:`~devvis.trust.metrics.UNSEEN_TRANSFORMS`): one pass over the visualizations and one over
-    the natural images (the two may differ in size)."""
+def score_checkpoint(model: nn.Module, units: Sequence[tuple[str, int]], paths: Mapping[str, Sequence[str]],
+                     viz: ImageBatch, top: ImageBatch, natural: ImageBatch, *, seeds: int, k: int,
+                     preprocess: PreprocessLike = "auto", batch_size: int = 64) -> list[UnitScores]:
+    """Every unit's :class:`UnitScores` at one checkpoint, from one recorded pass over the visualizations ``viz``
+    ``(U * seeds, ...)`` and their unseen-transform copies (:data:`~devvis.trust.metrics.UNSEEN_TRANSFORMS`) and
+    one over the natural images: the top examples ``top`` ``(U * k, ...)``, their copies and ``natural``
+    (random natural images, scored under every unit's strongest position). Unit ``u`` owns rows ``u*seeds:``
+    of ``viz`` and ``u*k:`` of ``top``."""
     names = list(UNSEEN_TRANSFORMS)
-    v_in = torch.cat([viz] + [UNSEEN_TRANSFORMS[t](viz) for t in names])
-    v_parts = _split(pooled_activations(model, layers, v_in, preprocess=preprocess, batch_size=batch_size),
-                     [viz.shape[0]] * (1 + len(names)))
-    n_in = torch.cat([top] + [UNSEEN_TRANSFORMS[t](top) for t in names] + [natural])
-    n_parts = _split(pooled_activations(model, layers, n_in, preprocess=preprocess, batch_size=batch_size),
-                     [top.shape[0]] * (1 + len(names)) + [natural.shape[0]])
-    return CheckpointScores(viz=v_parts[0], viz_t=dict(zip(names, v_parts[1:])), top=n_parts[0],
-                            top_t=dict(zip(names, n_parts[1:-1])), random=n_parts[-1])
+    layers = list(dict.fromkeys(x for layer, _ in units for x in list(paths[layer]) + [layer]))
+    col = _Collector(units, paths)
+    every = list(range(len(units)))
+    nv, nt = viz.shape[0], top.shape[0]
+    col.run(model, layers, torch.cat([viz] + [UNSEEN_TRANSFORMS[t](viz) for t in names]),
+            [("viz", nv, lambda r: [r // seeds])] + [(f"{t}_t", nv, lambda r: [r // seeds]) for t in names],
+            preprocess, batch_size)
+    col.run(model, layers, torch.cat([top] + [UNSEEN_TRANSFORMS[t](top) for t in names] + [natural]),
+            [("top", nt, lambda r: [r // k])] + [(f"top_{t}_t", nt, lambda r: [r // k]) for t in names]
+            + [("random", natural.shape[0], lambda r: every)], preprocess, batch_size)
+    return [UnitScores(viz_values=col.vals(u, "viz"), viz_t=torch.stack([col.vals(u, f"{t}_t") for t in names]),
+                       top_values=col.vals(u, "top"), top_t=torch.stack([col.vals(u, f"top_{t}_t") for t in names]),
+                       viz=col.vecs(u, "viz"), top=col.vecs(u, "top"), random=col.vecs(u, "random"))
+            for u in range(len(units))]

@@ -50,6 +50,9 @@ UNSEEN_TRANSFORMS: dict[str, Callable[[ImageBatch], ImageBatch]] = {
 #: Modules that return their input at evaluation (a path layer there would repeat the one before it).
 _IDENTITY_AT_EVAL: tuple[type, ...] = (nn.modules.dropout._DropoutNd,)
 
+#: Fewest channels (besides the unit's own) seed stability compares.
+MIN_SEED_CHANNELS = 3
+
 #: Most layers used for path similarity when none are named.
 MAX_PATH_LAYERS = 8
 #: A layer is informative for path similarity when the natural examples are closer to each other
@@ -80,15 +83,20 @@ def _mean_offdiag(m: torch.Tensor) -> float:
     return float((m.sum() - m.diagonal().sum()) / (n * (n - 1)))
 
 
-def seed_stability(viz_acts: torch.Tensor, random_acts: torch.Tensor) -> float:
-    """Mean pairwise cosine similarity of ``viz_acts`` ``(S, C)`` (pooled activations of ``S`` visualizations at
-    the unit's layer) after subtracting the mean of ``random_acts`` ``(R, C)``; NaN for ``S < 2``.
+def seed_stability(viz_acts: torch.Tensor, random_acts: torch.Tensor, exclude: int | None = None) -> float:
+    """Mean pairwise cosine similarity of ``viz_acts`` ``(S, C)`` (the activation vectors of ``S`` visualizations at
+    the unit's layer) after subtracting the mean of ``random_acts`` ``(R, C)``, leaving out channel ``exclude``
+    (the unit's own: every seed maximizes it, so with it the agreement is near 1 for any pictures); NaN for
+    ``S < 2`` or fewer than :data:`MIN_SEED_CHANNELS` channels left (a cosine of one or two numbers says little).
 
-    >>> a = torch.tensor([[2.0, 0.0], [3.0, 0.1]])
-    >>> round(seed_stability(a, torch.zeros(4, 2)), 3)
+    >>> a = torch.tensor([[9.0, 2.0, 0.0, 1.0], [7.0, 3.0, 0.1, 1.4]])
+    >>> round(seed_stability(a, torch.zeros(4, 4), exclude=0), 3)
     0.999
     """
-    centred = viz_acts - random_acts.mean(dim=0, keepdim=True)
+    keep = [i for i in range(viz_acts.shape[1]) if i != exclude]
+    if len(keep) < MIN_SEED_CHANNELS:
+        return float("nan")
+    centred = (viz_acts - random_acts.mean(dim=0, keepdim=True))[:, keep]
     return _mean_offdiag(_cos(centred, centred))
 
 

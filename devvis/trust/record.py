@@ -20,6 +20,8 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
+import torch.nn.functional as F
+
 from devvis.hooks import ActivationRecorder, Activations
 from devvis.objectives import channels_first
 from devvis.render.forward import RecordedForward
@@ -67,3 +69,42 @@ def pooled_activations(model: nn.Module, layers: Sequence[str], images: ImageBat
         for name in layers:
             out[name].append(pooled(acts, name).float().cpu())
     return {name: torch.cat(v) for name, v in out.items()}
+
+
+def strongest_positions(unit_map: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+    """``(B,)``: the flat index of the position where row ``b``'s channel ``channels[b]`` responds most in
+    ``unit_map`` ``(B, C, *positions)`` (channels first, as :func:`~devvis.objectives.channels_first` gives).
+
+    >>> m = torch.zeros(2, 2, 2, 2); m[0, 1, 1, 0] = 5.0; m[1, 0, 0, 1] = 3.0
+    >>> strongest_positions(m, torch.tensor([1, 0])).tolist()
+    [2, 1]
+    """
+    flat = unit_map.reshape(unit_map.shape[0], unit_map.shape[1], -1)
+    return flat[torch.arange(flat.shape[0]), channels].argmax(dim=1)
+
+
+def local_vectors(t: torch.Tensor, unit_map: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+    """Layer ``t``'s activation ``(B, C, *positions)`` under the unit's positions: ``(B, C)`` at each row's
+    position ``positions[b]`` (a flat index into the unit's map ``unit_map``), or ``(B * P, C)`` at every one of
+    the unit's ``P`` positions when ``positions`` is None.
+
+    A spatial map is average-pooled onto the unit's grid (each unit position's footprint) and read there;
+    tokens are read at the same token when the counts agree; anything else (a flat layer, a map before
+    tokens) is averaged over its positions (one vector per image).
+
+    >>> t = torch.arange(16.0).view(1, 1, 4, 4)
+    >>> local_vectors(t, torch.zeros(1, 1, 2, 2), torch.tensor([3])).tolist()
+    [[12.5]]
+    >>> local_vectors(t, torch.zeros(1, 1, 2, 2), None).flatten().tolist()
+    [2.5, 4.5, 10.5, 12.5]
+    """
+    b = torch.arange(t.shape[0])
+    if t.dim() == 4 and unit_map.dim() == 4:
+        g = F.adaptive_avg_pool2d(t, unit_map.shape[-2:]).reshape(t.shape[0], t.shape[1], -1)
+    elif t.dim() == 3 and unit_map.dim() == 3 and t.shape[2] == unit_map.shape[2]:
+        g = t
+    else:
+        return t.reshape(t.shape[0], t.shape[1], -1).mean(dim=2)
+    if positions is None:
+        return g.permute(0, 2, 1).reshape(-1, g.shape[1])
+    return g[b, :, positions]

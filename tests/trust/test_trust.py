@@ -28,9 +28,9 @@ def test_planted_fooling_circuit_is_flagged_by_path_similarity():
         assert res.examples.units[u].indices.tolist() == ex_h.units[u].indices.tolist()
         torch.testing.assert_close(res.examples.units[u].values, ex_h.units[u].values)
     bad, ok = res.units["unit:0"][0], res.units["unit:1"][0]
-    assert bad.path.score < 0.0 < Thresholds().min_path_similarity < ok.path.score
+    assert bad.path.score < Thresholds().min_path_similarity == 0.0 < 0.5 < ok.path.score
     assert bad.verdict.startswith("suspicious:") and "another path" in bad.verdict
-    assert not any("path" in r for r in ok.reasons)
+    assert ok.verdict == "trustworthy"  # the ordinary unit of the same model passes every metric
     assert bad.path.per_layer["hf"] is None  # zero on every natural image: not informative
     assert bad.natural_max_ratio > 10  # the fooled picture drives the unit far beyond any natural image
 
@@ -61,7 +61,13 @@ def test_metric_definitions_on_known_values():
     assert close.score == pytest.approx(1.0, abs=0.02) and far.score < 0
     flat = path_similarity({"a": n}, {"a": torch.zeros(2, 2)}, {"a": torch.zeros(3, 2)}, ["a"])
     assert flat.per_layer == {"a": None} and math.isnan(flat.score)
-    assert seed_stability(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), torch.zeros(3, 2)) == pytest.approx(-1.0)
+    # seed stability leaves the unit's own channel out: both seeds maximize it whatever they show
+    opposite = torch.tensor([[5.0, 1.0, 0.0, 2.0], [9.0, -1.0, 0.0, -2.0]])
+    assert seed_stability(opposite, torch.zeros(3, 4), exclude=0) == pytest.approx(-1.0)
+    assert seed_stability(opposite, torch.zeros(3, 4)) > 0.5  # with it, they would look alike
+    assert seed_stability(torch.tensor([[5.0, 1.0, 1.0, 1.0], [9.0, 1.0, 1.0, 1.0]]), torch.zeros(3, 4),
+                          exclude=0) == pytest.approx(1.0)
+    assert math.isnan(seed_stability(opposite[:, :3], torch.zeros(3, 3), exclude=0))  # two channels left: no reading
     assert transform_robustness(torch.tensor([2.0]), torch.tensor([[1.0], [2.0]])) == pytest.approx(0.75)
     smooth = torch.nn.functional.interpolate(torch.rand(8, 3, 4, 4), size=32, mode="bilinear")
     noise = torch.rand(4, 3, 32, 32)
