@@ -34,6 +34,9 @@ from devvis.typing import ImageBatch, PathLike
 DatasetLike = Union[PathLike, ImageBatch, Dataset, DataLoader]
 """Images to search: an image folder path, a tensor ``(N, C, H, W)`` in [0, 1], a Dataset or a DataLoader."""
 
+#: Largest data set (bytes as float32) :func:`cached` reads once and keeps for passes over many checkpoints.
+MAX_CACHED_BYTES = 256 * 2 ** 20
+
 #: File suffixes read from an image folder.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -208,6 +211,24 @@ def dataset_images(dataset: DatasetLike, indices: Sequence[int], *, image_size: 
     if not idx:
         raise ConfigError("dataset_images needs at least one index")
     return _checked(torch.stack([image_of(source[i]) for i in idx]))
+
+
+def cached(dataset: DatasetLike, *, image_size: int = 64, max_bytes: int = MAX_CACHED_BYTES) -> DatasetLike:
+    """``dataset`` read once into one tensor ``(N, C, H, W)`` when its length is known and it takes at most
+    ``max_bytes`` as float32 (so passes over many checkpoints do not decode or generate it again); otherwise
+    (or when it already is a tensor) ``dataset`` itself. Same images, same order as :func:`image_batches`.
+
+    >>> x = torch.rand(5, 3, 8, 8)
+    >>> cached(x) is x, cached(x, max_bytes=10) is x
+    (True, True)
+    """
+    n = dataset_size(dataset)
+    if n is None or isinstance(as_dataset(dataset, image_size=image_size), torch.Tensor):
+        return dataset
+    _, first = next(image_batches(dataset, batch_size=1, image_size=image_size))
+    if first[0].numel() * 4 * n > max_bytes:
+        return dataset
+    return torch.cat([b for _, b in image_batches(dataset, batch_size=256, image_size=image_size)])
 
 
 def describe(dataset: DatasetLike) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from devvis import io as dio
-from devvis.data.sources import DatasetLike, dataset_images, dataset_size, describe, image_batches
+from devvis.data.sources import DatasetLike, cached, dataset_images, dataset_size, describe, image_batches
 from devvis.errors import ConfigError
 from devvis.objectives import channel as channel_objective
 from devvis.objectives import channels_first
@@ -219,7 +219,8 @@ def dataset_examples(series: SeriesLike, units: Sequence[Unit], dataset: Dataset
         receptive_fields: measure each layer's field (on the final checkpoint) for the crops.
         keep_images: keep the example images (``result.bank``) for :meth:`DatasetExamples.images`/``crops``.
 
-    One pass over ``dataset`` per checkpoint records every unit's layer together. Returns
+    One pass over ``dataset`` per checkpoint records every unit's layer together (a dataset of at most
+    :data:`~devvis.data.sources.MAX_CACHED_BYTES` is read once and kept). Returns
     :class:`DatasetExamples`; ``values[i]`` are what ``objectives.evaluate(model_i, "layer:c", images)``
     gives on the examples.
     """
@@ -229,6 +230,9 @@ def dataset_examples(series: SeriesLike, units: Sequence[Unit], dataset: Dataset
     parsed = parse_units(units)
     layers = list(dict.fromkeys(layer for layer, _ in parsed))
     objectives = {(layer, c): channel_objective(layer, c) for layer, c in parsed}
+    description = describe(dataset)
+    if len(s) > 1:  # read (decode, generate) a small dataset once for every checkpoint's pass
+        dataset = cached(dataset, image_size=image_size)
     n = dataset_size(dataset)
     if n is not None and k > n:
         raise ConfigError(f"k={k} exceeds the {n} examples given")
@@ -280,7 +284,7 @@ def dataset_examples(series: SeriesLike, units: Sequence[Unit], dataset: Dataset
         for j, img in zip(wanted, dataset_images(dataset, wanted, image_size=image_size)):
             bank[j] = img
     return DatasetExamples(steps=s.steps, k=k, n_images=seen, units=result_units, bank=bank,
-                           dataset=describe(dataset), preprocess=applied)
+                           dataset=description, preprocess=applied)
 
 
 def _preprocess_name(spec: PreprocessLike, model: torch.nn.Module) -> str:
