@@ -20,6 +20,8 @@ from devvis.typing import ImageBatch, PathLike, PreprocessLike, SeriesLike
 #: The signals computed from the series when ``signals`` is not given (``"llc"`` is added when ``llc`` is).
 DEFAULT_SIGNALS = ("essential_dynamics", "loss", "features")
 SIGNALS = DEFAULT_SIGNALS + ("llc",)
+#: Probe images of the default probe (the SyntheticShapes ``"probe"`` split, at the series' image size).
+PROBE_IMAGES = 120
 
 
 def default_layers(model: torch.nn.Module) -> list[str]:
@@ -34,13 +36,36 @@ def default_layers(model: torch.nn.Module) -> list[str]:
     return out
 
 
-def _probe(inputs: ImageBatch | None, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
+def _image_size(series: Any) -> int:
+    """The image size a :func:`devvis.zoo.train_series` folder was trained at (its ``series.json``), else 32."""
+    from devvis.errors import CheckpointError
+    from devvis.zoo.train import load_series_info
+
+    folders = {p.parent for p in getattr(series, "paths", []) if p is not None}
+    if len(folders) == 1:
+        try:
+            return int(load_series_info(folders.pop()).settings.get("size", 32))
+        except CheckpointError:
+            pass
+    return 32
+
+
+def _probe(inputs: ImageBatch | None, labels: torch.Tensor | None,
+           series: Any) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
     if inputs is not None:
         return inputs, labels, None
     from devvis.data.synthetic import CLASSES, SyntheticShapes
 
-    x, y = SyntheticShapes(120, 32, 0, "probe").tensors()
+    x, y = SyntheticShapes(PROBE_IMAGES, _image_size(series), 0, "probe").tensors()
     return x, y, list(CLASSES)
+
+
+def _groups(groups: Mapping[str, Sequence[int]] | None, class_names: list[str] | None) -> dict[str, list[int]] | None:
+    from devvis.data.synthetic import CLASSES, CURRICULUM_PHASES
+
+    if groups is not None:
+        return {str(k): [int(c) for c in v] for k, v in groups.items()}
+    return {k: list(v) for k, v in CURRICULUM_PHASES.items()} if class_names == list(CLASSES) else None
 
 
 def _llc_signal(llc: Any, steps: list[int]) -> np.ndarray:
@@ -78,6 +103,7 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
            layers: Sequence[str] | None = None, signals: Sequence[str] | None = None, loss: Any = None,
            llc: Any = None, block_llc: Mapping[str, Any] | None = None, changes: Mapping[str, Any] | None = None,
            circuits: Sequence[Any] = (), class_names: Sequence[str] | None = None,
+           groups: Mapping[str, Sequence[int]] | None = None,
            threshold: float = DEFAULT_THRESHOLD, support_z: float = DEFAULT_SUPPORT_Z, min_support: int | None = None,
            min_separation: int = DEFAULT_MIN_SEPARATION, weights: Mapping[str, float] | None = None,
            settle_threshold: float = 0.8, k: int = 9, n_components: int = 3, preprocess: PreprocessLike = "auto",
@@ -88,7 +114,8 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
         series: a :class:`~devvis.longitudinal.CheckpointSeries` (at least 5 checkpoints), ``{step: model}``
             or checkpoint paths.
         inputs: probe images ``(N, C, H, W)`` in [0, 1], the same at every checkpoint; default: 120 images of
-            the ``"probe"`` split of :class:`~devvis.data.SyntheticShapes` (32 px, with their labels).
+            the ``"probe"`` split of :class:`~devvis.data.SyntheticShapes` (with their labels) at the image
+            size of the series' ``series.json`` (32 px when there is none).
         labels: ``(N,)`` class labels of ``inputs``: adds the ``"loss"`` signal (probe cross-entropy) and
             labels each unit's top examples.
         layers: layers whose channels are the units (default :func:`default_layers`).
@@ -100,6 +127,8 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
             the block whose restricted LLC moves most across it.
         changes: ``{label: FeatureChange}`` from :func:`devvis.longitudinal.track`: their settle steps
             (feature visualizations) assign those units instead of the response settle steps.
+        groups: ``{name: class labels}``: each unit's mean standardized response on each group's probe
+            images (``group_response``); default on the SyntheticShapes probe: the curriculum's phases.
         circuits: :class:`~devvis.circuits.InfluenceTrajectory` objects or ``(source, target, channel)``
             tuples (computed on the first 32 probe images); each stage lists those with a turning point in it.
         threshold, support_z, min_support, min_separation, weights: boundary detection
@@ -114,8 +143,9 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
     steps = list(s.steps)
     if len(steps) < 5:
         raise ConfigError(f"stage detection needs at least 5 checkpoints; the series has {len(steps)}")
-    x, y, names = _probe(inputs, labels)
+    x, y, names = _probe(inputs, labels, s)
     class_names = list(class_names) if class_names is not None else names
+    group_map = _groups(groups, class_names)
     wanted = list(signals) if signals is not None else [n for n in DEFAULT_SIGNALS if n != "loss" or y is not None
                                                         or loss is not None] + (["llc"] if llc is not None else [])
     if bad := [n for n in wanted if n not in SIGNALS]:
@@ -142,14 +172,15 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
                                min_support=min_support, min_separation=min_separation)
     edges = [steps[0]] + [b.step for b in bounds] + [steps[-1]]
     stage_list = [Stage(i, edges[i], edges[i + 1], bounds[i - 1] if i else None) for i in range(len(edges) - 1)]
-    units = unit_settles(responses, labels=y, k=k, threshold=settle_threshold)
+    units = unit_settles(responses, labels=y, k=k, threshold=settle_threshold, groups=group_map)
     if changes:
         by_label = {u.label: u for u in units}
         for label, fc in changes.items():
             old = by_label.get(label)
             by_label[label] = UnitSettle(fc.layer, fc.channel, fc.settle_step, fc.settle_status,
                                          old.top_examples if old else [], old.top_labels if old else [],
-                                         source="feature visualization")
+                                         source="feature visualization",
+                                         group_response=old.group_response if old else {})
         units = list(by_label.values())
     _assign_units(stage_list, units)
     for rec in _circuits(s, circuits, x[:32], preprocess):
@@ -168,6 +199,7 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
         settings={"signals": list(sig), "layers": layer_names, "threshold": threshold, "support_z": support_z,
                   "min_support": min_support, "min_separation": min_separation, "settle_threshold": settle_threshold,
                   "k": k, "n_components": n_components, "probe_images": int(len(x)),
+                  "probe_size": int(x.shape[-1]), "groups": group_map,
                   "weights": dict(weights) if weights else None})
     if output_dir is not None:
         result.save(output_dir)

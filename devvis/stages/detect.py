@@ -12,7 +12,9 @@ Boundaries are found in four documented steps:
    checkpoint ``i`` when it turns there or at a neighbour (signals of one event need not peak at the
    same checkpoint). Ties go to the checkpoint with the larger ``Σ weight · z_i``.
 4. **Boundaries** are checkpoints where ``c`` is at least ``threshold`` (default 3), the largest within
-   ``±min_separation`` checkpoints (default 2), and at least ``min_support`` signals (default: 2, or 1
+   ``±min_separation`` checkpoints (default 2) and within their *event* (the run of consecutive
+   checkpoints with ``c ≥ threshold`` around them: a change that lasts several checkpoints is one
+   boundary, not several), and at least ``min_support`` signals (default: 2, or 1
    when there is one signal) have ``max(z)`` over ``i−1..i+1`` at least ``support_z`` (default 1.5).
    The boundary is placed at the checkpoint within ±1 where the supporting signals' summed z is largest.
    The boundary's **supporting signals** are those; its **uncertainty** (in checkpoints) is
@@ -74,6 +76,12 @@ def _windowed_max(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return stack.max(axis=0), stack.argmax(axis=0) - 1
 
 
+def _same_run(above: np.ndarray, a: int, b: int) -> bool:
+    """Whether every checkpoint from ``a`` to ``b`` is above the threshold: one event, not two."""
+    lo, hi = min(a, b), max(a, b)
+    return bool(above[lo:hi + 1].all())
+
+
 def signal_z(steps: Sequence[int], signals: Mapping[str, SignalLike]) -> dict[str, np.ndarray]:
     """The robust z-score of each signal's turn, aligned on ``steps`` (signals must share them)."""
     out = {}
@@ -112,14 +120,17 @@ def detect_boundaries(signals: Mapping[str, SignalLike], *, weights: Mapping[str
     raw = sum(weights[k] * zs[k] for k in zs) / total
     order = np.lexsort((-raw, -combined))  # ties of the windowed score go to the checkpoint that turns most
     taken: list[int] = []
+    events: list[int] = []  # the candidates taken, before placement: their runs are spoken for
     for j in order:
         if combined[j] < threshold:
             break
-        if any(abs(int(j) - t) <= min_separation for t in taken):
+        if any(abs(int(j) - t) <= min_separation for t in taken) or \
+                any(_same_run(combined >= threshold, int(j), e) for e in events):
             continue
         support = [k for k in zs if wmax[k][0][j] >= support_z]
         if len(support) < need:
             continue
+        events.append(int(j))
         # Place the boundary where the supporting signals turn most (within ±1 of the candidate).
         near = [c for c in (j - 1, j, j + 1) if 0 <= c < len(combined)]
         j = max(near, key=lambda c: sum(weights[k] * zs[k][c] for k in support))

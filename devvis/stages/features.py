@@ -15,6 +15,11 @@ A unit is one channel of a layer. Its **response profile** at a checkpoint is it
   essential dynamics; it turns where many units change what they respond to at once.
 * **Top examples**: the ``k`` probe images that drive a unit most in the final checkpoint, and their
   labels (so a unit can be checked against the stage it is assigned to).
+* **Group response**: with probe labels and class groups (default on the SyntheticShapes probe: the
+  curriculum's phases ``colour``, ``shape``, ``texture``), the mean of the unit's final profile,
+  standardized over the probe images (mean 0, standard deviation 1), on each group's images. A unit
+  with ``shape`` 0.8 and ``colour`` −0.5 responds 1.3 of its standard deviations more to the shape
+  images than to the colour images.
 
 >>> import torch
 >>> from torch import nn
@@ -26,8 +31,8 @@ A unit is one channel of a layer. Its **response profile** at a checkpoint is it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -109,6 +114,7 @@ class UnitSettle:
     top_examples: list[int]
     top_labels: list[int]
     source: str = "response"
+    group_response: dict[str, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -116,18 +122,36 @@ class UnitSettle:
 
     def to_dict(self) -> dict[str, Any]:
         return {"unit": self.label, "settle_step": self.settle_step, "settle_status": self.settle_status,
-                "source": self.source, "top_examples": self.top_examples, "top_labels": self.top_labels}
+                "source": self.source, "top_examples": self.top_examples, "top_labels": self.top_labels,
+                "group_response": {k: round(v, 4) if np.isfinite(v) else None for k, v in self.group_response.items()}}
+
+
+def group_responses(profile: np.ndarray, labels: torch.Tensor | np.ndarray,
+                    groups: Mapping[str, Sequence[int]]) -> list[dict[str, float]]:
+    """Per unit of ``profile`` ``(C, N)``, the mean of its standardized profile on each group's images
+    (module docstring); ``labels`` ``(N,)``, ``groups`` ``{name: class labels}``. A group with no probe
+    image, or a constant profile, gives NaN."""
+    lab = np.asarray(labels).reshape(-1)
+    if lab.shape[0] != profile.shape[1]:
+        raise ConfigError(f"labels must have one entry per probe image: {lab.shape[0]} labels, {profile.shape[1]} images")
+    sd = profile.std(axis=1, keepdims=True)
+    z = np.divide(profile - profile.mean(axis=1, keepdims=True), sd, out=np.full_like(profile, np.nan), where=sd > 1e-12)
+    masks = {g: np.isin(lab, list(cs)) for g, cs in groups.items()}
+    return [{g: float(z[c, m].mean()) if m.any() else float("nan") for g, m in masks.items()} for c in range(len(z))]
 
 
 def unit_settles(responses: UnitResponses, *, labels: torch.Tensor | None = None, k: int = 9,
-                 threshold: float = 0.8) -> list[UnitSettle]:
-    """Response settle step (module docstring) and top-``k`` probe examples of every unit."""
+                 threshold: float = 0.8, groups: Mapping[str, Sequence[int]] | None = None) -> list[UnitSettle]:
+    """Response settle step (module docstring), top-``k`` probe examples and (with ``labels`` and
+    ``groups``) the group responses of every unit."""
     out = []
     for layer, prof in responses.profiles.items():
         sim = response_similarity(responses, layer)
+        per_group = group_responses(prof[-1], labels, groups) if labels is not None and groups else None
         for c in range(prof.shape[1]):
             st = settle(responses.steps, [None if np.isnan(v) else float(v) for v in sim[:, c]], threshold=threshold)
             top = np.argsort(-prof[-1, c], kind="stable")[:k].tolist()
             out.append(UnitSettle(layer, c, st.step, st.status, top,
-                                  [int(labels[i]) for i in top] if labels is not None else []))
+                                  [int(labels[i]) for i in top] if labels is not None else [],
+                                  group_response=per_group[c] if per_group else {}))
     return out

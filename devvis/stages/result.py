@@ -47,6 +47,14 @@ class Stage:
     circuits: list[dict[str, Any]] = field(default_factory=list)
     block_llc_change: dict[str, float] = field(default_factory=dict)
 
+    def group_response(self) -> dict[str, float | None]:
+        """Per group, the mean group response of the stage's units (None where no unit has one)."""
+        out: dict[str, float | None] = {}
+        for g in (self.units[0].group_response if self.units else {}):
+            v = [u.group_response[g] for u in self.units if np.isfinite(u.group_response.get(g, np.nan))]
+            out[g] = round(float(np.mean(v)), 4) if v else None
+        return out
+
     def to_dict(self, class_names: list[str] | None = None) -> dict[str, Any]:
         units = []
         for u in self.units:
@@ -56,6 +64,7 @@ class Stage:
             units.append(d)
         return {"index": self.index, "start": self.start, "end": self.end,
                 "boundary": self.boundary.to_dict() if self.boundary else None, "units": units,
+                "group_response": self.group_response(),
                 "circuits": self.circuits,
                 "block_llc_change": {k: round(v, 3) if np.isfinite(v) else None for k, v in self.block_llc_change.items()},
                 "attributed_block": max(self.block_llc_change, key=lambda k: np.nan_to_num(self.block_llc_change[k], nan=-1))

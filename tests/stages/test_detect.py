@@ -81,3 +81,20 @@ def test_bad_inputs_named():
         turns([0, 1, 2], [0.0, float("nan"), 2.0])
     with pytest.raises(ConfigError, match="unknown signals"):
         detect_boundaries({"a": (list(range(6)), np.arange(6.0))}, weights={"b": 1.0})
+
+
+def test_a_change_lasting_several_checkpoints_is_one_boundary():
+    """The direction turns gradually over checkpoints 15..20: one event, one boundary (not one per ±2 checkpoints)."""
+    rng = np.random.default_rng(0)
+    steps = list(range(41))
+
+    def gradual(rng):
+        d1, d2, pos, out = rng.standard_normal(3), rng.standard_normal(3), np.zeros(3), []
+        for i in range(41):
+            w = min(max((i - 15) / 5, 0), 1)
+            pos = pos + (1 - w) * d1 + w * 3 * d2 + 0.02 * rng.standard_normal(3)
+            out.append(pos.copy())
+        return np.array(out)
+
+    found = detect_boundaries({"a": (steps, gradual(rng)), "b": (steps, gradual(rng))})
+    assert [b.index for b in found] in ([15], [16], [17])
