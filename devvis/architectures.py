@@ -152,6 +152,11 @@ def _is_attention(module: nn.Module) -> bool:
     return isinstance(module, nn.MultiheadAttention) or "attention" in type(module).__name__.lower()
 
 
+def _holds_attention(module: nn.Module) -> bool:
+    """An attention module, or a container of one (MaxViT's ``attn_layer``: norm, attention, dropout)."""
+    return _is_attention(module) or any(_is_attention(c) for c in module.children())
+
+
 def _mlp_activation(mlp: nn.Module) -> str | None:
     """Name (in ``mlp``) of the module whose output is an MLP's hidden layer, or None.
 
@@ -182,7 +187,7 @@ def mlp_hidden_layers(model: nn.Module) -> list[str]:
     """The MLP hidden layer of every transformer block of ``model`` (after the activation), in module order.
 
     A transformer block is a module with an attention child (``nn.MultiheadAttention`` or a class
-    whose name contains "Attention"); its MLP is the block itself or a child whose direct children
+    whose name contains "Attention", or a container holding one); its MLP is the block itself or a child whose direct children
     run ``Linear(D, H)``, an activation, ``Linear(H, D')``; the site is that activation module, whose
     output ``[B, T, H]`` (ViT) or ``[B, h, w, H]`` (Swin) holds the ``H`` hidden units. torchvision's
     ViT: ``encoder.layers.encoder_layer_N.mlp.1`` (``nn.GELU``); timm's: ``blocks.N.mlp.act``;
@@ -196,9 +201,10 @@ def mlp_hidden_layers(model: nn.Module) -> list[str]:
     """
     sites: list[str] = []
     for name, block in model.named_modules():
-        if not any(_is_attention(c) for c in block.children()):
+        if not any(_holds_attention(c) for c in block.children()):
             continue
-        for sub, mlp in [("", block), *block.named_children()]:
+        # the attention's own MLP (a CBAM-style channel attention) is not the block's MLP
+        for sub, mlp in [("", block), *((n, c) for n, c in block.named_children() if not _holds_attention(c))]:
             act = _mlp_activation(mlp)
             if act is not None:
                 sites.append(".".join(p for p in (name, sub, act) if p))

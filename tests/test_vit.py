@@ -180,6 +180,14 @@ def test_feature_sites_of_vit_like_and_other_models():
     conv_block = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Sequential(nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 8)))
     assert feature_sites(conv_block) == {"0": SITE_CONV}  # an MLP without attention beside it: a CNN's layers
 
+    class ChannelAttention(nn.Module):  # CBAM-style: an MLP inside a module named like attention
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.act, self.fc2 = nn.Linear(8, 2), nn.ReLU(), nn.Linear(2, 8)
+
+    cbam = nn.Sequential(nn.Conv2d(3, 8, 3), ChannelAttention())
+    assert feature_sites(cbam) == {"0": SITE_CONV}
+
     class Block(nn.Module):
         def __init__(self, mlp: nn.Module) -> None:
             super().__init__()
@@ -190,6 +198,10 @@ def test_feature_sites_of_vit_like_and_other_models():
     assert mlp_hidden_layers(Block(glu)) == ["mlp.norm"]  # its output is the gated product fc2 reads
     plain = nn.Sequential(nn.Linear(8, 32), nn.GELU(), nn.Dropout(), nn.Linear(32, 8))
     assert mlp_hidden_layers(Block(plain)) == ["mlp.1"]
+    maxvit = nn.Module()  # MaxViT's PartitionAttentionLayer: the attention sits inside a container
+    maxvit.attn_layer = nn.Sequential(nn.LayerNorm(8), nn.MultiheadAttention(8, 2), nn.Dropout())
+    maxvit.mlp_layer = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 8), nn.Dropout())
+    assert mlp_hidden_layers(maxvit) == ["mlp_layer.2"]
 
 
 def test_list_layers_marks_the_sites_and_the_cli_defaults_to_them():
