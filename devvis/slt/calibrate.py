@@ -1,12 +1,19 @@
 """Choosing the step size ε, the localization γ and nβ of an LLC estimate automatically.
 
 :func:`calibrate` runs short estimates over a grid (ε × γ × nβ, in the spirit of devinterp's
-``EpsilonBetaAnalyzer``), keeps the settings whose estimate passes every health check of
-:mod:`devvis.slt.diagnostics` (no divergence, no trend, burn-in long enough, chains agree, MALA
-acceptance ≥ :data:`TARGET_ACCEPTANCE`, the localization not outweighing the loss gradient), and
-picks, for each (γ, nβ), the *largest* healthy ε (fastest mixing while the discretization stays
-accurate), then the (γ, nβ) whose chains are least held by the localization (smallest mean
-``|γ(w − w*)| / |nβ∇L|``). The sweep is recorded (``calibration.json``) and plotted
+``EpsilonBetaAnalyzer``) at one model or at several checkpoints of a series, and keeps the settings that are
+
+* healthy at *every* model given: every check of :mod:`devvis.slt.diagnostics` passes (no divergence,
+  no trend, burn-in long enough, chains agree, not significantly below L(w*), the localization not
+  outweighing the loss) and the MALA acceptance is ≥ :data:`TARGET_ACCEPTANCE`;
+* *stable* in ε at the reference model (the last one given): the estimate at the next smaller ε of the
+  same (γ, nβ) is healthy too and within :data:`STABLE_RTOL` of it (plus its noise). A chain too short for
+  its ε and γ samples a transient whose estimate grows with ε (measured: 0.25, 0.67, 2.2, 6.8 for
+  ε = 1, 3, 10, 30·10⁻⁶ on the demo's ResNet at γ = 1), while the localized posterior's does not.
+
+It picks, for each (γ, nβ), the *largest* such ε (fastest mixing while the discretization stays
+accurate), then the (γ, nβ) whose chains are least held by the localization (smallest pull ratio, see
+:func:`~devvis.slt.diagnostics.pull_dominates`). The sweep is recorded (``calibration.json``) and plotted
 (``calibration.png``: the estimate against ε, one line per γ × nβ, unhealthy settings hollow, the
 choice starred).
 
@@ -19,6 +26,8 @@ choice starred).
 ...                 num_draws=400, num_burnin_steps=100, progress=False)
 >>> cal.settings["lr"], cal.healthy[-1]   # ε = 0.03 fails the MALA acceptance target
 (0.003, False)
+>>> cal.stable   # the smallest ε has no smaller neighbour to be compared with
+[False, True, False]
 """
 
 from __future__ import annotations
@@ -34,16 +43,19 @@ import numpy as np
 from torch import nn
 
 from devvis.errors import ConfigError
+from devvis.slt import diagnostics
 from devvis.slt.batches import Criterion, Loader, batch_size_of
 from devvis.slt.diagnostics import FAILING
 from devvis.slt.llc import default_nbeta, estimate_llc
 from devvis.slt.result import LLCResult
 from devvis.typing import PathLike
 
-__all__ = ["Calibration", "calibrate", "TARGET_ACCEPTANCE", "DEFAULT_LRS", "DEFAULT_LOCALIZATIONS"]
+__all__ = ["Calibration", "calibrate", "TARGET_ACCEPTANCE", "STABLE_RTOL", "DEFAULT_LRS", "DEFAULT_LOCALIZATIONS"]
 
 #: A calibrated step size keeps every chain's mean MALA acceptance at least this high (Furman & Lau 2024).
 TARGET_ACCEPTANCE = 0.9
+#: The estimate at ε and at the next smaller ε differ by at most this fraction (beyond 2 standard errors).
+STABLE_RTOL = 0.3
 #: Step sizes tried by default: 10⁻⁶ … 10⁻², half a decade apart.
 DEFAULT_LRS: tuple[float, ...] = tuple(float(v) for v in np.logspace(-6, -2, 9))
 #: Localizations tried by default.
@@ -51,6 +63,7 @@ DEFAULT_LOCALIZATIONS: tuple[float, ...] = (1.0, 10.0, 100.0)
 
 
 def _healthy(res: LLCResult) -> bool:
+    """Every failing check passes (calibration itself aside) and every chain's MALA acceptance is on target."""
     checks = [k for k in FAILING if k != "uncalibrated" and res.flags.get(k)]
     acc = [a for a in res.acceptance if math.isfinite(a)]
     return (not checks and math.isfinite(res.llc_mean) and bool(acc) and min(acc) >= TARGET_ACCEPTANCE)
@@ -63,10 +76,15 @@ class Calibration:
     Attributes:
         settings: the chosen ``{"lr", "localization", "nbeta"}``, to pass to ``estimate_llc(**settings)``
             (empty when no setting was healthy).
-        results: one short :class:`~devvis.slt.LLCResult` per grid point (lr-major, then γ, then nβ).
-        healthy: whether each grid point passed every check.
+        results: one short :class:`~devvis.slt.LLCResult` per grid point (lr-major, then γ, then nβ), at
+            the reference model (the last one given).
+        healthy: whether each grid point passed every check (at every model, for the candidates run there).
         chosen: index of the chosen grid point in ``results``, or None.
         reason: how the choice was made, or why none could be.
+        stable: whether each grid point's estimate agrees with the next smaller ε (see :data:`STABLE_RTOL`).
+        model_results: ``model_results[k][i]``: grid point i at model k (the last row is ``results``); None
+            where it was not run (a model other than the reference is run only for the candidates, best first).
+        labels: one label per model (e.g. its training step).
     """
 
     settings: dict[str, float]
@@ -74,6 +92,9 @@ class Calibration:
     healthy: list[bool] = field(repr=False)
     chosen: int | None
     reason: str
+    stable: list[bool] = field(default_factory=list, repr=False)
+    model_results: list[list[LLCResult | None]] = field(default_factory=list, repr=False)
+    labels: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -82,8 +103,17 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the choice, the reason and every grid point's numbers and findings (no traces)."""
+        per_model = self.model_results or [self.results]
+        labels = self.labels or [str(k) for k in range(len(per_model))]
+        grid = []
+        for i, (r, h) in enumerate(zip(self.results, self.healthy)):
+            entry = {**r.to_dict(include_traces=False), "healthy": h,
+                     "stable": bool(self.stable[i]) if self.stable else None}
+            entry["at_models"] = {lab: {"llc_mean": float(rs[i].llc_mean), "health": rs[i].health}
+                                  for lab, rs in zip(labels, per_model) if rs[i] is not None}
+            grid.append(entry)
         return {"settings": dict(self.settings), "chosen": self.chosen, "reason": self.reason, "ok": self.ok,
-                "grid": [{**r.to_dict(include_traces=False), "healthy": h} for r, h in zip(self.results, self.healthy)]}
+                "models": labels, "grid": grid}
 
     def save(self, output_dir: PathLike) -> None:
         """Write ``calibration.json`` and ``calibration.png`` into ``output_dir``."""
@@ -133,8 +163,29 @@ def _data_size(loader: Loader) -> int | None:
         return None
 
 
+def _stability(results: list[LLCResult], healthy_ref: list[bool]) -> list[bool]:
+    """Per grid point: healthy at the reference model, and its estimate within :data:`STABLE_RTOL` (plus two
+    standard errors) of the next smaller ε's on the same (γ, nβ) line, which is healthy too. With a single
+    ε in the grid there is nothing to compare, and every healthy point counts as stable."""
+    lines: dict[tuple[float, float], list[int]] = {}
+    for i, r in enumerate(results):
+        lines.setdefault((r.hyperparameters["localization"], r.hyperparameters["nbeta"]), []).append(i)
+    stable = [False] * len(results)
+    for idx in lines.values():
+        idx = sorted(idx, key=lambda i: results[i].hyperparameters["lr"])
+        if len(idx) == 1:
+            stable[idx[0]] = healthy_ref[idx[0]]
+        for lo, hi in zip(idx, idx[1:]):
+            a, b = results[lo], results[hi]
+            se = [diagnostics.estimate_se(r.draw_traces, r.nbeta) for r in (a, b)]
+            noise = 2 * math.sqrt(sum(v * v for v in se if math.isfinite(v)))
+            close = abs(a.llc_mean - b.llc_mean) <= STABLE_RTOL * max(abs(a.llc_mean), abs(b.llc_mean)) + noise
+            stable[hi] = healthy_ref[lo] and healthy_ref[hi] and close
+    return stable
+
+
 def calibrate(
-    model: nn.Module,
+    model: nn.Module | Sequence[nn.Module],
     loader: Loader,
     criterion: Criterion,
     *,
@@ -146,12 +197,15 @@ def calibrate(
     num_burnin_steps: int = 200,
     output_dir: PathLike | None = None,
     progress: bool = True,
+    labels: Sequence[str] | None = None,
     **llc_kwargs: Any,
 ) -> Calibration:
     """Sweep ε × γ × nβ with short estimates and pick settings in the stable region (module docstring).
 
     Args:
-        model, loader, criterion: as for :func:`~devvis.slt.estimate_llc`.
+        model: the model, or several (checkpoints of one series, e.g. the first, a middle and the last):
+            a setting must be healthy at every one; ε-stability is judged at the last (the reference).
+        loader, criterion: as for :func:`~devvis.slt.estimate_llc`.
         lrs, localizations: the grid of ε and γ.
         nbetas: nβ values; default ``m/log m`` (m the batch size) and, when the loader has a
             ``dataset`` of n samples with n > m, also ``n/log n``.
@@ -160,57 +214,92 @@ def calibrate(
             on the 6-2-6 deep linear network (λ = 5.5), 400 draws after 200 burn-in choose ε = 10⁻³,
             γ = 1 (estimate 5.78); 200 after 100 choose γ = 10 (estimate 4.36).
         output_dir: when given, writes ``calibration.json`` and ``calibration.png`` there.
+        labels: one label per model for the record (default: their positions).
         **llc_kwargs: other :func:`estimate_llc` keywords (sampler, seed, train_mode, params, ...).
 
     Returns:
         :class:`Calibration`; ``settings`` goes straight into :func:`estimate_llc`. When no grid point
-        is healthy, ``settings`` is empty, ``ok`` False and ``reason`` says what failed most.
+        is healthy and stable, ``settings`` is empty, ``ok`` False and ``reason`` says what failed most.
     """
     for name in ("lr", "localization", "nbeta", "warn"):
         if name in llc_kwargs:
             raise ConfigError(f"calibrate chooses {name}; give the grid (lrs=, localizations=, nbetas=) instead")
     if not lrs or not localizations:
         raise ConfigError("lrs and localizations must list at least one value each")
+    models = [model] if isinstance(model, nn.Module) else list(model)
+    if not models:
+        raise ConfigError("calibrate needs at least one model")
+    names = [str(v) for v in labels] if labels is not None else [str(k) for k in range(len(models))]
+    if len(names) != len(models):
+        raise ConfigError(f"{len(names)} labels for {len(models)} models; give one label per model")
     if nbetas is None:
         m = batch_size_of(loader)
         nbetas = [default_nbeta(m)]
         n = _data_size(loader)
         if n is not None and n > m:
             nbetas.append(default_nbeta(n))
-    results: list[LLCResult] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for lr, gamma, nbeta in itertools.product(lrs, localizations, nbetas):
-            results.append(estimate_llc(model, loader, criterion, lr=float(lr), localization=float(gamma),
-                                        nbeta=float(nbeta), num_chains=num_chains, num_draws=num_draws,
-                                        num_burnin_steps=num_burnin_steps, progress=progress, warn=False,
-                                        **llc_kwargs))
-    healthy = [_healthy(r) for r in results]
-    best: dict[tuple[float, float], int] = {}
-    for i, r in enumerate(results):
-        if healthy[i]:
-            key = (r.hyperparameters["localization"], r.hyperparameters["nbeta"])
-            if key not in best or r.hyperparameters["lr"] > results[best[key]].hyperparameters["lr"]:
+    grid = list(itertools.product(lrs, localizations, nbetas))
+    per_model: list[list[LLCResult | None]] = [[None] * len(grid) for _ in models]
+
+    def run(k: int, i: int) -> LLCResult:
+        if per_model[k][i] is None:
+            lr, gamma, nbeta = grid[i]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                per_model[k][i] = estimate_llc(models[k], loader, criterion, lr=float(lr), localization=float(gamma),
+                                               nbeta=float(nbeta), num_chains=num_chains, num_draws=num_draws,
+                                               num_burnin_steps=num_burnin_steps, progress=progress, warn=False,
+                                               **llc_kwargs)
+        return per_model[k][i]  # type: ignore[return-value]
+
+    # the whole grid at the reference model; the other models only for the candidates, best first
+    results = [run(len(models) - 1, i) for i in range(len(grid))]
+    healthy_ref = [_healthy(r) for r in results]
+    stable = _stability(results, healthy_ref)
+    remaining = {i for i in range(len(grid)) if healthy_ref[i] and stable[i]}
+    healthy = [False] * len(grid)
+    chosen: int | None = None
+    while remaining and chosen is None:
+        best: dict[tuple[float, float], int] = {}
+        for i in remaining:
+            h = results[i].hyperparameters
+            key = (h["localization"], h["nbeta"])
+            if key not in best or h["lr"] > results[best[key]].hyperparameters["lr"]:
                 best[key] = i
-    if best:
-        chosen = min(best.values(), key=lambda i: float(np.nanmean(results[i].pull_ratio)))
+        candidate = min(best.values(), key=lambda i: float(np.nanmean(results[i].pull_ratio)))
+        healthy[candidate] = all(_healthy(run(k, candidate)) for k in range(len(models)))
+        if healthy[candidate]:
+            chosen = candidate
+        remaining.discard(candidate)
+    where = f" at all {len(models)} models" if len(models) > 1 else ""
+    n_ok = sum(a and b for a, b in zip(healthy_ref, stable))
+    if chosen is not None:
         h = results[chosen].hyperparameters
         settings = {"lr": h["lr"], "localization": h["localization"], "nbeta": h["nbeta"]}
-        reason = (f"{sum(healthy)} of {len(results)} settings healthy; the largest healthy ε for each (γ, nβ), then "
-                  f"the one least held by the localization (pull ratio "
-                  f"{float(np.nanmean(results[chosen].pull_ratio)):.3g})")
+        reason = (f"{sum(healthy_ref)} of {len(results)} settings healthy at the reference model, {n_ok} of them "
+                  f"stable in ε; the largest such ε for each (γ, nβ), then the one least held by the localization "
+                  f"(pull ratio {float(np.nanmean(results[chosen].pull_ratio)):.3g}), healthy{where or ''}")
     else:
-        chosen, settings = None, {}
+        settings = {}
         counts: dict[str, int] = {}
-        for r in results:
-            for k in r.failed_checks:
-                if k != "uncalibrated":
-                    counts[k] = counts.get(k, 0) + 1
-            if any(a < TARGET_ACCEPTANCE for a in r.acceptance if math.isfinite(a)):
-                counts["acceptance below target"] = counts.get("acceptance below target", 0) + 1
-        common = ", ".join(f"{k} ({v})" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
-        reason = f"no healthy setting among {len(results)}; failed checks: {common or 'none recorded'}"
-    cal = Calibration(settings=settings, results=results, healthy=healthy, chosen=chosen, reason=reason)
+        for rs in per_model:
+            for r in rs:
+                if r is None:
+                    continue
+                for k in r.failed_checks:
+                    if k != "uncalibrated":
+                        counts[k] = counts.get(k, 0) + 1
+                if any(a < TARGET_ACCEPTANCE for a in r.acceptance if math.isfinite(a)):
+                    counts["acceptance below target"] = counts.get("acceptance below target", 0) + 1
+        counts["not stable in ε"] = sum(h and not st for h, st in zip(healthy_ref, stable))
+        counts["unhealthy at another model"] = n_ok
+        common = ", ".join(f"{k} ({v})" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]) if v)
+        reason = (f"no healthy and stable setting among {len(results)}{where}; failed checks: "
+                  f"{common or 'none recorded'}")
+    if len(models) == 1:
+        healthy = healthy_ref
+    cal = Calibration(settings=settings, results=results, healthy=healthy, chosen=chosen, reason=reason,
+                      stable=stable, model_results=per_model, labels=names)
     if output_dir is not None:
         cal.save(output_dir)
     return cal

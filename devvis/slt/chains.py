@@ -180,6 +180,8 @@ class ChainStats:
     stopped: dict[int, tuple[int, float]] = field(default_factory=dict)
     acceptance: list[float] = field(default_factory=list)
     pull_ratio: list[float] = field(default_factory=list)
+    #: ``(C, T)``: |w − w*|² at every recorded step (the columns of the loss traces).
+    distance: np.ndarray | None = None
     engine: str = "loop"
     fallback_reason: str | None = None
 
@@ -195,12 +197,13 @@ def run_chains(engine: AutoEngine, streams: Sequence[Any], anchor: torch.Tensor,
     C, D = len(streams), anchor.numel()
     w = anchor.unsqueeze(0).repeat(C, 1)
     sq_avg: torch.Tensor | None = None
-    stats = ChainStats()
+    stats = ChainStats(distance=np.full(traces.shape, np.nan))
     active = [True] * C
     accept_sum, accept_n = np.zeros(C), np.zeros(C)
-    ratio_sum, ratio_n = np.zeros(C), np.zeros(C)
+    pull_sum, push_sum = np.zeros(C), np.zeros(C)
     mala = settings.mala_steps()
     s = settings
+    prev: torch.Tensor | None = None
     for step in range(s.steps):
         batches = [to_device(split_batch(next(streams[c])), device) if active[c] else None for c in range(C)]
         losses, grads = engine(w, batches)
@@ -213,17 +216,21 @@ def run_chains(engine: AutoEngine, streams: Sequence[Any], anchor: torch.Tensor,
             break
         col = s.column(step)
         if col is not None:
+            delta = w - anchor
+            dist = (delta * delta).sum(1).double().cpu().numpy()
+            measure = step >= s.num_burnin_steps and prev is not None
+            if measure:
+                # γ(w − w*)·∇L against nβ|∇L|² (see diagnostics.pull_dominates); g_t·g_{t−1} (two minibatches)
+                # estimates |∇L|² without the minibatch noise that |g_t|² adds
+                pull = (s.localization * (delta * grads).sum(1)).double().cpu().numpy()
+                push = (s.nbeta * (grads * prev).sum(1)).double().cpu().numpy()
             for c in range(C):
                 if active[c]:
                     traces[c, col] = float(losses[c])
-        if step >= s.num_burnin_steps and col is not None:
-            pull = (s.localization * (w - anchor)).norm(dim=1).double().cpu()
-            push = (s.nbeta * grads).norm(dim=1).double().cpu()
-            r = (pull / push.clamp_min(1e-300)).numpy()
-            for c in range(C):
-                if active[c]:
-                    ratio_sum[c] += min(float(r[c]), 1e12)
-                    ratio_n[c] += 1
+                    stats.distance[c, col] = dist[c]
+                    if measure:
+                        pull_sum[c] += pull[c]
+                        push_sum[c] += push[c]
         noise = torch.stack([torch.randn(D, generator=g, device=device, dtype=w.dtype) for g in generators])
         new = sgld_step(w, grads, anchor, sq_avg, lr=s.lr, localization=s.localization, nbeta=s.nbeta, noise=noise,
                         sampler=s.sampler, alpha=s.alpha, eps=s.eps)
@@ -236,12 +243,15 @@ def run_chains(engine: AutoEngine, streams: Sequence[Any], anchor: torch.Tensor,
                 if active[c] and math.isfinite(float(loss_new[c])):
                     accept_sum[c] += math.exp(min(0.0, float(logacc[c]))) if math.isfinite(logacc[c]) else 0.0
                     accept_n[c] += 1
-        keep = torch.tensor(active, device=w.device)[:, None]
-        w = torch.where(keep, new.w, w)
-        sq_avg = new.sq_avg
+        if all(active):
+            w = new.w
+        else:
+            w = torch.where(torch.tensor(active, device=w.device)[:, None], new.w, w)
+        sq_avg, prev = new.sq_avg, grads
         if bar is not None:
             bar.update(C)
     stats.acceptance = [float(a / n) if n else math.nan for a, n in zip(accept_sum, accept_n)]
-    stats.pull_ratio = [float(a / n) if n else math.nan for a, n in zip(ratio_sum, ratio_n)]
+    stats.pull_ratio = [float(max(p, 0.0) / q) if q > 0 else (math.inf if p > 0 else math.nan)
+                        for p, q in zip(pull_sum, push_sum)]
     stats.engine, stats.fallback_reason = engine.name, engine.fallback_reason
     return stats

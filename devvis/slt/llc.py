@@ -306,7 +306,7 @@ def estimate_llc(
 
     traces = np.full((num_chains, num_burnin_steps + num_draws), np.nan)
     findings: list[str] = []
-    flags: dict[str, list[int]] = {k: [] for k in ("nan", "diverged", "trending", "low_acceptance",
+    flags: dict[str, list[int]] = {k: [] for k in ("nan", "diverged", "trending", "spreading", "low_acceptance",
                                                     "pull_dominates", "below_init", "negative", "chains_disagree",
                                                     "burnin_short", "uncalibrated", "mode")}
     mode = "train" if train_mode else "eval"
@@ -356,6 +356,7 @@ def estimate_llc(
         llcs[c] = float(nbeta_value * (np.mean(draws[c]) - init_loss))
         for key, finding in (("diverged", diagnostics.diverged(c, llc=llcs[c], dim=dim)),
                              ("trending", diagnostics.trending(c, draws[c], init_loss)),
+                             ("spreading", diagnostics.spreading(c, stats.distance[c, num_burnin_steps:])),
                              ("low_acceptance", diagnostics.low_acceptance(c, stats.acceptance[c])),
                              ("pull_dominates", diagnostics.pull_dominates(c, stats.pull_ratio[c]))):
             if finding:
@@ -369,7 +370,7 @@ def estimate_llc(
     else:
         alive = draws[[c for c in range(num_chains) if math.isfinite(llcs[c])]]
         for key, finding in (("below_init", diagnostics.below_init(alive, init_loss)),
-                             ("negative", diagnostics.negative(llc_mean)),
+                             ("negative", diagnostics.negative(llc_mean, diagnostics.estimate_se(alive, nbeta_value))),
                              ("chains_disagree", diagnostics.chains_disagree(alive)),
                              ("burnin_short", diagnostics.burnin_short(alive, init_loss))):
             if finding:
@@ -388,5 +389,5 @@ def estimate_llc(
         num_burnin_steps=int(num_burnin_steps), init_loss=float(init_loss), nbeta=nbeta_value,
         hyperparameters=hyper, diagnostics=findings, flags=flags, time_s=time.perf_counter() - t0,
         acceptance=stats.acceptance, pull_ratio=stats.pull_ratio,
-        init_loss_other_mode=other_loss,
+        init_loss_other_mode=other_loss, distance_traces=stats.distance,
     )

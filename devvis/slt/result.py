@@ -47,13 +47,15 @@ class LLCResult:
             source, chains, draws, burn-in, thinning, seed, mode, sampled parameters).
         diagnostics: human-readable findings, one string each (empty when all is well).
         flags: ``{name: [chain indices]}`` for every check of :mod:`devvis.slt.diagnostics`
-            (``nan``, ``diverged``, ``trending``, ``low_acceptance``, ``pull_dominates``,
+            (``nan``, ``diverged``, ``trending``, ``spreading``, ``low_acceptance``, ``pull_dominates``,
             ``below_init``, ``negative``, ``chains_disagree``, ``burnin_short``, ``uncalibrated``,
             ``mode``); an estimate-wide flag lists every chain.
         time_s: wall time of the whole estimate.
         acceptance: mean MALA acceptance probability per chain (NaN where not measured).
-        pull_ratio: mean ``|γ(w − w*)| / |nβ∇L|`` over the draws, per chain.
+        pull_ratio: ``E[γ(w − w*)·∇L] / E[nβ|∇L|²]`` over the draws, per chain (the localization's share
+            of the loss curvature against the loss's own; :func:`devvis.slt.diagnostics.pull_dominates`).
         init_loss_other_mode: L(w*) in the mode not sampled (models with BatchNorm/dropout), else None.
+        distance_traces: ``|w − w*|²`` at the same steps as ``loss_traces`` (None when not recorded).
     """
 
     llc_mean: float
@@ -70,6 +72,7 @@ class LLCResult:
     acceptance: list[float] = field(default_factory=list)
     pull_ratio: list[float] = field(default_factory=list)
     init_loss_other_mode: float | None = None
+    distance_traces: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def failed_checks(self) -> list[str]:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -26,6 +27,7 @@ from devvis.errors import ConfigError
 from devvis.longitudinal.plots import set_step_axis
 from devvis.slt.batches import Criterion, Loader
 from devvis.slt.calibrate import Calibration, calibrate as run_calibration
+from devvis.slt.diagnostics import LLCDiagnosticWarning
 from devvis.slt.llc import estimate_llc
 from devvis.slt.result import LLCResult
 from devvis.typing import PathLike
@@ -109,9 +111,13 @@ def llc_trajectory(
         output_dir: when given, writes ``llc_trajectory.json`` and ``llc_trajectory.png`` there.
         progress: progress bar per estimate.
         calibrate: True (or a dict of :func:`~devvis.slt.calibrate` keywords): choose lr, localization
-            and nβ with :func:`~devvis.slt.calibrate` at the *last* checkpoint (the trained model) and use
-            them at every checkpoint; the sweep is written beside the trajectory. When no setting is
-            healthy the defaults are used and every estimate is flagged.
+            and nβ with :func:`~devvis.slt.calibrate` at the first, middle and last checkpoints (or at the
+            positions ``calibrate["checkpoints"]``): a setting must be healthy at each, and stable in ε at
+            the last (the trained model); it is then used at every checkpoint. A setting chosen on the
+            trained model alone can leave the early checkpoints, far from any minimum, unhealthy. The sweep
+            is written beside the trajectory. When the calibration's chains have the trajectory's layout
+            (num_chains, num_draws, num_burnin_steps), its estimates at those checkpoints are reused. When
+            no setting is healthy the defaults are used and every estimate is flagged.
         **llc_kwargs: :func:`estimate_llc` keywords, identical at every checkpoint
             (the seed too, so differences between steps are not sampling noise of
             different streams).
@@ -120,28 +126,24 @@ def llc_trajectory(
         :class:`LLCTrajectory` with one entry per checkpoint, in the series' order.
     """
     calibration = None
+    reuse: dict[int, LLCResult] = {}
     if calibrate:
-        if hasattr(series, "at") and hasattr(series, "__len__"):
-            last = series.at(len(series) - 1)  # a CheckpointSeries: load only the last model
-        else:
-            series = list(series)
-            if not series:
-                raise ConfigError("series yielded no (step, model) pairs")
-            last = series[-1][1]
-        shared = {k: v for k, v in llc_kwargs.items()
-                  if k in ("sampler", "seed", "train_mode", "params", "device", "init_loss_batches", "vectorize")}
-        options = dict(calibrate) if isinstance(calibrate, Mapping) else {}
-        calibration = run_calibration(last, loader, criterion, progress=progress, **{**shared, **options})
-        del last
+        calibration, reuse, series = _calibrate_series(series, loader, criterion, calibrate, progress, llc_kwargs)
         llc_kwargs = {**llc_kwargs, **calibration.settings}
     steps: list[int] = []
     results: list[LLCResult] = []
-    for item in series:
+    for k, item in enumerate(series):
         try:
             step, model = item
         except (TypeError, ValueError):
             raise ConfigError(f"series must yield (step, model) pairs, got {type(item).__name__}") from None
-        res = estimate_llc(model, loader, criterion, progress=progress, **llc_kwargs)
+        if k in reuse:  # the calibration already ran this very estimate (same model, settings and seed)
+            res = reuse[k]
+            if llc_kwargs.get("warn", True):
+                for msg in res.diagnostics:
+                    warnings.warn(f"LLC: {msg}", LLCDiagnosticWarning, stacklevel=2)
+        else:
+            res = estimate_llc(model, loader, criterion, progress=progress, **llc_kwargs)
         steps.append(int(step))
         results.append(res)
         del model  # let a lazily loaded checkpoint go before the next one is loaded
@@ -160,6 +162,49 @@ def llc_trajectory(
     if output_dir is not None:
         traj.save(output_dir, feature_curves=feature_curves)
     return traj
+
+
+#: Keywords of :func:`estimate_llc` that the calibration shares with the estimates of the trajectory.
+_SHARED = ("sampler", "seed", "train_mode", "params", "device", "init_loss_batches", "vectorize", "num_steps_bw_draws",
+           "rmsprop_alpha", "rmsprop_eps")
+
+
+def _calibrate_series(series: Any, loader: Loader, criterion: Criterion, calibrate: bool | Mapping[str, Any],
+                      progress: bool, llc_kwargs: dict[str, Any]) -> tuple[Calibration, dict[int, LLCResult], Any]:
+    """Calibrate at the first, middle and last checkpoints (or ``calibrate["checkpoints"]``, positions in the
+    series); returns the calibration, the estimates it made that the trajectory can reuse (by position), and
+    the series (a list when it was a one-pass iterable)."""
+    lazy = hasattr(series, "at") and hasattr(series, "__len__") and hasattr(series, "steps")
+    if not lazy:
+        series = list(series)
+    n = len(series)
+    if not n:
+        raise ConfigError("series yielded no (step, model) pairs")
+    options = dict(calibrate) if isinstance(calibrate, Mapping) else {}
+    picks = options.pop("checkpoints", None)
+    positions = sorted({0, n // 2, n - 1}) if picks is None else [int(i) % n if -n <= int(i) < n else int(i)
+                                                                  for i in picks]
+    bad = [i for i in positions if not 0 <= i < n]
+    if bad or not positions:
+        raise ConfigError(f"calibrate checkpoints {picks!r}: positions must lie in 0..{n - 1}")
+    models = [series.at(i) if lazy else series[i][1] for i in positions]
+    labels = [f"step {series.steps[i] if lazy else series[i][0]}" for i in positions]
+    shared = {k: v for k, v in llc_kwargs.items() if k in _SHARED}
+    calibration = run_calibration(models, loader, criterion, progress=progress, labels=labels, **{**shared, **options})
+    del models
+    reuse: dict[int, LLCResult] = {}
+    if calibration.ok:
+        layout = {"num_chains": 2, "num_draws": 400, "num_burnin_steps": 200}
+        layout.update({k: options[k] for k in layout if k in options})
+        mine = {"num_chains": 4, "num_draws": 200, "num_burnin_steps": 0}
+        mine.update({k: llc_kwargs[k] for k in mine if k in llc_kwargs})
+        others = set(llc_kwargs) - set(_SHARED) - set(mine) - {"warn", "progress"}
+        if layout == mine and not others and not set(options) - set(layout) - set(_SHARED):
+            for k, i in enumerate(positions):
+                res = calibration.model_results[k][calibration.chosen]  # type: ignore[index]
+                if res is not None:
+                    reuse[i] = res
+    return calibration, reuse, series
 
 
 def plot_trajectory(

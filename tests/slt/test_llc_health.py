@@ -1,0 +1,137 @@
+"""The health checks as statistical tests (noise alone does not fail an estimate near zero; a real effect
+does), the pull ratio along the loss gradient, the spreading note, calibration across checkpoints and
+stable in ε, and the BatchNorm mode finding firing only where the two modes disagree."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from devvis.slt import LLCDiagnosticWarning, LLCResult, calibrate, diagnostics, estimate_llc
+from devvis.slt.calibrate import _stability
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def nll(out, t):
+    return ((out - t) ** 2).sum(-1).mean() / 2
+
+
+def test_below_init_and_negative_ignore_noise_around_zero_but_fire_on_a_real_drop():
+    rng = np.random.default_rng(0)
+    fired_old = 0
+    for seed in range(20):
+        draws = np.random.default_rng(seed).normal(1.0, 0.1, size=(2, 60))  # a flat loss: draws around L(w*) = 1
+        assert diagnostics.below_init(draws, 1.0) is None
+        llc = 15 * (draws.mean() - 1.0)
+        assert diagnostics.negative(llc, diagnostics.estimate_se(draws, 15)) is None
+        fired_old += float(np.mean(draws < 1.0)) > 0.5  # the old rule: any majority below L(w*)
+    assert fired_old >= 4  # ...which noise alone trips about half the time
+    sliding = rng.normal(0.9, 0.1, size=(2, 60))  # a chain sliding below L(w*) = 1
+    assert diagnostics.below_init(sliding, 1.0) is not None
+    assert diagnostics.negative(15 * (sliding.mean() - 1.0), diagnostics.estimate_se(sliding, 15)) is not None
+
+
+def test_estimate_se_grows_with_autocorrelation():
+    rng = np.random.default_rng(1)
+    white = rng.normal(size=(2, 400))
+    walk = np.cumsum(rng.normal(size=(2, 400)), axis=1) * 0.05
+    walk = walk - walk.mean(axis=1, keepdims=True) + rng.normal(size=(2, 400)) * 0.0
+    se_white = diagnostics.estimate_se(white, 1.0)
+    assert 0.8 < se_white / (1 / math.sqrt(800)) < 1.25
+    assert diagnostics.estimate_se(walk, 1.0) > 3 * float(np.std(walk)) / math.sqrt(800)
+
+
+def test_spreading_fires_on_a_growing_distance_only():
+    t = np.arange(100.0)
+    assert diagnostics.spreading(0, 5.0 + 0.2 * t) is not None  # diffusing: |w − w*|² ∝ t
+    flat = 25.0 + np.random.default_rng(2).normal(0, 0.5, 100)
+    assert diagnostics.spreading(0, flat) is None
+    assert "spreading" not in diagnostics.FAILING  # a note: the loss may have settled along a flat set
+
+
+def test_pull_ratio_is_measured_along_the_loss_gradient():
+    # A regular quadratic (nn.Linear, λ = d/2): with γ far below nβ·curvature the loss holds the chain
+    # (ratio ≪ 1); with γ far above, the localization does (ratio > 1, the estimate collapses).
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 3, generator=g)
+    model = nn.Linear(3, 1)
+    y = model(x).detach() + 0.1 * torch.randn(512, 1, generator=g)
+    free = estimate_llc(model, [(x, y)], nll, lr=2e-3, localization=1.0, nbeta=100.0, num_chains=2, num_draws=300,
+                        num_burnin_steps=100, progress=False, warn=False)
+    held = estimate_llc(model, [(x, y)], nll, lr=2e-5, localization=1e4, nbeta=100.0, num_chains=2, num_draws=300,
+                        num_burnin_steps=100, progress=False, warn=False)
+    assert max(free.pull_ratio) < 0.1 and "pull_dominates" not in free.failed_checks
+    assert min(held.pull_ratio) > 10 and "pull_dominates" in held.failed_checks
+    assert held.llc_mean < 0.2 * free.llc_mean
+
+
+def fake(lr, llc, noise=0.01, gamma=1.0, nbeta=10.0, seed=0):
+    draws = 1.0 + llc / nbeta + np.random.default_rng(seed).normal(0, noise, size=(2, 100))
+    return LLCResult(llc_mean=llc, llc_std=0.0, llc_per_chain=[llc, llc], loss_traces=draws, num_burnin_steps=0,
+                     init_loss=1.0, nbeta=nbeta, hyperparameters={"lr": lr, "localization": gamma, "nbeta": nbeta})
+
+
+def test_stability_in_eps_rejects_an_estimate_that_grows_with_eps():
+    transient = [fake(1e-5, 0.25), fake(3e-5, 0.67), fake(1e-4, 2.2)]  # ∝ ε: a chain too short to settle
+    assert _stability(transient, [True] * 3) == [False, False, False]
+    plateau = [fake(1e-5, 5.0), fake(3e-5, 5.3), fake(1e-4, 5.4), fake(3e-4, 9.0)]
+    assert _stability(plateau, [True] * 4) == [False, True, True, False]
+    # a neighbour that failed a check cannot vouch for its neighbour
+    assert _stability(plateau, [True, False, True, True]) == [False, False, False, False]
+
+
+def test_calibration_must_hold_at_every_checkpoint():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 3, generator=g)
+    trained = nn.Linear(3, 1)
+    y = trained(x).detach()
+    early = nn.Linear(3, 1)
+    with torch.no_grad():
+        early.bias.add_(3.0)  # far from the minimum: every chain slides down
+    kw = dict(lrs=[1e-3, 3e-3], localizations=[1.0], nbetas=[100.0], num_draws=400, num_burnin_steps=100,
+              progress=False)
+    alone = calibrate(trained, [(x, y)], nll, **kw)
+    assert alone.ok, alone.reason
+    both = calibrate([early, trained], [(x, y)], nll, labels=["step 0", "step 100"], **kw)
+    assert not both.ok and "unhealthy at another model" in both.reason
+    assert both.model_results[0][alone.chosen] is not None  # the candidate was run at the early model
+    assert both.to_dict()["models"] == ["step 0", "step 100"]
+
+
+def batchnorm_net(running_mean: float, running_var: float):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(256, 4), torch.randint(0, 3, (256,))
+    with torch.no_grad():
+        h = model[0](x)
+        model[1].running_mean.copy_(h.mean(0) if running_mean is None else torch.full((8,), running_mean))
+        model[1].running_var.copy_(h.var(0) if running_var is None else torch.full((8,), running_var))
+        model[3].weight.mul_(10.0)
+    return model, [(x[i:i + 64], y[i:i + 64]) for i in range(0, 256, 64)]
+
+
+@pytest.mark.parametrize("stats, fires", [((None, None), False), ((-3.0, 0.01), True)])
+def test_batchnorm_mode_warning_fires_only_where_the_modes_disagree(stats, fires):
+    model, loader = batchnorm_net(*stats)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = estimate_llc(model, loader, nn.functional.cross_entropy, lr=1e-4, localization=10.0, num_chains=2,
+                           num_draws=10, progress=False)
+    mode_warnings = [w for w in caught if issubclass(w.category, LLCDiagnosticWarning)
+                     and "train mode" in str(w.message) and "eval mode" in str(w.message)]
+    assert bool(res.flags["mode"]) is fires and bool(mode_warnings) is fires
+    assert res.init_loss_other_mode is not None  # measured either way, recorded in the result
+    if not fires:  # running statistics equal to the data's: the two losses nearly agree
+        assert abs(res.init_loss_other_mode - res.init_loss) < 0.05 * res.init_loss
