@@ -8,8 +8,11 @@
 * :func:`score_checkpoint` records every layer any unit needs (the units' layers and their path
   layers) in one pass over the visualizations and their unseen-transform copies, and one pass over
   the top natural examples, their copies and the random natural images. A unit's activation is its
-  channel's mean over positions, read from the same recorded pass (what ``objectives.channel``
-  computes), so no image is run twice.
+  channel's mean over positions and its path vectors are the layers' activations under its strongest
+  position (:func:`~devvis.trust.record.local_vectors`), all read from the same recorded pass, so no
+  image is run twice;
+* :func:`given_renders` takes pictures already rendered (``track(...).renders``) as each unit's first
+  seed, so only the other seeds are rendered.
 
 >>> import torch
 >>> from devvis.hooks import Activations
@@ -132,9 +135,9 @@ class _Collector:
 
     def run(self, model: nn.Module, layers: Sequence[str], images: ImageBatch, groups: Sequence[tuple[str, int, Any]],
             preprocess: PreprocessLike, batch_size: int) -> None:
-        """``groups``: ``(tag, rows, units)`` blocks of ``images`` (``rows`` consecutive rows); ``units`` is the
-        unit of each row (``"row//n"`` split) as a callable ``row -> list of unit indices``, plus whether local
-        vectors are wanted (tags ending in ``_t`` want values only)."""
+        """Record ``images`` once; ``groups`` are consecutive blocks ``(tag, n_rows, owner)``, ``owner(row)`` the
+        unit indices a row of the block belongs to. Tags ending in ``_t`` keep the unit's activation only;
+        the others keep local vectors too (``"random"``: at every position of the unit's map)."""
         bounds, start = [], 0
         for tag, n, owner in groups:
             bounds.append((tag, start, start + n, owner))
