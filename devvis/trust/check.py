@@ -103,7 +103,8 @@ def reasons_for(u: UnitTrust, t: Thresholds) -> list[str]:
     """The failed metrics of ``u`` under ``t``, each as a short reason (NaN metrics fail nothing)."""
     out = []
     if u.natural_max_ratio < t.min_natural_ratio:
-        out.append(f"weak: drives the unit only {u.natural_max_ratio:.2f}x its best natural image (render longer?)")
+        out.append(f"weak picture, drives the unit only {u.natural_max_ratio:.2f}x its best natural image "
+                   "(render longer?)")
     if u.seed_similarity < t.min_seed_similarity:
         out.append(f"renders from different seeds disagree (similarity {u.seed_similarity:.2f})")
     if (u.natural_robustness > 0 and math.isfinite(u.transform_robustness)
@@ -171,7 +172,8 @@ def trust(series: SeriesLike, units: Sequence[Unit], dataset: DatasetLike, *, k:
           steps: int = 128, image_size: int = 64, seed: int = 0, transforms: TransformsLike = "standard",
           preprocess: PreprocessLike = "auto", n_random: int = 32, path_layers: Sequence[str] | None = None,
           thresholds: Thresholds | None = None, batch_size: int = 64, dataset_image_size: int = 64,
-          examples: DatasetExamples | None = None, renders: Any = None, progress: bool = True, **render_kwargs: Any) -> TrustResult:
+          examples: DatasetExamples | None = None, renders: Any = None, progress: bool = True,
+          **render_kwargs: Any) -> TrustResult:
     """Dataset examples, visualizations and trust metrics of each unit at every checkpoint of ``series``.
 
     Args:

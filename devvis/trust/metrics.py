@@ -6,12 +6,13 @@ images of the same dataset (definitions and thresholds: ``docs/trust.md``):
 
 * :func:`natural_max_ratio` ``= act(v) / max_x act(x)`` over the dataset;
 * :func:`seed_stability`: mean pairwise cosine similarity of the ``S`` visualizations' activation
-  vectors at the unit's layer, centred on the mean of ``R``;
+  vectors at the unit's layer without the unit's own channel, centred on the mean of ``R``;
 * :func:`transform_robustness`: ``act(T(v)) / act(v)`` averaged over transforms the render never saw
   (:data:`UNSEEN_TRANSFORMS`), beside the same ratio for ``N``;
 * :func:`path_similarity` (after Geirhos et al. 2023): per layer before the unit, how close ``v``'s
-  activations are to ``N``'s, on a scale where 0 is "as close as random natural images" and 1
-  "as close as the natural examples are to each other"; the score averages the layers nearest the unit;
+  activations (under the unit's strongest position) are to ``N``'s, on a scale where 0 is "as close as
+  random natural patches" and 1 "as close as the natural examples are to each other"; the score
+  averages the layers nearest the unit;
 * :func:`spectral_distance`: mean absolute log10 ratio of ``v``'s radial power spectrum to ``R``'s.
 
 ``act`` is the channel's mean activation (``objectives.channel``), scored through the render's
@@ -133,8 +134,10 @@ def path_similarity(viz: dict[str, torch.Tensor], examples: dict[str, torch.Tens
                     random: dict[str, torch.Tensor], layers: Sequence[str]) -> PathSimilarity:
     """Layer by layer, how similar the visualization's activations are to the unit's top natural examples.
 
-    Each argument maps a layer name to pooled activations ``(n, C)`` (:func:`~devvis.trust.record.pooled_activations`):
-    ``viz`` of the visualizations, ``examples`` of the top natural examples, ``random`` of random natural images.
+    Each argument maps a layer name to activation vectors ``(n, C)``: in :func:`~devvis.trust.trust`, each layer's
+    activation under the unit's strongest position (:func:`~devvis.trust.record.local_vectors`) in ``viz`` (the
+    visualizations) and ``examples`` (the top natural examples), and at every position of random natural
+    images in ``random`` (random natural patches).
     Vectors are centred on the mean of ``random``. With ``cos`` the mean cosine similarity between two sets,
     ``s_v = cos(viz, examples)``, ``s_r = cos(random, examples)``, ``s_n = cos(examples, examples)`` (pairs of
     distinct examples), a layer's value is ``(s_v - s_r) / (s_n - s_r)``: 1 when the visualization is as close
