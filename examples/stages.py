@@ -1,9 +1,10 @@
 """Developmental stages of a training run with a planted curriculum.
 
-Trains the compact ResNet on SyntheticShapes with colour classes first, shapes added at step 40 and
-gratings ("texture") at step 80 (checkpoints every 4 steps), then finds the stage boundaries from
-the essential dynamics, the probe loss and the units' response profiles, and lists the units that
-settled in each stage. About 30-60 s on one CPU core.
+Trains the compact ResNet on 16 px SyntheticShapes with colour classes first, shapes added at step
+100 and gratings ("texture") at step 200 (checkpoints every 10 steps, constant learning rate), then
+finds the stage boundaries from the essential dynamics, the probe loss and the units' response
+profiles, and lists, per stage, the units that settled in it and how they respond to the colour,
+shape and texture probe images. About 30-60 s on one CPU core.
 
     python examples/stages.py [OUTPUT_DIR]
 """
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import torch
 
-from devvis.data.synthetic import CLASSES
 from devvis.stages import stages
 from devvis.zoo import train_series
 
@@ -26,20 +26,20 @@ def main(output_dir: str | None = None) -> list[int]:
     torch.set_num_threads(1)  # tiny models: threads only add overhead
     out = Path(output_dir or tempfile.mkdtemp())
     t0 = time.perf_counter()
-    run = train_series(out / "curriculum", steps=120, curriculum=(40, 80), checkpoint_steps=list(range(0, 121, 4)),
-                       width=4, n_train=1200, n_test=120, batch_size=32, optimizer="adam", lr=0.005, progress=False)
+    run = train_series(out / "curriculum", steps=300, curriculum=True, width=8, size=16, n_train=2400, n_test=240,
+                       batch_size=64, optimizer="adam", lr=0.005, progress=False)
+    t1 = time.perf_counter()
     r = stages(run.output_dir, output_dir=out / "stages")
-    print(f"planted boundaries: steps 40 and 80; checkpoints every 4 steps ({time.perf_counter() - t0:.0f} s)")
+    t2 = time.perf_counter()
+    print(f"trained in {t1 - t0:.0f} s, stages in {t2 - t1:.0f} s")
+    print("planted boundaries: " + ", ".join(f"{p['phase']} at step {p['step']}" for p in r.planted))
     for b in r.boundaries:
         print(f"  detected boundary at step {b.step} ± {b.uncertainty} checkpoint(s), signals: {', '.join(b.signals)}")
     for st in r.stages:
-        top = {}
-        for u in st.units:
-            for label in u.top_labels[:3]:
-                top[CLASSES[label]] = top.get(CLASSES[label], 0) + 1
-        common = sorted(top, key=top.get, reverse=True)[:3]
+        g = st.group_response()
+        pref = ", ".join(f"{k} {v:+.2f}" for k, v in g.items() if v is not None)
         print(f"  stage {st.index} (steps {st.start}-{st.end}): {len(st.units)} units settled; "
-              f"their top probe images are mostly {', '.join(common) or '-'}")
+              f"their mean standardized response: {pref or '-'}")
     print(f"wrote {', '.join(str(f) for f in r.files)}")
     return r.boundary_steps
 

@@ -10,8 +10,9 @@
 * :func:`block_llc` — the restricted LLC of each block over training (:func:`devvis.slt.estimate_llc`
   with ``params=[block]``).
 
-The definitions are in the module docstrings of :mod:`~devvis.stages.turns` and
-:mod:`~devvis.stages.detect`, and in every ``stages.json``.
+The definitions of every signal, of how boundaries are combined, and the ``stages.json`` schema are in
+``docs/stages.md`` (and the module docstrings of :mod:`~devvis.stages.turns` and :mod:`~devvis.stages.detect`;
+the short form is in every ``stages.json``).
 """
 
 from devvis.stages.api import DEFAULT_SIGNALS, SIGNALS, default_layers, stages

@@ -36,27 +36,27 @@ def default_layers(model: torch.nn.Module) -> list[str]:
     return out
 
 
-def _image_size(series: Any) -> int:
-    """The image size a :func:`devvis.zoo.train_series` folder was trained at (its ``series.json``), else 32."""
+def _training_settings(series: Any) -> dict[str, Any]:
+    """The settings of the :func:`devvis.zoo.train_series` folder the series comes from (``series.json``), or {}."""
     from devvis.errors import CheckpointError
     from devvis.zoo.train import load_series_info
 
     folders = {p.parent for p in getattr(series, "paths", []) if p is not None}
     if len(folders) == 1:
         try:
-            return int(load_series_info(folders.pop()).settings.get("size", 32))
+            return dict(load_series_info(folders.pop()).settings)
         except CheckpointError:
             pass
-    return 32
+    return {}
 
 
 def _probe(inputs: ImageBatch | None, labels: torch.Tensor | None,
-           series: Any) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
+           size: int) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
     if inputs is not None:
         return inputs, labels, None
     from devvis.data.synthetic import CLASSES, SyntheticShapes
 
-    x, y = SyntheticShapes(PROBE_IMAGES, _image_size(series), 0, "probe").tensors()
+    x, y = SyntheticShapes(PROBE_IMAGES, size, 0, "probe").tensors()
     return x, y, list(CLASSES)
 
 
@@ -143,7 +143,8 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
     steps = list(s.steps)
     if len(steps) < 5:
         raise ConfigError(f"stage detection needs at least 5 checkpoints; the series has {len(steps)}")
-    x, y, names = _probe(inputs, labels, s)
+    trained = _training_settings(s)
+    x, y, names = _probe(inputs, labels, int(trained.get("size", 32)))
     class_names = list(class_names) if class_names is not None else names
     group_map = _groups(groups, class_names)
     wanted = list(signals) if signals is not None else [n for n in DEFAULT_SIGNALS if n != "loss" or y is not None
@@ -196,6 +197,8 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
     result = StagesResult(
         steps=steps, boundaries=bounds, stages=stage_list, signals=sig, z=signal_z(steps, sig), essential_dynamics=ed,
         units=units, class_names=class_names,
+        planted=[{"phase": p["name"], "step": p["start"]} for p in trained["curriculum"]["phases"][1:]]
+        if "curriculum" in trained else None,
         settings={"signals": list(sig), "layers": layer_names, "threshold": threshold, "support_z": support_z,
                   "min_support": min_support, "min_separation": min_separation, "settle_threshold": settle_threshold,
                   "k": k, "n_components": n_components, "probe_images": int(len(x)),

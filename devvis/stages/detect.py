@@ -94,6 +94,13 @@ def signal_z(steps: Sequence[int], signals: Mapping[str, SignalLike]) -> dict[st
     return out
 
 
+def combined_score(zs: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None) -> np.ndarray:
+    """Step 3 of the module docstring: ``Σ weight · max(z_{i−1}, z_i, z_{i+1}) / Σ weight`` per interior checkpoint."""
+    w = {k: float((weights or {}).get(k, 1.0)) for k in zs}
+    total = sum(w.values()) or 1.0
+    return sum(w[k] * _windowed_max(np.asarray(z, dtype=np.float64))[0] for k, z in zs.items()) / total
+
+
 def detect_boundaries(signals: Mapping[str, SignalLike], *, weights: Mapping[str, float] | None = None,
                       threshold: float = DEFAULT_THRESHOLD, support_z: float = DEFAULT_SUPPORT_Z,
                       min_support: int | None = None,
@@ -115,7 +122,7 @@ def detect_boundaries(signals: Mapping[str, SignalLike], *, weights: Mapping[str
     need = min_support if min_support is not None else min(2, len(signals))
     wmax = {k: _windowed_max(z) for k, z in zs.items()}
     total = sum(weights.values()) or 1.0
-    combined = sum(weights[k] * wmax[k][0] for k in zs) / total  # interior checkpoints 1..n-2
+    combined = combined_score(zs, weights)  # interior checkpoints 1..n-2
     out: list[Boundary] = []
     raw = sum(weights[k] * zs[k] for k in zs) / total
     order = np.lexsort((-raw, -combined))  # ties of the windowed score go to the checkpoint that turns most

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 
 
 def plot_timeline(result: "StagesResult", output_path: PathLike) -> PathLike:
-    """Top: each signal's turn z-score against step, the detection threshold, boundaries (±uncertainty
-    shaded). Bottom: the stages as bars with the number of units that settled in each. PNG at ``output_path``."""
+    """Top: each signal's turn z-score and the combined score against step, the detection threshold,
+    boundaries (±uncertainty shaded) and planted curriculum steps (green, dashed). Bottom: the stages as bars with the number of units that settled in each. PNG at ``output_path``."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -24,7 +24,14 @@ def plot_timeline(result: "StagesResult", output_path: PathLike) -> PathLike:
     steps = np.asarray(result.steps)
     for name, z in result.z.items():
         ax.plot(steps[1:-1], z, "o-", ms=3, lw=1, label=name)
+    from devvis.stages.detect import combined_score
+
+    ax.plot(steps[1:-1], combined_score(result.z, result.settings.get("weights")), "k-", lw=2, label="combined")
     ax.axhline(result.settings.get("threshold", 3.0), color="0.5", ls=":", lw=1, label="threshold")
+    for p in result.planted or []:
+        ax.axvline(p["step"], color="green", lw=1, ls="--")
+        ax.annotate(f"planted: {p['phase']}", (p["step"], ax.get_ylim()[0]), fontsize=6, color="green",
+                    rotation=90, va="bottom", ha="right")
     for b in result.boundaries:
         ax.axvspan(*b.step_range, color="red", alpha=0.12)
         ax.axvline(b.step, color="red", lw=1)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from devvis import io as dio
-from devvis.stages.detect import Boundary
+from devvis.stages.detect import Boundary, combined_score
 from devvis.stages.dynamics import EssentialDynamics
 from devvis.stages.features import UnitSettle
 
@@ -19,12 +19,16 @@ DEFINITIONS = {
             "(s_{i+1} - s_i): the velocity change relative to the run's typical speed",
     "z": "robust z-score of a signal's turn over the run: (turn - median) / (1.4826 MAD)",
     "combined": "mean over signals (weighted) of max(z_{i-1}, z_i, z_{i+1})",
-    "boundary": "a checkpoint where combined >= threshold, largest within +-min_separation checkpoints, with at "
-                "least min_support signals whose windowed z >= support_z (the supporting signals)",
+    "boundary": "a checkpoint where combined >= threshold, largest within +-min_separation checkpoints and within "
+                "its event (the run of consecutive checkpoints with combined >= threshold), with at least "
+                "min_support signals whose windowed z >= support_z (the supporting signals); placed within +-1 "
+                "where the supporting signals' summed z is largest",
     "uncertainty_checkpoints": "max(1, largest distance from the boundary to a supporting signal's own peak "
                                "within +-1 checkpoint); the true boundary lies within index +- uncertainty",
     "stage": "the steps from one boundary (or step 0) up to the next boundary (or the final step)",
     "units": "units whose settle step lies in [start, end) of the stage (the final stage includes its end)",
+    "group_response": "per unit: mean over a group's probe images of the unit's final response profile "
+                      "standardized over all probe images (mean 0, sd 1); per stage: the mean over its units",
     "circuits": "circuits whose influence vector (source channels' influence on the target channel) has a "
                 "turning point in the stage",
     "block_llc_change": "per block, |LLC[i+1] - LLC[i-1]| / sqrt(std[i+1]^2 + std[i-1]^2) around the boundary",
@@ -75,7 +79,8 @@ class Stage:
 class StagesResult:
     """``boundaries`` (step order), ``stages`` (one more than boundaries), the ``signals`` used
     ``{name: (steps, values)}``, their per-checkpoint ``z`` and ``combined`` scores, the
-    ``essential_dynamics``, all ``units`` with their settle steps, and the ``settings``."""
+    ``essential_dynamics``, all ``units`` with their settle steps, the ``settings``, and ``planted``: the
+    curriculum's phase starts ``[{"phase", "step"}]`` when the series was trained with one (else None)."""
 
     steps: list[int]
     boundaries: list[Boundary]
@@ -86,6 +91,7 @@ class StagesResult:
     units: list[UnitSettle] = field(default_factory=list, repr=False)
     settings: dict[str, Any] = field(default_factory=dict)
     class_names: list[str] | None = None
+    planted: list[dict[str, Any]] | None = None
     files: list[Path] = field(default_factory=list)
 
     @property
@@ -98,8 +104,10 @@ class StagesResult:
             stages=[s.to_dict(self.class_names) for s in self.stages],
             signals={k: {"values": np.round(np.asarray(v, dtype=float), 6).tolist(),
                          "z": [None] + np.round(self.z[k], 3).tolist() + [None]} for k, (_, v) in self.signals.items()},
+            combined=[None] + np.round(combined_score(self.z, self.settings.get("weights")), 3).tolist() + [None],
             essential_dynamics=self.essential_dynamics.to_dict() if self.essential_dynamics else None,
             units_not_settled=[u.label for u in self.units if u.settle_step is None],
+            planted=self.planted, class_names=self.class_names,
             settings=self.settings, definitions=DEFINITIONS)
 
     def save(self, output_dir: Any) -> list[Path]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import json
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from devvis.data.synthetic import CURRICULUM_PHASES, SyntheticShapes
 from devvis.errors import ConfigError
 from devvis.longitudinal import CheckpointSeries
 from devvis.stages import (block_llc, default_blocks, default_layers, essential_dynamics, stages, unit_responses,
@@ -94,6 +92,15 @@ def test_stages_writes_json_and_plots(small_curriculum, tmp_path):
     for st in data["stages"]:
         assert all(st["start"] <= u["settle_step"] <= st["end"] for u in st["units"])
     assert r.to_dict()["definitions"]["boundary"].startswith("a checkpoint where combined")
+    # what the report reads (docs/stages.md): planted steps, combined score, coordinates, group responses
+    assert data["planted"] == [{"phase": "shape", "step": 4}, {"phase": "texture", "step": 8}]
+    assert len(data["combined"]) == 13 and data["combined"][0] is None and data["combined"][-1] is None
+    assert all(b["step_range"][0] <= b["step"] <= b["step_range"][1] and b["signals"] for b in data["boundaries"])
+    assert np.asarray(data["essential_dynamics"]["pcs"]).shape == (13, 3)
+    assert data["settings"]["groups"]["shape"] == [6, 7, 8, 9] and data["settings"]["probe_size"] == 32
+    unit = next(u for st in data["stages"] for u in st["units"])
+    assert set(unit["group_response"]) == {"colour", "shape", "texture"} and len(unit["top_classes"]) == 9
+    assert set(data["stages"][0]["group_response"]) == {"colour", "shape", "texture"}
 
 
 def test_stages_with_llc_block_attribution_and_circuits(small_curriculum):
@@ -135,17 +142,52 @@ def test_cli_stages(small_curriculum, tmp_path, capsys):
     assert "stage 0: steps 0-" in out and (tmp_path / "stages.json").is_file()
 
 
-@pytest.mark.slow
-def test_planted_curriculum_boundaries_and_shape_units(tmp_path):
-    """Planted boundaries at 100 and 200 (checkpoints every 10 steps); about 60-90 s of one CPU core."""
-    train_series(tmp_path / "run", steps=300, curriculum=True, width=8, n_train=2400, n_test=240, batch_size=64,
-                 optimizer="adam", lr=0.002, progress=False)
-    r = stages(tmp_path / "run")
-    planted = [10, 20]  # checkpoint indices of steps 100 and 200
+#: The planted curriculum of the demo and the README (16 px images, so one run is ~20-40 s of one core):
+#: colour classes from step 0, shapes from 100, gratings from 200; checkpoints every 10 steps.
+CURRICULUM_RUN = dict(steps=300, curriculum=True, width=8, size=16, n_train=2400, n_test=240, batch_size=64,
+                      optimizer="adam", lr=0.005, progress=False)
+_runs: dict = {}
+
+
+def _stages_of(tmp_path_factory, seed: int, curriculum: bool):
+    """stages() of the planted run (or of the same run with no curriculum and a constant LR), trained once."""
+    key = (seed, curriculum)
+    if key not in _runs:
+        out = tmp_path_factory.mktemp(f"run{seed}{'c' if curriculum else 'f'}")
+        kw = dict(CURRICULUM_RUN, seed=seed)
+        if not curriculum:
+            kw.update(curriculum=None, schedule="constant", checkpoint_steps=list(range(0, 301, 10)))
+        train_series(out, **kw)
+        _runs[key] = stages(out)
+    return _runs[key]
+
+
+SEEDS = [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_planted_curriculum_boundaries_within_one_checkpoint(tmp_path_factory, seed):
+    r = _stages_of(tmp_path_factory, seed, True)
+    assert r.planted == [{"phase": "shape", "step": 100}, {"phase": "texture", "step": 200}]
     assert len(r.boundaries) == 2
-    for b, p in zip(r.boundaries, planted):
-        assert abs(b.index - p) <= b.uncertainty == 1
+    for b, planted in zip(r.boundaries, (10, 20)):  # checkpoint indices of steps 100 and 200
+        assert abs(b.index - planted) <= 1 and b.uncertainty >= abs(b.index - planted)
         assert len(b.signals) >= 2
-    phase_of = {c: p for p, cs in CURRICULUM_PHASES.items() for c in cs}
-    colour_stage = collections.Counter(phase_of.get(l) for u in r.stages[0].units for l in u.top_labels)
-    assert colour_stage["colour"] > colour_stage["shape"] + colour_stage["texture"]
+    # the units that settle in the colour stage respond more to the colour images than to the shapes
+    first = r.stages[0].group_response()
+    assert first["colour"] > first["shape"] + 0.2
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_constant_lr_without_curriculum_gives_at_most_one_boundary(tmp_path_factory, seed):
+    r = _stages_of(tmp_path_factory, seed, False)
+    assert r.planted is None and len(r.boundaries) <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 21, not yet: at this size the network learns the shapes only partly "
+                   "(about 30-40% held-out shape accuracy), and the units that settle in the shape stage still "
+                   "respond more to the colour images than to the shapes")
+def test_shape_stage_units_respond_more_to_shapes_than_colours(tmp_path_factory):
+    shape_stage = _stages_of(tmp_path_factory, 0, True).stages[1].group_response()
+    assert shape_stage["shape"] > shape_stage["colour"]
