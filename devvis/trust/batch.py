@@ -152,10 +152,11 @@ class _Collector:
                 for row in range(lo, hi):
                     for u in owner(row - g0):
                         by_unit.setdefault(u, []).append(row - b0)
+                shared: dict[tuple[str, str], torch.Tensor] = {}  # patches are the same for a layer's units
                 for u, rows in by_unit.items():
-                    self._add(acts, tag, u, torch.tensor(rows))
+                    self._add(acts, tag, u, torch.tensor(rows), shared)
 
-    def _add(self, acts: Any, tag: str, u: int, rows: torch.Tensor) -> None:
+    def _add(self, acts: Any, tag: str, u: int, rows: torch.Tensor, shared: dict) -> None:
         layer, c = self.units[u]
         unit_map = channels_first(acts, layer)[rows].float().cpu()
         self.values.setdefault((u, tag), []).append(unit_map[:, c].reshape(len(rows), -1).mean(dim=1))
@@ -164,10 +165,15 @@ class _Collector:
         # natural images at the unit's strongest position; random natural images at every position (patches)
         pos = None if tag == "random" else strongest_positions(unit_map, torch.full((len(rows),), c))
         for name in list(self.paths[layer]) + [layer]:
+            if pos is None and (layer, name) in shared:
+                self.local.setdefault((u, tag, name), []).append(shared[(layer, name)])
+                continue
             t = channels_first(acts, name)[rows].float().cpu()
             v = local_vectors(t, unit_map, pos)
-            if pos is None and v.shape[0] > MAX_PATCHES_PER_BATCH:  # evenly spaced, the same rows for every layer
-                v = v[torch.linspace(0, v.shape[0] - 1, MAX_PATCHES_PER_BATCH).long()]
+            if pos is None:
+                if v.shape[0] > MAX_PATCHES_PER_BATCH:  # evenly spaced, the same rows for every layer
+                    v = v[torch.linspace(0, v.shape[0] - 1, MAX_PATCHES_PER_BATCH).long()]
+                shared[(layer, name)] = v
             self.local.setdefault((u, tag, name), []).append(v)
 
     def vals(self, u: int, tag: str) -> torch.Tensor:

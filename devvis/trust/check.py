@@ -32,7 +32,8 @@ from devvis.longitudinal.series import as_series
 from devvis.render import render
 from devvis.trust.examples import DatasetExamples, Unit, dataset_examples, montage, parse_units, safe_name, unit_label
 from devvis.trust.metrics import (UNSEEN_TRANSFORMS, PathSimilarity, default_path_layers, natural_max_ratio,
-                                  path_similarity, seed_stability, spectral_distance, transform_robustness)
+                                  path_similarity, radial_spectrum, seed_stability, spectral_distance,
+                                  transform_robustness)
 from devvis.trust.batch import UnitScores, given_renders, score_checkpoint, units_objective
 from devvis.typing import ImageBatch, PathLike, PreprocessLike, SeriesLike, TransformsLike
 
@@ -210,6 +211,7 @@ def trust(series: SeriesLike, units: Sequence[Unit], dataset: DatasetLike, *, k:
     g = torch.Generator().manual_seed(seed)
     rand_idx = torch.randperm(n, generator=g)[:min(n_random, n)].sort().values.tolist()
     natural = dataset_images(dataset, rand_idx, image_size=dataset_image_size)
+    natural_spectrum = radial_spectrum(natural)
     by_layer: dict[str, list[int]] = {}
     for layer, c in parsed:
         by_layer.setdefault(layer, []).append(c)
@@ -242,7 +244,7 @@ def trust(series: SeriesLike, units: Sequence[Unit], dataset: DatasetLike, *, k:
             viz_out[label][step] = viz[u * seeds:(u + 1) * seeds]
             i = ex.units[label].steps.index(step)
             out[label].append(_unit_trust(layer, c, step, scores[u], float(ex.units[label].values[i, 0]),
-                                          viz[u * seeds:(u + 1) * seeds], natural, paths[layer], th))
+                                          viz[u * seeds:(u + 1) * seeds], natural_spectrum, paths[layer], th))
         bar.update(1)
     bar.close()
     settings = {"k": k, "seeds": seeds, "steps": steps, "image_size": image_size, "seed": seed,
@@ -255,8 +257,8 @@ def trust(series: SeriesLike, units: Sequence[Unit], dataset: DatasetLike, *, k:
     return TrustResult(steps=s.steps, units=out, examples=ex, visualizations=viz_out, thresholds=th, settings=settings)
 
 
-def _unit_trust(layer: str, c: int, step: int, sc: UnitScores, dmax: float, viz: ImageBatch, natural: ImageBatch,
-                path: list[str], th: Thresholds) -> UnitTrust:
+def _unit_trust(layer: str, c: int, step: int, sc: UnitScores, dmax: float, viz: ImageBatch,
+                natural_spectrum: torch.Tensor, path: list[str], th: Thresholds) -> UnitTrust:
     value = float(sc.viz_values.mean())
     u = UnitTrust(layer=layer, channel=c, step=step, viz_value=value, dataset_max=dmax,
                   natural_max_ratio=natural_max_ratio(value, dmax),
@@ -264,6 +266,6 @@ def _unit_trust(layer: str, c: int, step: int, sc: UnitScores, dmax: float, viz:
                   transform_robustness=transform_robustness(sc.viz_values, sc.viz_t),
                   natural_robustness=transform_robustness(sc.top_values, sc.top_t),
                   path=path_similarity(sc.viz, sc.top, sc.random, path),
-                  spectral_distance=spectral_distance(viz, natural))
+                  spectral_distance=spectral_distance(viz, natural_spectrum))
     u.reasons = reasons_for(u, th)
     return u

@@ -218,9 +218,11 @@ def radial_spectrum(images: ImageBatch, bins: int = 12) -> torch.Tensor:
     return out / out.sum().clamp_min(1e-20)
 
 
-def spectral_distance(viz: ImageBatch, natural: ImageBatch, bins: int = 12) -> float:
+def spectral_distance(viz: ImageBatch, natural: ImageBatch | torch.Tensor, bins: int = 12) -> float:
     """Mean over frequency bins of ``|log10(P_viz / P_natural)|`` (:func:`radial_spectrum`): 0 when the power
-    falls off with frequency as in natural images, 1 when it is off by a factor of 10 on average."""
-    pv, pn = radial_spectrum(viz, bins), radial_spectrum(natural, bins)
+    falls off with frequency as in natural images, 1 when it is off by a factor of 10 on average.
+    ``natural``: the natural images, or their :func:`radial_spectrum` ``(bins,)`` computed once."""
+    pv = radial_spectrum(viz, bins)
+    pn = natural if natural.dim() == 1 else radial_spectrum(natural, bins)
     eps = 1e-12
     return float((torch.log10(pv + eps) - torch.log10(pn + eps)).abs().mean())
