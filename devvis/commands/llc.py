@@ -35,8 +35,9 @@ def register(sub) -> None:
     p.add_argument("--localization", type=float, default=None,
                    help="localization strength γ (default: 100, flagged uncalibrated; or chosen by --calibrate)")
     p.add_argument("--calibrate", action="store_true",
-                   help="choose lr, localization and nβ automatically on the last checkpoint (devvis.slt.calibrate); "
-                        "writes OUTPUT/slt/calibration.json and calibration.png")
+                   help="choose lr, localization and nβ automatically (devvis.slt.calibrate): healthy at the first, "
+                        "middle and last checkpoints and stable in lr at the last; writes OUTPUT/slt/calibration.json "
+                        "and calibration.png")
     p.add_argument("--nbeta", type=float, default=None, help="inverse temperature nβ (default: m/log m, m = batch size)")
     p.add_argument("--num-chains", type=int, default=4, help="independent SGLD chains")
     p.add_argument("--num-draws", type=int, default=200, help="draws per chain after burn-in")

@@ -182,6 +182,16 @@ class ChainStats:
     pull_ratio: list[float] = field(default_factory=list)
     #: ``(C, T)``: |w − w*|² at every recorded step (the columns of the loss traces).
     distance: np.ndarray | None = None
+    #: per chain, the sums over the draws of γ(w − w*)·g and of nβ·g_t·g_{t−1} (the pull ratio's parts)
+    pull_sum: np.ndarray | None = None
+    push_sum: np.ndarray | None = None
+
+    def pooled_pull_ratio(self, chains: Sequence[int]) -> float:
+        """The pull ratio of ``chains`` together (sums over their draws): the posterior's, less noisy than one chain's."""
+        if self.pull_sum is None or self.push_sum is None or not len(chains):
+            return math.nan
+        p, q = float(self.pull_sum[list(chains)].sum()), float(self.push_sum[list(chains)].sum())
+        return max(p, 0.0) / q if q > 0 else (math.inf if p > 0 else math.nan)
     engine: str = "loop"
     fallback_reason: str | None = None
 
@@ -253,5 +263,6 @@ def run_chains(engine: AutoEngine, streams: Sequence[Any], anchor: torch.Tensor,
     stats.acceptance = [float(a / n) if n else math.nan for a, n in zip(accept_sum, accept_n)]
     stats.pull_ratio = [float(max(p, 0.0) / q) if q > 0 else (math.inf if p > 0 else math.nan)
                         for p, q in zip(pull_sum, push_sum)]
+    stats.pull_sum, stats.push_sum = pull_sum, push_sum
     stats.engine, stats.fallback_reason = engine.name, engine.fallback_reason
     return stats

@@ -181,7 +181,7 @@ def low_acceptance(chain: int, rate: float) -> str | None:
             f"posterior (decrease lr)")
 
 
-def pull_dominates(chain: int, ratio: float) -> str | None:
+def pull_dominates(chain: int | None, ratio: float) -> str | None:
     """A finding when the localization outweighs the loss where the loss curves (ratio above :data:`MAX_PULL_RATIO`).
 
     ``ratio`` is ``E[γ(w − w*)·∇L] / E[nβ|∇L|²]`` over the draws. For the localized posterior
@@ -191,11 +191,13 @@ def pull_dominates(chain: int, ratio: float) -> str | None:
     above 1 the directions that carry the estimate are held by γ and the estimate is biased low. (The norm
     ``|γ(w − w*)|`` is no such measure: in directions the loss does not see it grows like ``√(γd)``.)
     ``|∇L|²`` is estimated from the gradients of consecutive steps (two minibatches), without the
-    minibatch noise that ``|g|²`` would add.
+    minibatch noise that ``|g|²`` would add. ``chain`` None: the ratio of all chains together (sums over
+    their draws), which the estimate uses: one chain's is noisier.
     """
     if not ratio > MAX_PULL_RATIO:
         return None
-    return (f"chain {chain}: the localization pull along the loss gradient, γ(w−w*)·∇L, is {ratio:.3g}x the "
+    who = "all chains" if chain is None else f"chain {chain}"
+    return (f"{who}: the localization pull along the loss gradient, γ(w−w*)·∇L, is {ratio:.3g}x the "
             f"loss's own nβ|∇L|² (> {MAX_PULL_RATIO:g}): the chain is held by γ, not by the loss, and the estimate "
             f"is biased low (decrease localization or increase nbeta)")
 

@@ -357,8 +357,7 @@ def estimate_llc(
         for key, finding in (("diverged", diagnostics.diverged(c, llc=llcs[c], dim=dim)),
                              ("trending", diagnostics.trending(c, draws[c], init_loss)),
                              ("spreading", diagnostics.spreading(c, stats.distance[c, num_burnin_steps:])),
-                             ("low_acceptance", diagnostics.low_acceptance(c, stats.acceptance[c])),
-                             ("pull_dominates", diagnostics.pull_dominates(c, stats.pull_ratio[c]))):
+                             ("low_acceptance", diagnostics.low_acceptance(c, stats.acceptance[c]))):
             if finding:
                 flags[key].append(c)
                 findings.append(finding)
@@ -368,8 +367,9 @@ def estimate_llc(
     if not finite:
         findings.append("all chains stopped on NaN/inf losses: the estimate is NaN")
     else:
-        alive = draws[[c for c in range(num_chains) if math.isfinite(llcs[c])]]
-        for key, finding in (("below_init", diagnostics.below_init(alive, init_loss)),
+        alive_chains = [c for c in range(num_chains) if math.isfinite(llcs[c])]
+        alive = draws[alive_chains]
+        for key, finding in (("pull_dominates", diagnostics.pull_dominates(None, stats.pooled_pull_ratio(alive_chains))),("below_init", diagnostics.below_init(alive, init_loss)),
                              ("negative", diagnostics.negative(llc_mean, diagnostics.estimate_se(alive, nbeta_value))),
                              ("chains_disagree", diagnostics.chains_disagree(alive)),
                              ("burnin_short", diagnostics.burnin_short(alive, init_loss))):
