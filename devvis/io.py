@@ -35,9 +35,11 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, sync: bool = True) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename).
 
+    ``sync=False`` skips the fsync: readers still never see a partial file, but after a power loss the
+    file may be empty; for many small files that are cheap to make again (the report's pages).
     Raises :class:`~devvis.errors.OutputError` naming the path when the folder
     cannot be created or written (permissions, full disk); no partial file is left.
     """
@@ -51,7 +53,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException as e:
