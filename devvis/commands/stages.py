@@ -27,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--threshold", type=float, default=3.0, help="combined robust z-score a boundary needs")
     p.add_argument("--support-z", type=float, default=1.5, help="z-score at which a signal supports a boundary")
     p.add_argument("--min-support", type=int, default=None, help="signals a boundary needs (default: 2, or 1 with one signal)")
+    p.add_argument("--assign", choices=("settle", "change"), default="settle",
+                   help="a unit belongs to the stage its settle step falls in, or to the one holding most of its "
+                        "response change (where it formed)")
     p.add_argument("--settle-threshold", type=float, default=0.8, help="response similarity of a unit's settle step")
     p.set_defaults(func=run)
 
@@ -37,12 +40,17 @@ def run(args: argparse.Namespace) -> int:
 
     series = open_series(args)
     r = stages(series, layers=args.layers, signals=args.signals, threshold=args.threshold, support_z=args.support_z,
-               min_support=args.min_support, settle_threshold=args.settle_threshold, preprocess=args.preprocess,
+               min_support=args.min_support, settle_threshold=args.settle_threshold, assign=args.assign,
+               preprocess=args.preprocess,
                output_dir=args.output_path)
+    if r.planted:
+        print("planted (curriculum): " + ", ".join(f"{p['phase']} from step {p['step']}" for p in r.planted))
     for b in r.boundaries:
         print(f"boundary at step {b.step} (±{b.uncertainty} checkpoint(s): {b.step_range[0]}-{b.step_range[1]}), "
               f"supported by {', '.join(b.signals)}")
     for st in r.stages:
-        print(f"stage {st.index}: steps {st.start}-{st.end}, {len(st.units)} units settled")
+        pref = ", ".join(f"{k} {v:+.2f}" for k, v in st.group_response().items() if v is not None)
+        print(f"stage {st.index}: steps {st.start}-{st.end}, {len(st.units)} units settled"
+              + (f" (mean standardized response: {pref})" if pref else ""))
     print(f"wrote {', '.join(str(f) for f in r.files)}")
     return 0

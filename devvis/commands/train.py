@@ -2,8 +2,8 @@
 
     devvis train --output-path model_checkpoints/ --steps 1000
     devvis train --output-path quick/ --steps 300 --width 8 --n-train 3000 --threads 1   # ~20 s
-    devvis train --output-path curriculum/ --curriculum --steps 300 --width 8 --n-train 2400 \
-        --batch-size 64 --optimizer adam --lr 0.002 --threads 1     # planted stages at 100 and 200
+    devvis train --output-path curriculum/ --curriculum --steps 300 --width 8 --image-size 16 \
+        --n-train 2400 --n-test 240 --batch-size 64 --optimizer adam --lr 0.005 --threads 1   # stages at 100, 200
 """
 
 from __future__ import annotations

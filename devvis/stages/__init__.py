@@ -21,12 +21,12 @@ from devvis.stages.detect import Boundary, detect_boundaries
 from devvis.stages.dynamics import EssentialDynamics, essential_dynamics, plot_essential_dynamics, probe_outputs
 from devvis.stages.features import UnitResponses, UnitSettle, unit_responses, unit_settles
 from devvis.stages.plots import plot_timeline
-from devvis.stages.result import Stage, StagesResult
+from devvis.stages.result import Stage, StagesResult, mean_group_response
 from devvis.stages.turns import TurningPoint, turning_points, turns
 
 __all__ = [
     "Boundary", "DEFAULT_SIGNALS", "EssentialDynamics", "SIGNALS", "Stage", "StagesResult", "TurningPoint",
     "UnitResponses", "UnitSettle", "block_llc", "default_blocks", "default_layers", "detect_boundaries",
-    "essential_dynamics", "plot_essential_dynamics", "plot_timeline", "probe_outputs", "stages", "turning_points",
-    "turns", "unit_responses", "unit_settles",
+    "essential_dynamics", "mean_group_response", "plot_essential_dynamics", "plot_timeline", "probe_outputs",
+    "stages", "turning_points", "turns", "unit_responses", "unit_settles",
 ]

@@ -12,7 +12,8 @@ from devvis.longitudinal import as_series
 from devvis.stages.detect import (DEFAULT_MIN_SEPARATION, DEFAULT_SUPPORT_Z, DEFAULT_THRESHOLD, detect_boundaries,
                                   signal_z)
 from devvis.stages.dynamics import essential_dynamics
-from devvis.stages.features import UnitSettle, features_signal, unit_responses, unit_settles
+from devvis.stages.features import (UnitSettle, change_shares, features_signal, response_change, unit_responses,
+                                    unit_settles)
 from devvis.stages.result import Stage, StagesResult
 from devvis.stages.turns import turning_points
 from devvis.typing import ImageBatch, PathLike, PreprocessLike, SeriesLike
@@ -76,8 +77,16 @@ def _llc_signal(llc: Any, steps: list[int]) -> np.ndarray:
     return np.array([float(got[s]) for s in steps])
 
 
-def _assign_units(stages_: list[Stage], units: Sequence[UnitSettle]) -> None:
+#: How units are assigned to stages: by settle step, or to the stage holding most of their response change.
+ASSIGN = ("settle", "change")
+
+
+def _assign_units(stages_: list[Stage], units: Sequence[UnitSettle], assign: str) -> None:
     for u in units:
+        if assign == "change":
+            if u.change_share and np.isfinite(u.change_share).all():
+                stages_[int(np.argmax(u.change_share))].units.append(u)
+            continue
         if u.settle_step is None:
             continue
         for st in stages_:
@@ -103,7 +112,7 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
            layers: Sequence[str] | None = None, signals: Sequence[str] | None = None, loss: Any = None,
            llc: Any = None, block_llc: Mapping[str, Any] | None = None, changes: Mapping[str, Any] | None = None,
            circuits: Sequence[Any] = (), class_names: Sequence[str] | None = None,
-           groups: Mapping[str, Sequence[int]] | None = None,
+           groups: Mapping[str, Sequence[int]] | None = None, assign: str = "settle",
            threshold: float = DEFAULT_THRESHOLD, support_z: float = DEFAULT_SUPPORT_Z, min_support: int | None = None,
            min_separation: int = DEFAULT_MIN_SEPARATION, weights: Mapping[str, float] | None = None,
            settle_threshold: float = 0.8, k: int = 9, n_components: int = 3, preprocess: PreprocessLike = "auto",
@@ -129,6 +138,8 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
             (feature visualizations) assign those units instead of the response settle steps.
         groups: ``{name: class labels}``: each unit's mean standardized response on each group's probe
             images (``group_response``); default on the SyntheticShapes probe: the curriculum's phases.
+        assign: ``"settle"`` (a unit belongs to the stage its settle step falls in) or ``"change"`` (to the
+            stage that holds the largest share of its response change: the stage it formed in).
         circuits: :class:`~devvis.circuits.InfluenceTrajectory` objects or ``(source, target, channel)``
             tuples (computed on the first 32 probe images); each stage lists those with a turning point in it.
         threshold, support_z, min_support, min_separation, weights: boundary detection
@@ -144,6 +155,8 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
     if len(steps) < 5:
         raise ConfigError(f"stage detection needs at least 5 checkpoints; the series has {len(steps)}")
     trained = _training_settings(s)
+    if assign not in ASSIGN:
+        raise ConfigError(f"unknown assign {assign!r}; valid: {', '.join(ASSIGN)}")
     x, y, names = _probe(inputs, labels, int(trained.get("size", 32)))
     class_names = list(class_names) if class_names is not None else names
     group_map = _groups(groups, class_names)
@@ -183,7 +196,11 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
                                          source="feature visualization",
                                          group_response=old.group_response if old else {})
         units = list(by_label.values())
-    _assign_units(stage_list, units)
+    moved = response_change(responses)
+    for u in units:
+        if u.layer in moved and u.channel < moved[u.layer].shape[1]:
+            u.change_share = change_shares(steps, moved[u.layer][:, u.channel], edges)
+    _assign_units(stage_list, units, assign)
     for rec in _circuits(s, circuits, x[:32], preprocess):
         for st in stage_list:
             hits = [p for p in rec["turning_points"] if st.start <= p["step"] < st.end]
@@ -202,7 +219,7 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
         settings={"signals": list(sig), "layers": layer_names, "threshold": threshold, "support_z": support_z,
                   "min_support": min_support, "min_separation": min_separation, "settle_threshold": settle_threshold,
                   "k": k, "n_components": n_components, "probe_images": int(len(x)),
-                  "probe_size": int(x.shape[-1]), "groups": group_map,
+                  "probe_size": int(x.shape[-1]), "groups": group_map, "assign": assign,
                   "weights": dict(weights) if weights else None})
     if output_dir is not None:
         result.save(output_dir)

@@ -13,6 +13,10 @@ A unit is one channel of a layer. Its **response profile** at a checkpoint is it
 * **Features signal**: the trajectory of all units' standardized profiles (each profile centred and
   scaled to unit norm, concatenated over units), reduced to its top principal components as for the
   essential dynamics; it turns where many units change what they respond to at once.
+* **Response change** of a unit between checkpoints ``i`` and ``i + 1``: ``‖p̂_{i+1} − p̂_i‖`` of its
+  standardized profile ``p̂`` (centred, unit norm, as in the features signal), from 0 (unchanged) to 2
+  (reversed). Its **change share** in a stage is the part of the sum over the run that falls in the
+  stage's intervals: the stage in which the unit's response changed most is the one it *formed in*.
 * **Top examples**: the ``k`` probe images that drive a unit most in the final checkpoint, and their
   labels (so a unit can be checked against the stage it is assigned to).
 * **Group response**: with probe labels and class groups (default on the SyntheticShapes probe: the
@@ -103,6 +107,20 @@ def features_signal(responses: UnitResponses, n_components: int = 3) -> np.ndarr
     return pca(z, n_components)[0]
 
 
+def response_change(responses: UnitResponses) -> dict[str, np.ndarray]:
+    """``{layer: (n_checkpoints − 1, C)}``: each unit's response change between consecutive checkpoints (module docstring)."""
+    return {layer: np.linalg.norm(np.diff(_standardized(p), axis=0), axis=-1) for layer, p in responses.profiles.items()}
+
+
+def change_shares(steps: Sequence[int], change: np.ndarray, edges: Sequence[int]) -> list[float]:
+    """The share of a unit's response change ``change`` ``(n − 1,)`` (between ``steps[i]`` and ``steps[i+1]``) in
+    each stage ``edges[k] < step ≤ edges[k+1]`` (an interval belongs to the stage that contains its end)."""
+    ends = np.asarray(list(steps)[1:])
+    per = [float(change[(ends > a) & (ends <= b)].sum()) for a, b in zip(edges[:-1], edges[1:])]
+    total = sum(per)
+    return [v / total for v in per] if total > 1e-12 else [float("nan")] * len(per)
+
+
 @dataclass
 class UnitSettle:
     """A unit's settle step from its response similarity, and its top probe examples in the final checkpoint."""
@@ -115,6 +133,7 @@ class UnitSettle:
     top_labels: list[int]
     source: str = "response"
     group_response: dict[str, float] = field(default_factory=dict)
+    change_share: list[float] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -123,7 +142,8 @@ class UnitSettle:
     def to_dict(self) -> dict[str, Any]:
         return {"unit": self.label, "settle_step": self.settle_step, "settle_status": self.settle_status,
                 "source": self.source, "top_examples": self.top_examples, "top_labels": self.top_labels,
-                "group_response": {k: round(v, 4) if np.isfinite(v) else None for k, v in self.group_response.items()}}
+                "group_response": {k: round(v, 4) if np.isfinite(v) else None for k, v in self.group_response.items()},
+                "change_share": [round(v, 4) if np.isfinite(v) else None for v in self.change_share]}
 
 
 def group_responses(profile: np.ndarray, labels: torch.Tensor | np.ndarray,

@@ -26,7 +26,10 @@ DEFINITIONS = {
     "uncertainty_checkpoints": "max(1, largest distance from the boundary to a supporting signal's own peak "
                                "within +-1 checkpoint); the true boundary lies within index +- uncertainty",
     "stage": "the steps from one boundary (or step 0) up to the next boundary (or the final step)",
-    "units": "units whose settle step lies in [start, end) of the stage (the final stage includes its end)",
+    "units": "assign 'settle': units whose settle step lies in [start, end) of the stage (the final stage includes "
+             "its end); assign 'change': units whose largest change share falls in the stage",
+    "change_share": "per unit and stage: the part of the unit's response change (||p_{i+1} - p_i|| of its centred, "
+                    "unit-norm probe-response profile, summed over the intervals ending in the stage) over the run's total",
     "group_response": "per unit: mean over a group's probe images of the unit's final response profile "
                       "standardized over all probe images (mean 0, sd 1); per stage: the mean over its units",
     "circuits": "circuits whose influence vector (source channels' influence on the target channel) has a "
@@ -37,6 +40,15 @@ DEFINITIONS = {
                 "features": "top principal components of all units' standardized response profiles",
                 "llc": "LLC over training (when given)"},
 }
+
+
+def mean_group_response(units: list[UnitSettle]) -> dict[str, float | None]:
+    """Per group, the mean of the units' group responses (None where no unit has one)."""
+    out: dict[str, float | None] = {}
+    for g in (units[0].group_response if units else {}):
+        v = [u.group_response[g] for u in units if np.isfinite(u.group_response.get(g, np.nan))]
+        out[g] = round(float(np.mean(v)), 4) if v else None
+    return out
 
 
 @dataclass
@@ -53,11 +65,7 @@ class Stage:
 
     def group_response(self) -> dict[str, float | None]:
         """Per group, the mean group response of the stage's units (None where no unit has one)."""
-        out: dict[str, float | None] = {}
-        for g in (self.units[0].group_response if self.units else {}):
-            v = [u.group_response[g] for u in self.units if np.isfinite(u.group_response.get(g, np.nan))]
-            out[g] = round(float(np.mean(v)), 4) if v else None
-        return out
+        return mean_group_response(self.units)
 
     def to_dict(self, class_names: list[str] | None = None) -> dict[str, Any]:
         units = []
@@ -97,6 +105,11 @@ class StagesResult:
     @property
     def boundary_steps(self) -> list[int]:
         return [b.step for b in self.boundaries]
+
+    def formed_in(self, index: int) -> list[UnitSettle]:
+        """The units whose largest change share falls in stage ``index`` (the ``assign="change"`` rule)."""
+        return [u for u in self.units if u.change_share and np.isfinite(u.change_share).all()
+                and int(np.argmax(u.change_share)) == index]
 
     def to_dict(self) -> dict[str, Any]:
         return dio.metadata(
