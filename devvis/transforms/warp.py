@@ -178,12 +178,15 @@ def affine_grid(theta: torch.Tensor, size: tuple[int, int], *, dtype: torch.dtyp
     """
     h, w = size
     th = theta.to(torch.float64).tolist()
-    xs = (torch.arange(w, dtype=torch.float64) * 2 + 1) / w - 1  # pixel centres, align_corners=False
-    ys = (torch.arange(h, dtype=torch.float64) * 2 + 1) / h - 1
-    grid = torch.empty(1, h, w, 2, dtype=torch.float64)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    # built where it is used (no host-to-device copy on a GPU); float64 on the CPU, where it is cheap
+    work = torch.float64 if dev.type == "cpu" else torch.float32
+    xs = (torch.arange(w, dtype=work, device=dev) * 2 + 1) / w - 1  # pixel centres, align_corners=False
+    ys = (torch.arange(h, dtype=work, device=dev) * 2 + 1) / h - 1
+    grid = torch.empty(1, h, w, 2, dtype=work, device=dev)
     torch.add((th[0][0] * xs)[None, :], (th[0][1] * ys + th[0][2])[:, None], out=grid[0, :, :, 0])
     torch.add((th[1][0] * xs)[None, :], (th[1][1] * ys + th[1][2])[:, None], out=grid[0, :, :, 1])
-    return grid.to(device=device, dtype=dtype)
+    return grid.to(dtype=dtype)
 
 
 def sized(transforms: Transform, size: int | tuple[int, int] | None) -> Transform:

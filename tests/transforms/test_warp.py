@@ -50,10 +50,10 @@ def test_a_known_rotation_of_a_planted_pattern():
     out = Warp(pad_px=0, jitter_px=0, angles=[90.0], fill=0.0)(x)
     assert out[0, 0, 2, 0] > 0.99 and out[0, 0, 0, 2] < 0.01  # counter-clockwise: to the left centre
     # any angle: the same warp as the separate RandomRotate (with zeros outside, as it fills)
-    img = torch.rand(1, 3, 31, 31)
-    for a in (-10.0, 7.0):
-        fused = Warp(pad_px=0, jitter_px=0, angles=[a], fill=0.0)(img)
-        assert torch.allclose(fused, T.random_rotate([a])(img), atol=1e-5)
+    for img in (torch.rand(1, 3, 31, 31), torch.rand(1, 3, 21, 31)):  # square and not
+        for a in (-10.0, 7.0):
+            fused = Warp(pad_px=0, jitter_px=0, angles=[a], fill=0.0)(img)
+            assert torch.allclose(fused, T.random_rotate([a])(img), atol=1e-5)
 
 
 def test_scale_about_the_centre_and_its_cancelling_at_a_fixed_size():
