@@ -204,7 +204,7 @@ def unit_page(site: Site, run: Run, unit: Unit, prev: Unit | None, nxt: Unit | N
         links.append(f"<a rel='next' href='{site.href(site.unit_page(nxt), page)}'>{esc(nxt.label)} &rarr;</a>")
     settle = settle_text(unit.settle_step, unit.settle_status, unit.settle_reason)
     source = f" (from the {esc(unit.settle_source)})" if unit.settle_source else ""
-    facts = (f"<p class='facts'>settles at <b>{settle}</b>{source} · {esc(run.settle_class(unit))} · "
+    facts = (f"<p class='facts'>settle step: <b>{settle}</b>{source} · {esc(run.settle_class(unit))} · "
              f"{verdict_badge(unit.verdict)} · {len(unit.failures)} failed checkpoint(s)</p>")
     fails = "".join(f"<li>step {step_label(f.step)}: {esc(f.error)}</li>" for f in unit.failures)
     fails = f"<div class='failures'><b>Failed here:</b><ul>{fails}</ul></div>" if fails else ""

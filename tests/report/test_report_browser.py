@@ -44,10 +44,11 @@ def browser(chromium):
 def _state(b: Browser) -> dict:
     return b.eval("""(() => { const m = document.querySelector('svg.chart line.mark');
       return {step: document.body.dataset.step, src: document.querySelector('#viz').getAttribute('src'),
-              hidden: document.querySelector('#viz').hidden, hash: location.hash,
+              hidden: getComputedStyle(document.querySelector('#viz')).display === 'none', hash: location.hash,
               markStep: m && m.getAttribute('data-step'), markX: m && +m.getAttribute('x1'),
               xs: document.querySelector('svg.chart').dataset.xs.split(',').map(Number),
-              failed: document.querySelector('#viz-failed').hidden ? null : document.querySelector('#viz-failed').textContent,
+              failed: getComputedStyle(document.querySelector('#viz-failed')).display === 'none' ? null
+                      : document.querySelector('#viz-failed').textContent,
               row: document.querySelector('tr.current') && document.querySelector('tr.current').getAttribute('data-step')
               }; })()""")
 
