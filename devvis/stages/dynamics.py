@@ -165,7 +165,7 @@ def plot_essential_dynamics(ed: EssentialDynamics, output_path: PathLike, *,
 
     k = ed.pcs.shape[1]
     pairs = [(0, j) for j in range(1, min(k, 3))]
-    fig, axes = plt.subplots(1, len(pairs) + 1, figsize=(4.6 * (len(pairs) + 1), 4.2))
+    fig, axes = plt.subplots(1, len(pairs) + 1, figsize=(4.6 * (len(pairs) + 1), 4.2), layout="constrained")
     turning = {p.index for p in ed.turning_points}
     marked = {i for i, st in enumerate(ed.steps) if st in set(boundaries)}
     for ax, (a, b) in zip(axes, pairs):
