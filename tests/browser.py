@@ -187,8 +187,13 @@ class Browser:
 
     # --- what the tests use
     def open(self, page: str | Path, settle: float = 0.3) -> None:
-        """Navigate to ``page`` (a path or URL), wait for its load event and for the page's script to finish."""
-        url = page if isinstance(page, str) and "://" in page else Path(page).resolve().as_uri()
+        """Navigate to ``page`` (a URL, or a path with an optional ``#fragment``), wait for its load event, then
+        ``settle`` seconds for the page's script and lazy images."""
+        if isinstance(page, str) and "://" in page:
+            url = page
+        else:  # a path, with an optional #fragment
+            path, sep, frag = str(page).partition("#")
+            url = Path(path).resolve().as_uri() + sep + frag
         here = self.eval("location.href").split("#")[0]
         if here == url.split("#")[0] and url != "about:blank":  # a new fragment alone would not reload the page
             self.open("about:blank", settle=0)

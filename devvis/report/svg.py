@@ -54,7 +54,8 @@ def line_chart(steps: Sequence[int], series: Sequence[tuple[str, Sequence[float 
 
     parts = [f"<rect x='{LEFT}' y='{TOP}' width='{W - LEFT - RIGHT}' height='{H - TOP - BOTTOM}' class='frame'/>"]
     for v in (lo + pad, (lo + hi) / 2, hi - pad):
-        parts.append(f"<text x='{LEFT - 4}' y='{y(v) + 4:.1f}' class='ytick'>{_fmt(v)}</text>")
+        shown = 0.0 if abs(v) < (hi - lo) * 1e-3 else v  # no 0.000652 for a tick at zero
+        parts.append(f"<text x='{LEFT - 4}' y='{y(v) + 4:.1f}' class='ytick'>{_fmt(shown)}</text>")
     every = max(1, math.ceil(n / 10))
     for i, s in enumerate(steps):
         if i % every == 0 or i == n - 1:
