@@ -1,18 +1,21 @@
-"""The end-to-end demo: train a small model on synthetic data, then show its features developing.
+"""The end-to-end demo: train a small model on a planted curriculum, then show its features developing.
 
 ``run_demo(output_dir)`` (what ``devvis demo`` and ``make demo`` run):
 
-1. trains :func:`devvis.zoo.compact_resnet` on :class:`devvis.data.SyntheticShapes`
-   and saves a log-spaced checkpoint series (reused when already complete);
-2. renders the most active channels of several layers at every checkpoint and
-   computes their feature-change metrics and settle steps (:func:`devvis.longitudinal.track`),
-   then their dataset examples (held-out SyntheticShapes) and trust verdicts (:func:`devvis.trust.trust`);
+1. trains :func:`devvis.zoo.compact_resnet` on :class:`devvis.data.SyntheticShapes` with a planted
+   curriculum (colour classes first, shapes added at one third of training, gratings at two thirds:
+   the run's true stage boundaries) and saves evenly spaced checkpoints (reused when already complete);
+2. renders the most active channels of several layers at every checkpoint and computes their
+   feature-change metrics and settle steps (:func:`devvis.longitudinal.track`), then their dataset
+   examples (held-out SyntheticShapes) and trust verdicts (:func:`devvis.trust.trust`);
 3. plots each channel's activation on held-out probe images over training;
-4. estimates the local learning coefficient at every checkpoint, plotted beside
-   the feature-change curves (:func:`devvis.slt.llc_trajectory`);
-5. analyses one circuit: a late channel's strongest upstream channels, their
-   expanded weights and whether they settled earlier (:func:`devvis.circuits.composition`);
-6. writes ``report.html`` over all of it.
+4. estimates the local learning coefficient at every checkpoint with calibrated settings, plotted
+   beside the feature-change curves (:func:`devvis.slt.llc_trajectory`);
+5. analyses one circuit: a late channel's strongest upstream channels, their expanded weights and
+   whether they settled earlier (:func:`devvis.circuits.composition`);
+6. finds the run's developmental stages from the LLC, the loss, the essential dynamics and the
+   feature changes, and which units formed in each (:func:`devvis.stages.stages`);
+7. writes the report (``report.html`` and its site) over all of it.
 """
 
 from __future__ import annotations
@@ -34,15 +37,25 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
 
 @dataclass
 class DemoSettings:
-    """Demo knobs; :data:`QUICK` is the ``--quick`` variant."""
+    """Demo knobs; :meth:`quick` gives the ``--quick`` variant.
 
-    train_steps: int = 1000
-    width: int = 16
-    n_train: int = 8000
+    The training run is the planted curriculum of ``tests/stages`` (16 px images, width 8, AdamW,
+    constant learning rate after the warm-up): shapes join at ``train_steps // 3``, gratings at
+    ``2 * train_steps // 3``, and ``checkpoints`` evenly spaced checkpoints (plus step 0) are saved.
+    """
+
+    train_steps: int = 300
+    checkpoints: int = 30
+    width: int = 8
+    size: int = 16
+    n_train: int = 2400
+    n_test: int = 240
+    batch_size: int = 64
+    lr: float = 0.005
     layers: tuple[str, ...] = ("layer1.0", "layer2.0", "layer3.0")
     channels_per_layer: int = 4
-    render_steps: int = 64
-    image_size: int = 48
+    render_steps: int = 48
+    image_size: int = 32
     llc_draws: int = 60
     llc_lrs: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4)  # calibration grid of the LLC step size
     llc_localizations: tuple[float, ...] = (1.0, 10.0)
@@ -55,8 +68,8 @@ class DemoSettings:
     seed: int = 0
 
     def quick(self) -> "DemoSettings":
-        return dataclasses.replace(self, train_steps=300, width=8, n_train=3000, channels_per_layer=3,
-                                   render_steps=40, image_size=40, llc_draws=30, circuit_k=3)
+        return dataclasses.replace(self, checkpoints=15, channels_per_layer=3, render_steps=32, llc_draws=30,
+                                   circuit_k=3, trust_images=128)
 
 
 def _top_channels(series: "CheckpointSeries", layer: str, n: int, probe: ImageBatch) -> list[int]:
@@ -86,6 +99,7 @@ def run_demo(output_dir: PathLike, *, quick: bool = False, progress: bool = True
     from devvis.longitudinal import CheckpointSeries, get_activations, plot_longitudinal_activations, track
     from devvis.report import write_report
     from devvis.slt import llc_trajectory
+    from devvis.stages import stages
     from devvis.trust import trust
     from devvis.zoo import train_series
 
@@ -101,75 +115,89 @@ def run_demo(output_dir: PathLike, *, quick: bool = False, progress: bool = True
         log(f"[devvis demo] {name}")
         return time.time()
 
-    t = stage("1/6 training the compact ResNet on synthetic shapes (reused if already trained)")
-    trained = train_series(out / "checkpoints", steps=s.train_steps, width=s.width, n_train=s.n_train, seed=s.seed,
+    cur = (s.train_steps // 3, 2 * s.train_steps // 3)
+    every = max(1, s.train_steps // s.checkpoints)
+    t = stage(f"1/7 training the compact ResNet on a planted curriculum of synthetic shapes (colours from step 0, "
+              f"shapes from {cur[0]}, gratings from {cur[1]}; reused if already trained)")
+    trained = train_series(out / "checkpoints", steps=s.train_steps, width=s.width, size=s.size, n_train=s.n_train,
+                           n_test=s.n_test, batch_size=s.batch_size, optimizer="adam", lr=s.lr, curriculum=cur,
+                           checkpoint_steps=list(range(0, s.train_steps + 1, every)), seed=s.seed, threads=1,
                            progress=progress)
     timings["train_s"] = time.time() - t
     log(f"    {len(trained.steps)} checkpoints, held-out accuracy {trained.final_accuracy:.1%}"
         f"{' (reused)' if trained.reused else ''}")
 
     series = CheckpointSeries(out / "checkpoints")
-    size = int(trained.settings.get("size", 32))
+    size = int(trained.settings.get("size", s.size))
     probe = probe_batch(32, size=size, seed=s.seed)
     components = [(layer, c) for layer in s.layers for c in _top_channels(series, layer, s.channels_per_layer, probe)]
 
-    t = stage(f"2/6 rendering {len(components)} channels at {len(series)} checkpoints and measuring feature change")
+    t = stage(f"2/7 rendering {len(components)} channels at {len(series)} checkpoints and measuring feature change")
     tracked = track(series, components, out / "longitudinal", steps=s.render_steps, image_size=s.image_size,
                     seed=s.seed, progress=progress)
     timings["features_s"] = time.time() - t
 
-    t = stage(f"2b/6 dataset examples and trust verdicts of the {len(components)} channels (SyntheticShapes as the dataset)")
+    t = stage(f"2b/7 dataset examples and trust verdicts of the {len(components)} channels "
+              "(SyntheticShapes as the dataset)")
     trusted = trust(series, components, SyntheticShapes(s.trust_images, size=size, seed=s.seed, split="test"),
                     k=s.trust_k, seeds=s.trust_seeds, steps=s.render_steps, image_size=s.image_size, seed=s.seed,
-                    progress=progress)
+                    dataset_image_size=s.image_size, renders=tracked.renders, progress=progress)
     trusted.save(out / "trust")
     timings["trust_s"] = time.time() - t
     n_ok = sum(u.trustworthy for rows in trusted.units.values() for u in rows)
     log(f"    {n_ok}/{sum(len(r) for r in trusted.units.values())} unit-checkpoints trustworthy "
         f"({timings['trust_s']:.0f} s)")
 
-    t = stage("3/6 activation trajectories on held-out probe images")
+    t = stage("3/7 activation trajectories on held-out probe images")
     for layer, c in components:
         acts = get_activations(None, layer, c, series, inputs=probe)
         plot_longitudinal_activations(acts, layer, c, out / "longitudinal" / "activations" / f"{layer}_channel_{c}.png")
     timings["activations_s"] = time.time() - t
 
-    t = stage("4/6 local learning coefficient at every checkpoint (SGLD)")
+    t = stage("4/7 local learning coefficient at every checkpoint (SGLD, calibrated at the first, middle and last)")
     # generated once: every SGLD step then reads tensors instead of drawing new images
     x, y = SyntheticShapes(s.llc_batches * 64, size=size, seed=s.seed, split="train").tensors()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64, shuffle=False)
     curves = {label: (fc.steps, fc.similarity) for label, fc in tracked.changes.items()}
-    # settings calibrated on the final checkpoint (devvis.slt.calibrate), then the same at every checkpoint
     calibration = dict(lrs=s.llc_lrs, localizations=s.llc_localizations, num_chains=s.llc_chains,
                        num_draws=s.llc_draws, num_burnin_steps=s.llc_draws // 2)
     llc = llc_trajectory(series, loader, torch.nn.CrossEntropyLoss(), feature_curves=curves, output_dir=out / "slt",
                          num_chains=s.llc_chains, num_draws=s.llc_draws, num_burnin_steps=s.llc_draws // 2,
                          calibrate=calibration, seed=s.seed, progress=False, warn=False)
     h = llc.hyperparameters
+    n_healthy = sum(r.ok for r in llc.results)
     log(f"    LLC settings: lr {h['lr']:.3g}, localization {h['localization']:.3g}, nβ {h['nbeta']:.4g} "
         f"({'calibrated' if h['calibrated'] else 'calibration found no healthy setting'}); "
-        f"{sum(r.ok for r in llc.results)}/{len(llc.results)} estimates healthy")
+        f"{n_healthy}/{len(llc.results)} estimates healthy, smallest {min(llc.llc_mean):.3g}")
     timings["llc_s"] = time.time() - t
 
-    t = stage("5/6 one circuit: where the most active late channel comes from")
+    t = stage("5/7 one circuit: where the most active late channel comes from")
     target_layer, source_layer = s.layers[-1], s.layers[-2]
     target = next(c for layer, c in components if layer == target_layer)
     composition(series, source_layer, target_layer, target, k=s.circuit_k, inputs=probe, output_dir=out / "circuits",
                 render_kwargs={"steps": s.render_steps, "image_size": s.image_size}, seed=s.seed)
     timings["circuits_s"] = time.time() - t
 
-    t = stage("6/6 writing the report")
+    t = stage("6/7 developmental stages (LLC, loss, essential dynamics, feature change) and what formed in each")
+    staged = stages(series, llc=llc, circuits=[(source_layer, target_layer, target)], output_dir=out / "stages")
+    timings["stages_s"] = time.time() - t
+    log(f"    boundaries at steps {[b.step for b in staged.boundaries]} (planted: {list(cur)})")
+
+    t = stage("7/7 writing the report")
     timings["total_s"] = time.time() - t_all
     took = (f"analysis took {timings['total_s'] - timings['train_s']:.0f} s, training reused" if trained.reused
             else f"demo took {timings['total_s']:.0f} s (training {timings['train_s']:.0f} s)")
-    summary = (f"compact ResNet (width {s.width}) trained {s.train_steps} steps on SyntheticShapes: held-out accuracy "
+    summary = (f"compact ResNet (width {s.width}, {size} px) trained {s.train_steps} steps on a planted curriculum of "
+               f"SyntheticShapes (shapes from step {cur[0]}, gratings from {cur[1]}): held-out accuracy "
                f"{trained.final_accuracy:.1%}; {len(series)} checkpoints; {took}{' (quick)' if quick else ''}")
     dio.write_json(out / "demo.json", dio.metadata(
         "demo", summary=summary, quick=quick, settings=dataclasses.asdict(s), timings_s=timings,
         accuracy=trained.final_accuracy, steps=series.steps, components=[f"{l}:{c}" for l, c in components],
+        curriculum={"shape": cur[0], "texture": cur[1]},
         settle_steps={k: v.settle_step for k, v in tracked.changes.items()},
         trust={k: {str(u.step): u.verdict for u in rows} for k, rows in trusted.units.items()},
-        llc=dict(zip(map(str, llc.steps), llc.llc_mean))))
+        llc=dict(zip(map(str, llc.steps), llc.llc_mean)), llc_healthy=n_healthy,
+        stage_boundaries=[b.step for b in staged.boundaries]))
     report = write_report(out, title="devvis demo: features developing over training")
     log(f"    wrote {report} ({summary})")
     return report
