@@ -143,9 +143,11 @@ def test_cli_stages(small_curriculum, tmp_path, capsys):
     from devvis.cli import main
 
     assert main(["stages", "--checkpoint-path", str(small_curriculum), "--output-path", str(tmp_path),
-                 "--threshold", "2"]) == 0
+                 "--threshold", "2", "--assign", "change"]) == 0
     out = capsys.readouterr().out
     assert "stage 0: steps 0-" in out and (tmp_path / "stages.json").is_file()
+    assert "planted (curriculum): shape from step 4, texture from step 8" in out and "mean standardized response" in out
+    assert json.loads((tmp_path / "stages.json").read_text())["settings"]["assign"] == "change"
 
 
 #: The planted curriculum of the demo and the README (16 px images, so one run is ~20-40 s of one core):
