@@ -22,7 +22,7 @@ from devvis.errors import ConfigError
 
 __all__ = ["Batch", "Criterion", "Loader", "SeededStream", "batch_size_of", "leading_dim", "loader_generators",
            "split_batch", "to_device", "cycle",
-           "mean_loss"]
+           "batch_losses", "weighted_mean", "mean_loss"]
 
 Batch = tuple[Any, Any]
 """One ``(inputs, targets)`` pair; ``inputs`` a tensor ``(m, ...)``, a tuple/list or a dict of them."""
@@ -86,21 +86,30 @@ def cycle(loader: Loader) -> Iterator[Batch]:
             raise ConfigError("the loader yielded no batches")
 
 
-def mean_loss(model: nn.Module | Callable[[Any], Any], loader: Loader, criterion: Criterion, device: torch.device,
-              max_batches: int | None = None) -> float:
-    """The loss over ``loader`` (its first ``max_batches`` batches), batches weighted by their size; no gradients."""
-    total, weight = 0.0, 0
+def batch_losses(model: nn.Module | Callable[[Any], Any], loader: Loader, criterion: Criterion, device: torch.device,
+                 max_batches: int | None = None) -> list[tuple[float, int]]:
+    """``(loss, batch size)`` of each batch of ``loader`` (its first ``max_batches``); no gradients."""
+    out: list[tuple[float, int]] = []
     with torch.no_grad():
         for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
             x, y = to_device(split_batch(batch), device)
-            n = leading_dim(x)
-            total += float(criterion(model(x), y)) * n
-            weight += n
-    if weight == 0:
+            out.append((float(criterion(model(x), y)), leading_dim(x)))
+    if not out:
         raise ConfigError("the loader yielded no batches")
-    return total / weight
+    return out
+
+
+def weighted_mean(losses: list[tuple[float, int]]) -> float:
+    """The mean of ``(loss, batch size)`` pairs, batches weighted by their size."""
+    return sum(v * n for v, n in losses) / sum(n for _, n in losses)
+
+
+def mean_loss(model: nn.Module | Callable[[Any], Any], loader: Loader, criterion: Criterion, device: torch.device,
+              max_batches: int | None = None) -> float:
+    """The loss over ``loader`` (its first ``max_batches`` batches), batches weighted by their size; no gradients."""
+    return weighted_mean(batch_losses(model, loader, criterion, device, max_batches))
 
 
 def loader_generators(loader: Any) -> list[torch.Generator]:

@@ -165,9 +165,9 @@ class ChainSettings:
 
     def mala_steps(self) -> set[int]:
         """Steps (after burn-in) at which the MALA acceptance is measured: at most ``mala_points``, evenly
-        spaced, and at most one step in eight (each costs one more forward/backward pass)."""
+        spaced, and at most one step in sixteen (each costs one more forward/backward pass)."""
         after = range(self.num_burnin_steps, self.steps)
-        k = min(self.mala_points, max(1, len(after) // 8))
+        k = min(self.mala_points, max(1, len(after) // 16))
         if k <= 0:
             return set()
         return {after[int(i)] for i in np.linspace(0, len(after) - 1, k).round()}

@@ -73,7 +73,7 @@ from tqdm.auto import tqdm
 
 from devvis.errors import ConfigError, LayerNotFoundError
 from devvis.slt import diagnostics
-from devvis.slt.batches import Criterion, Loader, SeededStream, batch_size_of, mean_loss
+from devvis.slt.batches import Criterion, Loader, SeededStream, batch_losses, batch_size_of, weighted_mean
 from devvis.slt.chains import ChainSettings, make_engine, run_chains
 from devvis.slt.diagnostics import LLCDiagnosticWarning
 from devvis.slt.result import LLCResult
@@ -188,21 +188,26 @@ def has_mode_dependent_modules(model: nn.Module) -> bool:
 #: and the two losses differ by more than :data:`MODE_RELATIVE`.
 MODE_GAP = 1.0
 MODE_RELATIVE = 0.05
+#: The two modes are compared on the first this-many batches of L(w*) (paired: the same batches).
+MODE_BATCHES = 2
 
 
-def _mode_finding(model: nn.Module, loader: Loader, criterion: Criterion, dev: torch.device, batches: int | None,
-                  seed: int, init_loss: float, train_mode: bool, nbeta: float) -> tuple[str | None, float]:
-    """Loss at w* in the other mode, and a finding when it disagrees strongly with ``init_loss``."""
+def _mode_finding(model: nn.Module, loader: Loader, criterion: Criterion, dev: torch.device,
+                  seed: int, sampled: list[tuple[float, int]], train_mode: bool, nbeta: float) -> tuple[str | None, float]:
+    """Loss at w* in the other mode on the first :data:`MODE_BATCHES` batches, and a finding when it disagrees
+    strongly with the sampled mode's loss ``sampled`` on the same batches."""
     other = "eval" if train_mode else "train"
+    k = min(MODE_BATCHES, len(sampled))
     with frozen(model, mode=other, freeze=False, restore_values=True):
         with _seeded_global_rng(seed, dev):
-            loss = mean_loss(model, SeededStream(loader, seed, epochs=1), criterion, dev, batches)
-    gap = abs(loss - init_loss)
-    if gap * nbeta > MODE_GAP and gap > MODE_RELATIVE * max(abs(loss), abs(init_loss)):
+            loss = weighted_mean(batch_losses(model, SeededStream(loader, seed, epochs=1), criterion, dev, k))
+    mine_loss = weighted_mean(sampled[:k])
+    gap = abs(loss - mine_loss)
+    if gap * nbeta > MODE_GAP and gap > MODE_RELATIVE * max(abs(loss), abs(mine_loss)):
         mine = "train" if train_mode else "eval"
-        return (f"the loss at w* is {init_loss:.4g} in {mine} mode (sampled) but {loss:.4g} in {other} mode "
-                f"(BatchNorm/dropout): the two modes sample different posteriors and give different LLCs; "
-                f"train mode is the loss the weights were trained on"), loss
+        return (f"the loss at w* is {mine_loss:.4g} in {mine} mode (sampled) but {loss:.4g} in {other} mode "
+                f"(BatchNorm/dropout; first {k} batches): the two modes sample different posteriors and give "
+                f"different LLCs; train mode is the loss the weights were trained on"), loss
     return None, loss
 
 
@@ -319,7 +324,8 @@ def estimate_llc(
         buffers0 = [b.detach().clone() for b in buffers]
         init_seed = _chain_seed(seed, -1)
         with _seeded_global_rng(init_seed, dev):
-            init_loss = mean_loss(model, SeededStream(loader, init_seed, epochs=1), criterion, dev, init_loss_batches)
+            per_batch = batch_losses(model, SeededStream(loader, init_seed, epochs=1), criterion, dev, init_loss_batches)
+        init_loss = weighted_mean(per_batch)
         if not math.isfinite(init_loss):
             raise ConfigError(f"the loss at the given weights is {init_loss}; the LLC is undefined there")
         with torch.no_grad():
@@ -327,8 +333,8 @@ def estimate_llc(
                 b.copy_(b0)
         other_loss = None
         if has_mode_dependent_modules(model):
-            finding, other_loss = _mode_finding(model, loader, criterion, dev, init_loss_batches, init_seed,
-                                                init_loss, bool(train_mode), nbeta_value)
+            finding, other_loss = _mode_finding(model, loader, criterion, dev, init_seed, per_batch, bool(train_mode),
+                                                nbeta_value)
             if finding:
                 findings.append(finding)
                 flags["mode"] = list(range(num_chains))

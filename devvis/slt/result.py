@@ -54,7 +54,8 @@ class LLCResult:
         acceptance: mean MALA acceptance probability per chain (NaN where not measured).
         pull_ratio: ``E[γ(w − w*)·∇L] / E[nβ|∇L|²]`` over the draws, per chain (the localization's share
             of the loss curvature against the loss's own; :func:`devvis.slt.diagnostics.pull_dominates`).
-        init_loss_other_mode: L(w*) in the mode not sampled (models with BatchNorm/dropout), else None.
+        init_loss_other_mode: L(w*) in the mode not sampled, on the first ``MODE_BATCHES`` batches (models
+            with BatchNorm/dropout), else None.
         distance_traces: ``|w − w*|²`` at the same steps as ``loss_traces`` (None when not recorded).
     """
 

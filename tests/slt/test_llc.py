@@ -13,6 +13,7 @@ from torch import nn
 from devvis.errors import ConfigError, LayerNotFoundError
 from devvis.io import read_json, write_json
 from devvis.slt import LLCDiagnosticWarning, default_nbeta, estimate_llc, llc_sweep, llc_trajectory
+from devvis.slt.llc import MODE_BATCHES
 from devvis.longitudinal.plots import set_step_axis
 
 FAST = dict(lr=1e-3, localization=10.0, num_chains=2, num_draws=15, progress=False, warn=False)
@@ -85,8 +86,8 @@ def test_frozen_batchnorm_inside_a_train_mode_model_comes_back_exactly():
         res = estimate_llc(model, loader_of(x, y), ce, train_mode=train_mode, **FAST)
         handle.remove()
         assert math.isfinite(res.llc_mean)
-        # one mode for all while sampling; the 4 batches of the other mode are the loss check at w*
-        assert seen and seen[-1] == train_mode and seen.count(not train_mode) == 4
+        # one mode for all while sampling; the first MODE_BATCHES batches of the other mode: the loss check at w*
+        assert seen and seen[-1] == train_mode and seen.count(not train_mode) == MODE_BATCHES == 2
         assert {name: m.training for name, m in model.named_modules()} == modes
         assert {name: p.requires_grad for name, p in model.named_parameters()} == flags
         assert_same(model, snap)
@@ -95,16 +96,17 @@ def test_frozen_batchnorm_inside_a_train_mode_model_comes_back_exactly():
 
 
 def test_train_mode_during_sampling_unless_train_mode_false():
-    # Default: train mode (the loss the weights were trained on); the other mode only for the 4-batch loss check.
+    # Default: train mode (the loss the weights were trained on); the other mode only for the loss check on the
+    # first MODE_BATCHES batches.
     model = bn_net()
     x, y = small_data()
     seen: list[bool] = []
     model[1].register_forward_hook(lambda m, i, o: seen.append(m.training))
     res = estimate_llc(model, loader_of(x, y), ce, **FAST)
-    assert seen[-1] is True and seen.count(False) == 4 and res.hyperparameters["train_mode"] is True
+    assert seen[-1] is True and seen.count(False) == MODE_BATCHES and res.hyperparameters["train_mode"] is True
     seen.clear()
     res = estimate_llc(model, loader_of(x, y), ce, train_mode=False, **FAST)
-    assert seen[-1] is False and seen.count(True) == 4 and res.hyperparameters["train_mode"] is False
+    assert seen[-1] is False and seen.count(True) == MODE_BATCHES and res.hyperparameters["train_mode"] is False
     assert res.init_loss_other_mode is not None
 
 
@@ -142,9 +144,9 @@ def nan_after(k):
 def test_nan_stops_chains_and_all_nan_is_not_ok():
     model = bn_net()
     x, y = small_data()
-    # Loop engine: 4 batches for L(w*), 4 for the other mode; then per step chain 0 and chain 1, and at
-    # step 0 (the one MALA point of 15 draws: one in eight at most) the MALA check of each.
-    init_calls = 8
+    # Loop engine: 4 batches for L(w*), MODE_BATCHES (2) for the other mode; then per step chain 0 and chain 1,
+    # and at step 0 (the one MALA point of 15 draws: one in sixteen at most) the MALA check of each.
+    init_calls = 4 + MODE_BATCHES
     with pytest.warns(LLCDiagnosticWarning, match="nan"):
         res = estimate_llc(model, loader_of(x, y), nan_after(init_calls + 4 + 2), vectorize=False,
                            **{**FAST, "warn": True})
