@@ -68,7 +68,7 @@ class DemoSettings:
     seed: int = 0
 
     def quick(self) -> "DemoSettings":
-        return dataclasses.replace(self, checkpoints=15, channels_per_layer=3, render_steps=32, llc_draws=30,
+        return dataclasses.replace(self, channels_per_layer=3, render_steps=32, llc_draws=30,
                                    circuit_k=3, trust_images=128)
 
 
