@@ -54,21 +54,28 @@ class DemoSettings:
     lr: float = 0.005
     layers: tuple[str, ...] = ("layer1.0", "layer2.0", "layer3.0")
     channels_per_layer: int = 4
-    render_steps: int = 48
-    image_size: int = 32
-    llc_draws: int = 60
-    llc_lrs: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4)  # calibration grid of the LLC step size
-    llc_localizations: tuple[float, ...] = (1.0, 10.0)
+    #: renders at the size the model was trained on: the spectral trust metric compares a picture's
+    #: spectrum with the dataset's at the same resolution (at 32 px every picture failed it), and 96
+    #: steps let the pictures drive their units as strongly as natural images (at 48 most were "weak")
+    render_steps: int = 96
+    image_size: int = 16
+    llc_draws: int = 40
+    llc_lrs: tuple[float, ...] = (1e-4, 3e-4)  # calibration grid of the LLC step size
+    llc_localizations: tuple[float, ...] = (10.0,)
     llc_chains: int = 2
     llc_batches: int = 8
     circuit_k: int = 4
+    circuit_render_steps: int = 48  # the upstream channels' pictures in the circuit figure
     trust_images: int = 256
     trust_k: int = 6
     trust_seeds: int = 2
     seed: int = 0
+    #: torch intra-op threads while the demo runs (restored afterwards). Its models are tiny: one thread
+    #: is fastest, and on a busy 2-core machine two threads made a model step 25x slower (measured).
+    threads: int = 1
 
     def quick(self) -> "DemoSettings":
-        return dataclasses.replace(self, channels_per_layer=3, render_steps=32, llc_draws=30,
+        return dataclasses.replace(self, channels_per_layer=3, render_steps=64, llc_draws=30,
                                    circuit_k=3, trust_images=128)
 
 
@@ -94,6 +101,19 @@ def run_demo(output_dir: PathLike, *, quick: bool = False, progress: bool = True
     The compact ResNet is a zoo model (it carries ``devvis_cfg``: raw [0, 1] input), so every
     step uses the default ``preprocess="auto"``.
     """
+    s = settings or DemoSettings()
+    if quick:
+        s = s.quick()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(s.threads)
+    try:
+        return _run(Path(output_dir), s, quick, progress, log)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(out: Path, s: DemoSettings, quick: bool, progress: bool, log: Callable[[str], object]) -> Path:
+    """The demo's stages (:func:`run_demo` sets the threads around them)."""
     from devvis.circuits import composition
     from devvis.data import SyntheticShapes, probe_batch
     from devvis.longitudinal import CheckpointSeries, get_activations, plot_longitudinal_activations, track
@@ -103,10 +123,6 @@ def run_demo(output_dir: PathLike, *, quick: bool = False, progress: bool = True
     from devvis.trust import trust
     from devvis.zoo import train_series
 
-    s = settings or DemoSettings()
-    if quick:
-        s = s.quick()
-    out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_all = time.time()
@@ -175,13 +191,17 @@ def run_demo(output_dir: PathLike, *, quick: bool = False, progress: bool = True
     target_layer, source_layer = s.layers[-1], s.layers[-2]
     target = next(c for layer, c in components if layer == target_layer)
     composition(series, source_layer, target_layer, target, k=s.circuit_k, inputs=probe, output_dir=out / "circuits",
-                render_kwargs={"steps": s.render_steps, "image_size": s.image_size}, seed=s.seed)
+                render_kwargs={"steps": s.circuit_render_steps, "image_size": s.image_size}, seed=s.seed)
     timings["circuits_s"] = time.time() - t
 
     t = stage("6/7 developmental stages (LLC, loss, essential dynamics, feature change) and what formed in each")
-    staged = stages(series, llc=llc, circuits=[(source_layer, target_layer, target)], output_dir=out / "stages")
+    # an LLC that is not healthy at every checkpoint cannot tell a stage boundary: it is left out, and said so
+    llc_signal = llc if n_healthy == len(llc.results) else None
+    staged = stages(series, llc=llc_signal, circuits=[(source_layer, target_layer, target)], output_dir=out / "stages")
     timings["stages_s"] = time.time() - t
-    log(f"    boundaries at steps {[b.step for b in staged.boundaries]} (planted: {list(cur)})")
+    log(f"    boundaries at steps {[b.step for b in staged.boundaries]} (planted: {list(cur)}); signals: "
+        f"{', '.join(staged.settings['signals'])}"
+        + ("" if llc_signal is not None else f" (the LLC left out: {len(llc.results) - n_healthy} estimates unhealthy)"))
 
     t = stage("7/7 writing the report")
     timings["total_s"] = time.time() - t_all
@@ -197,7 +217,7 @@ def run_demo(output_dir: PathLike, *, quick: bool = False, progress: bool = True
         settle_steps={k: v.settle_step for k, v in tracked.changes.items()},
         trust={k: {str(u.step): u.verdict for u in rows} for k, rows in trusted.units.items()},
         llc=dict(zip(map(str, llc.steps), llc.llc_mean)), llc_healthy=n_healthy,
-        stage_boundaries=[b.step for b in staged.boundaries]))
+        stage_boundaries=[b.step for b in staged.boundaries], stage_signals=staged.settings["signals"]))
     report = write_report(out, title="devvis demo: features developing over training")
     log(f"    wrote {report} ({summary})")
     return report
