@@ -17,6 +17,19 @@ REPO = Path(__file__).resolve().parents[1]
 from tinymodels import TinyCNN, hook_count  # noqa: E402,F401  (shared with test modules)
 
 
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium for the report's browser tests (`.ci/run` installs it; CI fails without it)."""
+    from browser import find_chromium
+
+    exe = find_chromium()
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI: .ci/run installs Debian's chromium for this test")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    return exe
+
+
 @pytest.fixture
 def tiny_cnn() -> TinyCNN:
     return TinyCNN()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from browser import Browser, broken_links, find_chromium
+from browser import Browser, broken_links
 from devvis.demo import DemoSettings, run_demo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,16 +28,6 @@ def demo_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     run_demo(out, settings=TINY, progress=False, log=lambda *_: None)
     return out
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    exe = find_chromium()
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing in CI: .ci/run installs Debian's chromium for this test")
-        pytest.skip("chromium not installed (apt-get install chromium)")
-    return exe
 
 
 def test_demo_writes_every_section(demo_dir):

@@ -4,28 +4,17 @@ broken image or a console error."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from browser import Browser, find_chromium
+from browser import Browser
 from devvis.report import write_report
 from report_synthetic import planted_settle, synthetic_results
 
 pytestmark = pytest.mark.browser
 STEPS = [0, 1, 2, 4, 8, 16, 32, 64]
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    exe = find_chromium()
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing in CI: .ci/run installs Debian's chromium for this test")
-        pytest.skip("chromium not installed (apt-get install chromium)")
-    return exe
 
 
 @pytest.fixture(scope="module")

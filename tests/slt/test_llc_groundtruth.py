@@ -27,14 +27,6 @@ pytestmark = pytest.mark.slow
 SAMPLERS = [("sgld", 1.0), ("rmsprop_sgld", 0.1)]  # (sampler, ε factor)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Polynomial(nn.Module):
     def __init__(self, powers):
         super().__init__()

@@ -16,14 +16,6 @@ from devvis.slt import LLCDiagnosticWarning, LLCResult, calibrate, diagnostics, 
 from devvis.slt.calibrate import _stability
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def nll(out, t):
     return ((out - t) ** 2).sum(-1).mean() / 2
 

@@ -120,15 +120,6 @@ def train_from_random_init(model: nn.Module, x, y, steps: int = 1500, seed: int 
         p.grad = None
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matmuls: threads only add contention on the shared CI cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 ROWS: list[str] = []
 
 

@@ -17,14 +17,6 @@ from devvis.slt import calibrate, estimate_llc, llc_trajectory
 from devvis.slt.samplers import sgld_step
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def nll(out, t):
     return ((out - t) ** 2).sum(-1).mean() / 2
 
