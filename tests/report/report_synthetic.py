@@ -20,6 +20,8 @@ from pathlib import Path
 from PIL import Image
 
 STEPS_20 = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 10000]
+#: The steps of the small planted site (``site`` fixture in conftest.py).
+STEPS = STEPS_20[:8]
 
 
 def _record(layer: str, channel: int, step: int, *, ok: bool, value: float, error: str | None = None) -> dict:

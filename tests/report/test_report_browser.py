@@ -4,24 +4,13 @@ broken image or a console error."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from PIL import Image
 
 from browser import Browser
-from devvis.report import write_report
-from report_synthetic import planted_settle, synthetic_results
+from report_synthetic import STEPS, planted_settle
 
 pytestmark = pytest.mark.browser
-STEPS = [0, 1, 2, 4, 8, 16, 32, 64]
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    root = synthetic_results(tmp_path_factory.mktemp("syn"), layers=2, units=6, steps=STEPS, failed_step=4,
-                             nan_unit=True)
-    return write_report(root, title="planted run")
 
 
 @pytest.fixture(scope="module")

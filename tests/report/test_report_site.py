@@ -13,16 +13,7 @@ from devvis.cli import main
 from devvis.errors import OutputError
 from devvis.report import write_report
 from devvis.report.svg import line_chart
-from report_synthetic import planted_settle, synthetic_results
-
-STEPS = [0, 1, 2, 4, 8, 16, 32, 64]
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    root = synthetic_results(tmp_path_factory.mktemp("syn"), layers=2, units=6, steps=STEPS, failed_step=4,
-                             nan_unit=True)
-    return write_report(root, title="planted run")
+from report_synthetic import STEPS, planted_settle, synthetic_results
 
 
 def _cards(page: str) -> dict[int, dict[str, str]]:
