@@ -3,8 +3,9 @@
 Trains the compact ResNet on 16 px SyntheticShapes with colour classes first, shapes added at step
 100 and gratings ("texture") at step 200 (checkpoints every 10 steps, constant learning rate), then
 finds the stage boundaries from the essential dynamics, the probe loss and the units' response
-profiles, and lists, per stage, the units that settled in it and those that formed in it (most of
-their response change), with how they respond to the colour, shape and texture probe images. About 30-60 s on one CPU core.
+profiles, and lists, per stage, the units that formed in it (most of their class-level response change: the
+default assignment) and those that settled in it (the last stage that retuned them), with how they respond to the
+colour, shape and texture probe images. About 30-60 s on one CPU core.
 
     python examples/stages.py [OUTPUT_DIR]
 """
@@ -40,10 +41,10 @@ def main(output_dir: str | None = None) -> list[int]:
     for b in r.boundaries:
         print(f"  detected boundary at step {b.step} ± {b.uncertainty} checkpoint(s), signals: {', '.join(b.signals)}")
     for st in r.stages:
-        formed = r.formed_in(st.index)
-        print(f"  stage {st.index} (steps {st.start}-{st.end}): {len(st.units)} units settled "
-              f"(mean standardized response {_pref(st.group_response())}); {len(formed)} formed here "
-              f"(most of their response change; {_pref(mean_group_response(formed))})")
+        settled = r.settled_in(st.index)
+        print(f"  stage {st.index} (steps {st.start}-{st.end}): {len(st.units)} units formed here "
+              f"(most of their response change; mean standardized response {_pref(st.group_response())}); "
+              f"{len(settled)} settled here ({_pref(mean_group_response(settled))})")
     print(f"wrote {', '.join(str(f) for f in r.files)}")
     return r.boundary_steps
 

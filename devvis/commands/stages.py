@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from devvis.commands._common import add_checkpoint_flags, open_series
+from devvis.stages.api import ASSIGN, DEFAULT_ASSIGN
 
 HELP = "find the developmental stages of a training run (boundaries from several signals) and what formed in each"
 
@@ -27,9 +28,9 @@ def register(sub) -> None:
     p.add_argument("--threshold", type=float, default=3.0, help="combined robust z-score a boundary needs")
     p.add_argument("--support-z", type=float, default=1.5, help="z-score at which a signal supports a boundary")
     p.add_argument("--min-support", type=int, default=None, help="signals a boundary needs (default: 2, or 1 with one signal)")
-    p.add_argument("--assign", choices=("settle", "change"), default="settle",
-                   help="a unit belongs to the stage its settle step falls in, or to the one holding most of its "
-                        "response change (where it formed)")
+    p.add_argument("--assign", choices=ASSIGN, default=DEFAULT_ASSIGN,
+                   help="a unit belongs to the stage holding most of its response change (change: where it "
+                        "formed), or to the stage its settle step falls in (settle: the last stage that retuned it)")
     p.add_argument("--settle-threshold", type=float, default=0.8, help="response similarity of a unit's settle step")
     p.set_defaults(func=run)
 
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
               f"supported by {', '.join(b.signals)}")
     for st in r.stages:
         pref = ", ".join(f"{k} {v:+.2f}" for k, v in st.group_response().items() if v is not None)
-        print(f"stage {st.index}: steps {st.start}-{st.end}, {len(st.units)} units settled"
+        print(f"stage {st.index}: steps {st.start}-{st.end}, {len(st.units)} units "
+              f"{'formed' if args.assign == 'change' else 'settled'}"
               + (f" (mean standardized response: {pref})" if pref else ""))
     print(f"wrote {', '.join(str(f) for f in r.files)}")
     return 0

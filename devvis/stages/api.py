@@ -14,7 +14,7 @@ from devvis.stages.detect import (DEFAULT_MIN_SEPARATION, DEFAULT_SUPPORT_Z, DEF
 from devvis.stages.dynamics import essential_dynamics
 from devvis.stages.features import (UnitSettle, change_shares, features_signal, response_change, unit_responses,
                                     unit_settles)
-from devvis.stages.result import Stage, StagesResult
+from devvis.stages.result import Stage, StagesResult, formed_stage, settle_stage
 from devvis.stages.turns import turning_points
 from devvis.typing import ImageBatch, PathLike, PreprocessLike, SeriesLike
 
@@ -77,22 +77,17 @@ def _llc_signal(llc: Any, steps: list[int]) -> np.ndarray:
     return np.array([float(got[s]) for s in steps])
 
 
-#: How units are assigned to stages: by settle step, or to the stage holding most of their response change.
-ASSIGN = ("settle", "change")
+#: How units are assigned to stages: to the stage holding most of their response change (where they formed;
+#: the default), or by settle step (the last stage in which they were retuned). See docs/stages.md.
+ASSIGN = ("change", "settle")
+DEFAULT_ASSIGN = "change"
 
 
 def _assign_units(stages_: list[Stage], units: Sequence[UnitSettle], assign: str) -> None:
     for u in units:
-        if assign == "change":
-            if u.change_share and np.isfinite(u.change_share).all():
-                stages_[int(np.argmax(u.change_share))].units.append(u)
-            continue
-        if u.settle_step is None:
-            continue
-        for st in stages_:
-            if st.start <= u.settle_step < st.end or (st is stages_[-1] and u.settle_step == st.end):
-                st.units.append(u)
-                break
+        k = formed_stage(u.change_share) if assign == "change" else settle_stage(stages_, u.settle_step)
+        if k is not None:
+            stages_[k].units.append(u)
 
 
 def _circuits(series: Any, circuits: Sequence[Any], inputs: torch.Tensor, preprocess: PreprocessLike) -> list[dict[str, Any]]:
@@ -112,7 +107,7 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
            layers: Sequence[str] | None = None, signals: Sequence[str] | None = None, loss: Any = None,
            llc: Any = None, block_llc: Mapping[str, Any] | None = None, changes: Mapping[str, Any] | None = None,
            circuits: Sequence[Any] = (), class_names: Sequence[str] | None = None,
-           groups: Mapping[str, Sequence[int]] | None = None, assign: str = "settle",
+           groups: Mapping[str, Sequence[int]] | None = None, assign: str = DEFAULT_ASSIGN,
            threshold: float = DEFAULT_THRESHOLD, support_z: float = DEFAULT_SUPPORT_Z, min_support: int | None = None,
            min_separation: int = DEFAULT_MIN_SEPARATION, weights: Mapping[str, float] | None = None,
            settle_threshold: float = 0.8, k: int = 9, n_components: int = 3, preprocess: PreprocessLike = "auto",
@@ -135,11 +130,14 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
         block_llc: ``{block: LLCTrajectory}`` (:func:`devvis.stages.block_llc`): attributes each boundary to
             the block whose restricted LLC moves most across it.
         changes: ``{label: FeatureChange}`` from :func:`devvis.longitudinal.track`: their settle steps
-            (feature visualizations) assign those units instead of the response settle steps.
+            (feature visualizations) replace those units' response settle steps (used by ``assign="settle"``).
         groups: ``{name: class labels}``: each unit's mean standardized response on each group's probe
             images (``group_response``); default on the SyntheticShapes probe: the curriculum's phases.
-        assign: ``"settle"`` (a unit belongs to the stage its settle step falls in) or ``"change"`` (to the
-            stage that holds the largest share of its response change: the stage it formed in).
+        assign: ``"change"`` (default: a unit belongs to the stage that holds the largest share of its
+            response change, the stage it formed in) or ``"settle"`` (to the stage its settle step falls in).
+            They differ: a unit settles in the last stage that retunes it, so on a curriculum the colour
+            units retuned when shapes arrive settle in the shape stage, and the shape units retuned when
+            gratings arrive settle in the texture stage (docs/stages.md, "Forming and settling").
         circuits: :class:`~devvis.circuits.InfluenceTrajectory` objects or ``(source, target, channel)``
             tuples (computed on the first 32 probe images); each stage lists those with a turning point in it.
         threshold, support_z, min_support, min_separation, weights: boundary detection
@@ -196,7 +194,7 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
                                          source="feature visualization",
                                          group_response=old.group_response if old else {})
         units = list(by_label.values())
-    moved = response_change(responses)
+    moved = response_change(responses, y)
     for u in units:
         if u.layer in moved and u.channel < moved[u.layer].shape[1]:
             u.change_share = change_shares(steps, moved[u.layer][:, u.channel], edges)
@@ -220,6 +218,7 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
                   "min_support": min_support, "min_separation": min_separation, "settle_threshold": settle_threshold,
                   "k": k, "n_components": n_components, "probe_images": int(len(x)),
                   "probe_size": int(x.shape[-1]), "groups": group_map, "assign": assign,
+                  "change_of": "classes" if y is not None else "images",
                   "weights": dict(weights) if weights else None})
     if output_dir is not None:
         result.save(output_dir)

@@ -13,10 +13,14 @@ A unit is one channel of a layer. Its **response profile** at a checkpoint is it
 * **Features signal**: the trajectory of all units' standardized profiles (each profile centred and
   scaled to unit norm, concatenated over units), reduced to its top principal components as for the
   essential dynamics; it turns where many units change what they respond to at once.
-* **Response change** of a unit between checkpoints ``i`` and ``i + 1``: ``‖p̂_{i+1} − p̂_i‖`` of its
-  standardized profile ``p̂`` (centred, unit norm, as in the features signal), from 0 (unchanged) to 2
-  (reversed). Its **change share** in a stage is the part of the sum over the run that falls in the
-  stage's intervals: the stage in which the unit's response changed most is the one it *formed in*.
+* **Response change** of a unit between checkpoints ``i`` and ``i + 1``: ``‖q_{i+1} − q_i‖``, where ``q``
+  is its **class profile** — the mean of its standardized profile ``p̂`` (centred, unit norm, as in the
+  features signal) over each class's probe images, ``(K,)`` — when the probe has labels, and ``p̂``
+  itself (0 unchanged, 2 reversed) when it has none. On class means, a change in *which classes* the
+  unit responds to counts, and the churn from image to image within a class (large from a random
+  initialization) does not. Its **change share** in a stage is the part of the sum over the run that
+  falls in the stage's intervals: the stage in which the unit's response changed most is the one it
+  *formed in*.
 * **Top examples**: the ``k`` probe images that drive a unit most in the final checkpoint, and their
   labels (so a unit can be checked against the stage it is assigned to).
 * **Group response**: with probe labels and class groups (default on the SyntheticShapes probe: the
@@ -31,6 +35,8 @@ A unit is one channel of a layer. Its **response profile** at a checkpoint is it
 >>> u = unit_responses(nets, torch.rand(5, 3, 4, 4), ["0"])
 >>> tuple(u.profiles["0"].shape)
 (3, 2, 5)
+>>> tuple(response_change(u, labels=[0, 0, 1, 1, 2])["0"].shape)  # (checkpoints - 1, channels)
+(2, 2)
 """
 
 from __future__ import annotations
@@ -107,9 +113,27 @@ def features_signal(responses: UnitResponses, n_components: int = 3) -> np.ndarr
     return pca(z, n_components)[0]
 
 
-def response_change(responses: UnitResponses) -> dict[str, np.ndarray]:
-    """``{layer: (n_checkpoints − 1, C)}``: each unit's response change between consecutive checkpoints (module docstring)."""
-    return {layer: np.linalg.norm(np.diff(_standardized(p), axis=0), axis=-1) for layer, p in responses.profiles.items()}
+def class_profiles(profiles: np.ndarray, labels: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The mean of ``profiles`` ``(..., N)`` over each class's probe images: ``(..., K)``, classes in label order.
+
+    >>> class_profiles(np.array([1.0, 3.0, 5.0, 6.0]), [1, 1, 0, 0]).tolist()
+    [5.5, 2.0]
+    """
+    lab = np.asarray(labels).reshape(-1)
+    if lab.shape[0] != profiles.shape[-1]:
+        raise ConfigError(f"labels must have one entry per probe image: {lab.shape[0]} labels, {profiles.shape[-1]} images")
+    return np.stack([profiles[..., lab == c].mean(axis=-1) for c in np.unique(lab)], axis=-1)
+
+
+def response_change(responses: UnitResponses, labels: torch.Tensor | np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """``{layer: (n_checkpoints − 1, C)}``: each unit's response change between consecutive checkpoints (module
+    docstring); with the probe ``labels``, the change of its class profile (the standardized profile's mean
+    over each class's images), so that only a change in which classes the unit responds to counts."""
+    out = {}
+    for layer, p in responses.profiles.items():
+        z = _standardized(p)
+        out[layer] = np.linalg.norm(np.diff(class_profiles(z, labels) if labels is not None else z, axis=0), axis=-1)
+    return out
 
 
 def change_shares(steps: Sequence[int], change: np.ndarray, edges: Sequence[int]) -> list[float]:

@@ -51,6 +51,18 @@ def mean_group_response(units: list[UnitSettle]) -> dict[str, float | None]:
     return out
 
 
+def settle_stage(stages: list["Stage"], step: int | None) -> int | None:
+    """Index of the stage a settle ``step`` falls in (``[start, end)``; the last stage includes its end), or None."""
+    if step is None:
+        return None
+    return next((st.index for st in stages if st.start <= step < st.end or (st is stages[-1] and step == st.end)), None)
+
+
+def formed_stage(change_share: list[float]) -> int | None:
+    """Index of the stage holding the largest share of a unit's response change (None when it never changes)."""
+    return int(np.argmax(change_share)) if change_share and np.isfinite(change_share).all() else None
+
+
 @dataclass
 class Stage:
     """Stage ``index`` from ``start`` to ``end`` (steps), opened by ``boundary`` (None for the first)."""
@@ -108,8 +120,11 @@ class StagesResult:
 
     def formed_in(self, index: int) -> list[UnitSettle]:
         """The units whose largest change share falls in stage ``index`` (the ``assign="change"`` rule)."""
-        return [u for u in self.units if u.change_share and np.isfinite(u.change_share).all()
-                and int(np.argmax(u.change_share)) == index]
+        return [u for u in self.units if formed_stage(u.change_share) == index]
+
+    def settled_in(self, index: int) -> list[UnitSettle]:
+        """The units whose settle step falls in stage ``index`` (the ``assign="settle"`` rule)."""
+        return [u for u in self.units if settle_stage(self.stages, u.settle_step) == index]
 
     def to_dict(self) -> dict[str, Any]:
         return dio.metadata(

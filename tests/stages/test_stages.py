@@ -9,10 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from devvis.data.synthetic import CURRICULUM_PHASES
 from devvis.errors import ConfigError
 from devvis.longitudinal import CheckpointSeries
 from devvis.stages import (block_llc, default_blocks, default_layers, essential_dynamics, mean_group_response, stages,
                            unit_responses, unit_settles)
+from devvis.stages.features import UnitResponses, response_change
 from devvis.zoo import train_series
 
 
@@ -74,12 +76,16 @@ def test_unit_settles_and_blocks():
     assert settles[0].settle_step == 0 and settles[0].settle_status == "settled"
     assert settles[1].settle_step is None and settles[1].settle_status == "not settled"
     assert settles[0].top_labels == torch.argsort(x[:, 0].mean((1, 2)), descending=True)[:3].tolist()
+    # response change: on the class profile with labels, so a reshuffle within a class is no change
+    shuffled = UnitResponses([0, 1], {"0": np.array([[[1.0, 2.0, 5.0, 6.0]], [[2.0, 1.0, 6.0, 5.0]]])})
+    assert response_change(shuffled)["0"][0, 0] == pytest.approx(2 / 17 ** 0.5)  # ‖(1, −1, 1, −1)‖ / ‖p − p̄‖
+    assert response_change(shuffled, labels=[0, 0, 1, 1])["0"][0, 0] == pytest.approx(0.0)
     assert default_blocks(nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU(), nn.ModuleList([nn.Linear(2, 2), nn.Linear(2, 2)]))) == \
         ["0", "2.0", "2.1"]
 
 
 def test_stages_writes_json_and_plots(small_curriculum, tmp_path):
-    r = stages(small_curriculum, output_dir=tmp_path, threshold=2.0)
+    r = stages(small_curriculum, output_dir=tmp_path, threshold=2.0, assign="settle")
     assert {p.name for p in r.files} == {"stages.json", "stages_timeline.png", "essential_dynamics.png"}
     data = json.loads((tmp_path / "stages.json").read_text())
     assert data["kind"] == "stages" and data["steps"] == list(range(13))
@@ -100,7 +106,9 @@ def test_stages_writes_json_and_plots(small_curriculum, tmp_path):
     assert data["settings"]["groups"]["shape"] == [6, 7, 8, 9] and data["settings"]["probe_size"] == 32
     unit = next(u for st in data["stages"] for u in st["units"])
     assert len(unit["change_share"]) == len(data["stages"]) and abs(sum(unit["change_share"]) - 1) < 1e-3
-    by_change = stages(small_curriculum, threshold=2.0, assign="change")
+    assert all(st.units == r.settled_in(st.index) for st in r.stages)
+    by_change = stages(small_curriculum, threshold=2.0)  # the default: the stage each unit formed in
+    assert by_change.settings["assign"] == "change" and by_change.settings["change_of"] == "classes"
     assert sum(len(st.units) for st in by_change.stages) == 28  # every unit that changed at all
     assert all(st.units == by_change.formed_in(st.index) for st in by_change.stages)
     with pytest.raises(ConfigError, match="unknown assign"):
@@ -143,11 +151,11 @@ def test_cli_stages(small_curriculum, tmp_path, capsys):
     from devvis.cli import main
 
     assert main(["stages", "--checkpoint-path", str(small_curriculum), "--output-path", str(tmp_path),
-                 "--threshold", "2", "--assign", "change"]) == 0
+                 "--threshold", "2", "--assign", "settle"]) == 0
     out = capsys.readouterr().out
-    assert "stage 0: steps 0-" in out and (tmp_path / "stages.json").is_file()
+    assert "stage 0: steps 0-" in out and "units settled" in out and (tmp_path / "stages.json").is_file()
     assert "planted (curriculum): shape from step 4, texture from step 8" in out and "mean standardized response" in out
-    assert json.loads((tmp_path / "stages.json").read_text())["settings"]["assign"] == "change"
+    assert json.loads((tmp_path / "stages.json").read_text())["settings"]["assign"] == "settle"
 
 
 #: The planted curriculum of the demo and the README (16 px images, so one run is ~20-40 s of one core):
@@ -173,6 +181,12 @@ def _stages_of(tmp_path_factory, seed: int, curriculum: bool):
 SEEDS = [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)]
 
 
+def _shape_minus_colour_in_examples(units) -> float:
+    """Mean over ``units`` of (share of shape images − share of colour images) among their top probe examples."""
+    shape, colour = list(CURRICULUM_PHASES["shape"]), list(CURRICULUM_PHASES["colour"])
+    return float(np.mean([np.isin(u.top_labels, shape).mean() - np.isin(u.top_labels, colour).mean() for u in units]))
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_planted_curriculum_boundaries_within_one_checkpoint(tmp_path_factory, seed):
     r = _stages_of(tmp_path_factory, seed, True)
@@ -181,28 +195,34 @@ def test_planted_curriculum_boundaries_within_one_checkpoint(tmp_path_factory, s
     for b, planted in zip(r.boundaries, (10, 20)):  # checkpoint indices of steps 100 and 200
         assert abs(b.index - planted) <= 1 and b.uncertainty >= abs(b.index - planted)
         assert len(b.signals) >= 2
-    # the units that settle in the colour stage respond more to the colour images than to the shapes
+    # the units that formed in the colour stage (most of their response change falls in it) respond more to
+    # the colour images than to the shapes
     first = r.stages[0].group_response()
     assert first["colour"] > first["shape"] + 0.2
-    # the units that formed in the shape stage (most of their response change falls in it) respond more to
-    # the shapes than to the colours; there are few of them (1-6 of 56)
-    formed = r.formed_in(1)
-    assert formed and all(int(np.argmax(u.change_share)) == 1 for u in formed)
-    shape_stage = mean_group_response(formed)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_shape_stage_units_respond_more_to_shapes_than_colours(tmp_path_factory, seed):
+    """Issue 21: the units assigned to the shape stage (by default those that formed in it: most of their class-level
+    response change falls in it) respond more to the shapes than to the colours, in their standardized responses
+    to the probe and in their top examples. Measured (docs/stages.md; seeds 0-2): 6, 4, 4 units; shape − colour
+    +0.92, +1.09, +1.25 sd; top-9 examples 37, 58, 64 points more shapes than colours."""
+    r = _stages_of(tmp_path_factory, seed, True)
+    assert r.settings["assign"] == "change" and r.settings["change_of"] == "classes" and len(r.stages) == 3
+    units = r.stages[1].units
+    assert len(units) >= 2 and units == r.formed_in(1) and all(int(np.argmax(u.change_share)) == 1 for u in units)
+    shape_stage = r.stages[1].group_response()
     assert shape_stage["shape"] > shape_stage["colour"] + 0.3
+    assert _shape_minus_colour_in_examples(units) > 0.2  # "in their dataset examples": the top-9 probe images
+    # settling is not forming: the units that *settle* in the shape stage were retuned there (their response
+    # similarity to the end crosses 0.8 when the shapes arrive), but most of their change fell in the colour
+    # stage (54 of 55 units over 7 seeds), and they prefer colours (docs/stages.md, "Forming and settling")
+    settled = r.settled_in(1)
+    assert settled and np.mean([int(np.argmax(u.change_share)) == 0 for u in settled]) >= 0.75
+    assert mean_group_response(settled)["colour"] > mean_group_response(settled)["shape"]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_constant_lr_without_curriculum_gives_at_most_one_boundary(tmp_path_factory, seed):
     r = _stages_of(tmp_path_factory, seed, False)
     assert r.planted is None and len(r.boundaries) <= 1
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 21, not yet: at this size the network learns the shapes only partly "
-                   "(about 30-40% held-out shape accuracy), and the units that *settle* in the shape stage (colour "
-                   "units retuned when shapes arrive) still respond more to the colour images than to the shapes; "
-                   "the units that *formed* in it do prefer shapes (test above)")
-def test_shape_stage_units_respond_more_to_shapes_than_colours(tmp_path_factory):
-    shape_stage = _stages_of(tmp_path_factory, 0, True).stages[1].group_response()
-    assert shape_stage["shape"] > shape_stage["colour"]
