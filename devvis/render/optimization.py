@@ -27,6 +27,7 @@ loop has recorded (values per step, snapshots) on itself, not in closures:
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, Mapping
 
 import torch
@@ -91,9 +92,12 @@ class RenderRun:
         self.optimizer.step(self.loss)
         assert self.values is not None  # set by loss(), which every optimizer calls
         step = self.steps_run + 1
-        check_finite_values(self.values, self.objective.description, step)
-        self.history.append(self.values.float().cpu())
-        self.means.append(float(self.values.float().mean()))
+        values = self.values.float()
+        mean = float(values.mean())
+        if not math.isfinite(mean):  # a NaN or infinite value makes the mean so: check the values only then
+            check_finite_values(values, self.objective.description, step)
+        self.history.append(values.cpu())
+        self.means.append(mean)
         if step in self.thresholds:
             self.snapshots[step] = self.images()
         return self.values

@@ -114,9 +114,10 @@ class Warp(Transform):
             return self.size
         return self.nominal_size(h, w, p.scale if p is not None else 1.0)
 
-    def theta(self, p: WarpParams, in_hw: tuple[int, int]) -> torch.Tensor:
-        """The ``(2, 3)`` float64 map from the output's normalized coordinates to the input's
-        (``F.affine_grid`` convention, ``align_corners=False``)."""
+    def matrix(self, p: WarpParams, in_hw: tuple[int, int]) -> tuple[tuple[float, float, float], ...]:
+        """The ``2 x 3`` map from the output's normalized coordinates to the input's (``F.affine_grid``
+        convention, ``align_corners=False``), as Python floats: composed in plain float64 arithmetic,
+        the four small matrices cost less than building them as tensors (~0.1 ms a step)."""
         h, w = in_hw
         base_h, base_w = h + 2 * self.pad_px - self.jitter_px, w + 2 * self.pad_px - self.jitter_px
         sh, sw = p.scale * base_h, p.scale * base_w  # the scaled image
@@ -125,24 +126,25 @@ class Warp(Transform):
             raise TransformError(f"pad {self.pad_px}, jitter {self.jitter_px} and {self.jitter2_px} leave nothing "
                                  f"of a {h}x{w} image")
         # normalized output o in [-1, 1] -> v: the point relative to the scaled image's centre
-        out_to_v = torch.tensor([[mw / 2, 0.0, mw / 2 + p.dx2 - sw / 2],
-                                 [0.0, mh / 2, mh / 2 + p.dy2 - sh / 2],
-                                 [0.0, 0.0, 1.0]], dtype=torch.float64)
+        out_to_v = ((mw / 2, 0.0, mw / 2 + p.dx2 - sw / 2), (0.0, mh / 2, mh / 2 + p.dy2 - sh / 2))
         t = math.radians(p.angle)
         c, s = math.cos(t), math.sin(t)
-        rot = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+        rot = ((c, -s, 0.0), (s, c, 0.0))
         # back through the scale (about the first crop's origin), the first crop and the pad
-        unscale = torch.tensor([[1 / p.scale, 0.0, base_w / 2 + p.dx1 - self.pad_px],
-                                [0.0, 1 / p.scale, base_h / 2 + p.dy1 - self.pad_px],
-                                [0.0, 0.0, 1.0]], dtype=torch.float64)
-        to_norm = torch.tensor([[2 / w, 0.0, -1.0], [0.0, 2 / h, -1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
-        return (to_norm @ unscale @ rot @ out_to_v)[:2]
+        unscale = ((1 / p.scale, 0.0, base_w / 2 + p.dx1 - self.pad_px),
+                   (0.0, 1 / p.scale, base_h / 2 + p.dy1 - self.pad_px))
+        to_norm = ((2 / w, 0.0, -1.0), (0.0, 2 / h, -1.0))
+        return _then(to_norm, _then(unscale, _then(rot, out_to_v)))
+
+    def theta(self, p: WarpParams, in_hw: tuple[int, int]) -> torch.Tensor:
+        """:meth:`matrix` as a ``(2, 3)`` float64 tensor."""
+        return torch.tensor(self.matrix(p, in_hw), dtype=torch.float64)
 
     def apply(self, x: torch.Tensor, p: WarpParams) -> torch.Tensor:
         """Warp ``x`` ``(B, C, H, W)`` with the parameters ``p``."""
         b, _, h, w = x.shape
         dtype = x.dtype if x.is_floating_point() else torch.float32
-        grid = affine_grid(self.theta(p, (h, w)), self.output_size(h, w, p), dtype=dtype, device=x.device)
+        grid = affine_grid(self.matrix(p, (h, w)), self.output_size(h, w, p), dtype=dtype, device=x.device)
         # the constant fill: sample x - fill with zeros outside, add fill back (exactly a constant pad)
         shifted = x - self.fill if self.fill else x
         out = F.grid_sample(shifted, grid.expand(b, -1, -1, -1).contiguous() if b > 1 else grid,
@@ -165,9 +167,16 @@ class Warp(Transform):
                 f"({len(self.angles)}), jitter2={self.jitter2_px}, fill={self.fill:g}, size={self.size}")
 
 
-def affine_grid(theta: torch.Tensor, size: tuple[int, int], *, dtype: torch.dtype = torch.float32,
+def _then(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> tuple[tuple[float, float, float], ...]:
+    """``a @ b`` of two affine maps given as their top ``2 x 3`` rows (the third row ``0 0 1``)."""
+    return tuple((r[0] * b[0][0] + r[1] * b[1][0], r[0] * b[0][1] + r[1] * b[1][1],
+                  r[0] * b[0][2] + r[1] * b[1][2] + r[2]) for r in a)  # type: ignore[return-value]
+
+
+def affine_grid(theta: torch.Tensor | Sequence[Sequence[float]], size: tuple[int, int], *, dtype: torch.dtype = torch.float32,
                 device: torch.device | str | None = None) -> torch.Tensor:
-    """``F.affine_grid(theta[None], (1, C, h, w), align_corners=False)`` for one ``(2, 3)`` ``theta``: ``(1, h, w, 2)``.
+    """``F.affine_grid(theta[None], (1, C, h, w), align_corners=False)`` for one ``(2, 3)`` ``theta`` (a tensor or
+    nested floats): ``(1, h, w, 2)``.
 
     Built from two broadcast sums: ``F.affine_grid`` multiplies a ``(h*w, 3)`` base grid through a
     ``bmm`` that takes ~2 ms for 224 x 224 on one CPU thread, longer than the sampling itself.
@@ -177,7 +186,7 @@ def affine_grid(theta: torch.Tensor, size: tuple[int, int], *, dtype: torch.dtyp
     True
     """
     h, w = size
-    th = theta.to(torch.float64).tolist()
+    th = theta.to(torch.float64).tolist() if isinstance(theta, torch.Tensor) else theta
     dev = torch.device(device) if device is not None else torch.device("cpu")
     # built where it is used (no host-to-device copy on a GPU); float64 on the CPU, where it is cheap
     work = torch.float64 if dev.type == "cpu" else torch.float32
