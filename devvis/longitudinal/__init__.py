@@ -36,13 +36,15 @@ from devvis.longitudinal.metrics import (
 )
 from devvis.longitudinal.settle import Settle, baseline_image, settle, settle_step, similarity_to_final
 from devvis.longitudinal.plots import plot_longitudinal_activations, plot_matrix, plot_similarity, step_scale
+from devvis.longitudinal.render_layers import render_layers, render_stacked
 from devvis.longitudinal.render_series import SeriesResult, render_series, step_dir
 from devvis.longitudinal.series import CheckpointSeries, StepNotFoundError, as_series, format_steps
 from devvis.longitudinal.track import TrackResult, parse_components, track
 from devvis.trust.examples import TopKExamples, top_k_examples
 
 __all__ = [
-    "CheckpointSeries", "StepNotFoundError", "as_series", "format_steps", "render_series", "SeriesResult",
+    "CheckpointSeries", "StepNotFoundError", "as_series", "format_steps", "render_series", "render_layers",
+    "render_stacked", "SeriesResult",
     "step_dir", "get_activations", "LongitudinalActivations", "DEFAULT_PROBE_RENDER", "preprocess_name",
     "plot_longitudinal_activations", "comparison_grid", "component_label", "images_from", "ImagesLike",
     "FeatureChange", "TopKExamples", "component_images", "cross_checkpoint_matrix", "feature_change",

@@ -19,13 +19,13 @@ from typing import Any, Sequence, Union
 from tqdm.auto import tqdm
 
 from devvis import io as dio
-from devvis import objectives
 from devvis.errors import ConfigError
 from devvis.longitudinal.grid import comparison_grid, component_label
 from devvis.longitudinal.inputs import ImagesLike
 from devvis.longitudinal.metrics import FeatureChange, feature_change, render_preprocess
 from devvis.longitudinal.plots import plot_matrix, plot_similarity
-from devvis.longitudinal.render_series import SeriesResult, render_series
+from devvis.longitudinal.render_layers import render_layers
+from devvis.longitudinal.render_series import SeriesResult
 from devvis.longitudinal.series import as_series
 from devvis.longitudinal.settle import DEFAULT_TOLERANCE, BaselineLike
 from devvis.typing import PathLike, PreprocessLike, SeriesLike
@@ -85,9 +85,10 @@ def track(series: SeriesLike, components: Sequence[Component], output_dir: PathL
           loader: ImagesLike | None = None, k: int = 9, progress: bool = True, **render_kwargs: Any) -> TrackResult:
     """Render each component at every checkpoint and write its feature-change analysis.
 
-    Components of the same layer are rendered together (``objectives.channels``: one image
-    per channel, one render per checkpoint and layer), with the same ``seed`` at every
-    checkpoint. For each component ``layer:c`` it writes into ``output_dir``:
+    Components are rendered together (``objectives.channels`` per layer: one image per channel; the
+    layers stacked in one render per checkpoint, :func:`~devvis.longitudinal.render_layers.render_layers`),
+    with the same ``seed`` at every checkpoint; each layer's images start where a render of that layer
+    alone would (``param.image(image_size, batch=len(channels), seed=seed)``). For each component ``layer:c`` it writes into ``output_dir``:
 
     * ``{layer}_channel_{c}_similarity.png`` (+ ``.json``): similarity to the final feature on its
       feature-driven part (``baseline`` subtracted), threshold and settle step or status marked,
@@ -112,13 +113,10 @@ def track(series: SeriesLike, components: Sequence[Component], output_dir: PathL
     by_layer: dict[str, list[int]] = {}
     for layer, c in comps:
         by_layer.setdefault(layer, []).append(c)
-    renders: dict[str, SeriesResult] = {}
-    files: list[Path] = []
-    for layer, chans in tqdm(by_layer.items(), disable=not progress, desc="render", unit="layer"):
-        res = render_series(s, objectives.channels(layer, chans), seed=seed, steps=steps, image_size=image_size,
-                            preprocess=preprocess, progress=False, **render_kwargs)
-        renders[layer] = res
-        files.append(res.save(out / "renders" / f"layer_{_safe(layer)}"))
+    # every layer's channels in one render per checkpoint (render_layers), each layer's results apart
+    renders = render_layers(s, by_layer, seed=seed, steps=steps, image_size=image_size, preprocess=preprocess,
+                            progress=progress, **render_kwargs)
+    files: list[Path] = [res.save(out / "renders" / f"layer_{_safe(layer)}") for layer, res in renders.items()]
     changes: dict[str, FeatureChange] = {}
     for layer, c in tqdm(comps, disable=not progress, desc="metrics", unit="component"):
         label = component_label(layer, c)

@@ -22,6 +22,7 @@ from devvis.objectives.activation import (
 )
 from devvis.objectives.core import Objective, Sum, as_objective, weighted, wrap_objective
 from devvis.objectives.evaluate import evaluate
+from devvis.objectives.stacked import stacked
 from devvis.objectives.regularizers import (
     alignment,
     alpha_total_variation,
@@ -38,5 +39,5 @@ __all__ = [
     "Objective", "Sum", "as_objective", "weighted", "wrap_objective", "evaluate", "channel", "channels", "neuron",
     "layer", "direction", "direction_neuron", "channel_interpolate", "channels_first", "l1", "l2",
     "total_variation", "blur_input_each_step", "diversity", "alignment", "transparency", "alpha_total_variation",
-    "closeness",
+    "closeness", "stacked",
 ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import copy
+from typing import Literal, Sequence
 
 import torch
 from torch import nn
@@ -82,6 +83,40 @@ def image(w: int, h: int | None = None, *, batch: int = 1, fft: bool = True, dec
         kwargs["decay_power"] = decay_power
     b = _BASES[name](batch, channels, h, w, **kwargs)
     return ImageParam(b, channels, decorrelate, alpha=alpha)
+
+
+def stack(params: Sequence[ImageParam]) -> ImageParam:
+    """One :class:`ImageParam` whose images are those of ``params`` one after another (batch ``sum(B_k)``).
+
+    Every trainable tensor of the basis is concatenated along the batch (its first dimension), so
+    image ``offset_k + i`` starts exactly as image ``i`` of ``params[k]``: the start of a stacked render
+    (:func:`devvis.objectives.stacked`) is each part's own start. The parts must share the basis type,
+    the image size and the colour settings; the given modules are not changed.
+
+    >>> from devvis import param
+    >>> a, b = param.image(8, batch=2, seed=0), param.image(8, batch=1, seed=3)
+    >>> s = stack([a, b])
+    >>> tuple(s().shape), torch.equal(s()[:2], a()), torch.equal(s()[2:], b())
+    ((3, 3, 8, 8), True, True)
+    """
+    parts = list(params)
+    if not parts or not all(isinstance(p, ImageParam) for p in parts):
+        raise ParameterizationError("stack() needs one or more ImageParam parameterizations (param.image, "
+                                    f"param.pixel, ...); got {[type(p).__name__ for p in parts]}")
+    first = parts[0]
+    shapes = [[(n, tuple(t.shape[1:])) for n, t in p.named_parameters()] for p in parts]
+    same = all(type(p.basis) is type(first.basis) and shapes[k] == shapes[0] and p.alpha == first.alpha
+               and p.to_rgb.extra_repr() == first.to_rgb.extra_repr() for k, p in enumerate(parts))
+    if not same:
+        raise ParameterizationError("stack() needs parameterizations of the same basis, image size and colour "
+                                    f"settings; got {[type(p.basis).__name__ for p in parts]} with shapes {shapes}")
+    out = copy.deepcopy(first)
+    for name, _ in first.named_parameters():
+        owner, _, leaf = name.rpartition(".")
+        joined = torch.cat([p.get_parameter(name).detach() for p in parts])
+        setattr(out.get_submodule(owner), leaf,
+                nn.Parameter(joined.clone(), requires_grad=first.get_parameter(name).requires_grad))
+    return out
 
 
 def pixel(w: int, h: int | None = None, *, batch: int = 1, sd: float = 0.01, channels: int = 3,

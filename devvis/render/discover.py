@@ -80,7 +80,11 @@ def objective_batch(objective: Objective) -> int:
     >>> from devvis import objectives
     >>> objective_batch(objectives.channels("layer1", [0, 4, 7])), objective_batch(objectives.channel("layer1", 0))
     (3, 1)
+    >>> objective_batch(objectives.stacked([(objectives.channels("layer1", [0, 4]), 2), ("layer2:1", 1)]))
+    3
     """
+    if objective.fields.get("objective_type") == "stacked":  # objectives.stacked: the sum of its blocks
+        return sum(int(n) for n in objective.fields["counts"])
     terms = getattr(objective, "terms", [(1.0, objective)])
     for _, o in terms:
         chans = o.fields.get("channels") if o.fields.get("objective_type") == "channels" else None

@@ -127,7 +127,7 @@ def render(
     thresholds = _thresholds(thresholds, steps)
     generator = torch.Generator().manual_seed(int(seed))
     if param is None:
-        param = _default_param(image_size, batch or objective_batch(objective), seed, model_input_channels(model))
+        param = default_param(image_size, batch or objective_batch(objective), seed, model_input_channels(model))
     param = param.to(dev)
     model_input = ModelInput(model, transforms=transforms, preprocess=preprocess, input_size=input_size)
     t0 = time.perf_counter()
@@ -185,8 +185,9 @@ def _thresholds(thresholds: Iterable[int] | None, steps: int) -> list[int]:
     return ts
 
 
-def _default_param(image_size: int | tuple[int, int], batch: int, seed: int, channels: int = 3) -> nn.Module:
-    """``param.image`` of ``image_size`` (``H = W`` or ``(H, W)``), seeded, with the model's input channels."""
+def default_param(image_size: int | tuple[int, int], batch: int, seed: int, channels: int = 3) -> nn.Module:
+    """``param.image`` of ``image_size`` (``H = W`` or ``(H, W)``), seeded, with the model's input channels:
+    what :func:`render` optimizes when given no parameterization."""
     w, h = (image_size, image_size) if isinstance(image_size, int) else (image_size[1], image_size[0])
     return image_param(w, h, batch=batch, seed=seed, channels=channels)
 

@@ -60,6 +60,31 @@ class RenderResult:
         (``history[-1]``), ``(B,)``; NaN before the first step."""
         return self.history[-1] if len(self.history) else torch.full((self.images.shape[0],), float("nan"))
 
+    def rows(self, start: int, stop: int, *, objective: str, layers: Sequence[str], fields: dict[str, Any],
+             time_s: float | None = None) -> "RenderResult":
+        """The result of images ``start:stop`` alone, described as the render of ``objective`` (its
+        description), ``layers`` and ``fields``: one part of a stacked render
+        (:func:`devvis.objectives.stacked`). Images, snapshots, history and final values are cut to the
+        rows; ``config["batch"]`` is the rows' count; ``time_s`` defaults to the rows' share of the time.
+
+        >>> import torch
+        >>> r = RenderResult(torch.zeros(3, 3, 4, 4), {}, torch.arange(6.0).view(2, 3), "o", ["a"], {"batch": 3},
+        ...                  2, "completed", None, 3.0)
+        >>> part = r.rows(1, 3, objective="p", layers=["a"], fields={})
+        >>> part.history.tolist(), part.config["batch"], part.time_s
+        ([[1.0, 2.0], [4.0, 5.0]], 2, 2.0)
+        """
+        b = self.images.shape[0]
+        if not 0 <= start < stop <= b:
+            raise ConfigError(f"rows {start}:{stop} lie outside the result's {b} images")
+        share = self.time_s * (stop - start) / b if time_s is None else time_s
+        return RenderResult(
+            images=self.images[start:stop], snapshots={k: v[start:stop] for k, v in self.snapshots.items()},
+            history=self.history[:, start:stop], objective=objective, layers=list(layers),
+            config={**self.config, "batch": stop - start}, steps_run=self.steps_run, status=self.status,
+            converged_step=self.converged_step, time_s=share, fields=dict(fields),
+            final=None if self.final is None else self.final[start:stop])
+
     def image_metadata(self, j: int, **run: Any) -> dict[str, Any]:
         """The image record of image ``j`` (what :meth:`save` writes beside it; see :mod:`devvis.results`).
 
