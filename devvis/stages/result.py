@@ -26,10 +26,13 @@ DEFINITIONS = {
     "uncertainty_checkpoints": "max(1, largest distance from the boundary to a supporting signal's own peak "
                                "within +-1 checkpoint); the true boundary lies within index +- uncertainty",
     "stage": "the steps from one boundary (or step 0) up to the next boundary (or the final step)",
-    "units": "assign 'settle': units whose settle step lies in [start, end) of the stage (the final stage includes "
-             "its end); assign 'change': units whose largest change share falls in the stage",
-    "change_share": "per unit and stage: the part of the unit's response change (||p_{i+1} - p_i|| of its centred, "
-                    "unit-norm probe-response profile, summed over the intervals ending in the stage) over the run's total",
+    "units": "assign 'change' (default): units whose largest change share falls in the stage (where they formed); "
+             "assign 'settle': units whose settle step lies in [start, end) of the stage (the final stage includes "
+             "its end; the last stage that retuned them)",
+    "change_share": "per unit and stage: the part of the unit's response change (||q_{i+1} - q_i||, q its centred, "
+                    "unit-norm probe-response profile averaged over each class's images when the probe has labels "
+                    "(settings.change_of 'classes'), else the profile itself ('images'), summed over the intervals "
+                    "ending in the stage) over the run's total",
     "group_response": "per unit: mean over a group's probe images of the unit's final response profile "
                       "standardized over all probe images (mean 0, sd 1); per stage: the mean over its units",
     "circuits": "circuits whose influence vector (source channels' influence on the target channel) has a "
