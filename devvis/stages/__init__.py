@@ -1,8 +1,10 @@
 """Developmental stages: when training changes what the network computes, and what forms in each stage.
 
 * :func:`stages` — boundaries from several signals at once (essential dynamics, loss, feature change,
-  LLC), the stages between them, the units that settle in each, circuits that change, and the block
+  LLC), the stages between them, the units that formed in each, circuits that change, and the block
   whose restricted LLC moves (:class:`StagesResult`, written as JSON + PNG);
+* :func:`unit_contrasts` — controlled probe contrasts (the same images with and without colour, with
+  and without a sharp outline): what drives a unit, one property at a time;
 * :func:`essential_dynamics` — PCA of the model's outputs on fixed probe images over training, its
   turning points and :func:`plot_essential_dynamics`;
 * :func:`detect_boundaries` — the multi-signal boundary rule on any ``{name: (steps, values)}`` curves;
@@ -17,6 +19,7 @@ the short form is in every ``stages.json``).
 
 from devvis.stages.api import DEFAULT_SIGNALS, SIGNALS, default_layers, stages
 from devvis.stages.blocks import block_llc, default_blocks
+from devvis.stages.contrasts import unit_contrasts
 from devvis.stages.detect import Boundary, detect_boundaries
 from devvis.stages.dynamics import EssentialDynamics, essential_dynamics, plot_essential_dynamics, probe_outputs
 from devvis.stages.features import UnitResponses, UnitSettle, unit_responses, unit_settles
@@ -28,5 +31,5 @@ __all__ = [
     "Boundary", "DEFAULT_SIGNALS", "EssentialDynamics", "SIGNALS", "Stage", "StagesResult", "TurningPoint",
     "UnitResponses", "UnitSettle", "block_llc", "default_blocks", "default_layers", "detect_boundaries",
     "essential_dynamics", "mean_group_response", "plot_essential_dynamics", "plot_timeline", "probe_outputs",
-    "stages", "turning_points", "turns", "unit_responses", "unit_settles",
+    "stages", "turning_points", "turns", "unit_contrasts", "unit_responses", "unit_settles",
 ]

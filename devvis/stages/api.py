@@ -195,6 +195,12 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
                                          group_response=old.group_response if old else {})
         units = list(by_label.values())
     moved = response_change(responses, y)
+    if y is not None and group_map:
+        from devvis.stages.contrasts import unit_contrasts
+
+        per = unit_contrasts(s.at(len(s) - 1), x, y, layer_names, groups=group_map, preprocess=preprocess)
+        for u in units:
+            u.contrast = {name: float(v[u.layer][u.channel]) for name, v in per.items() if u.layer in v}
     for u in units:
         if u.layer in moved and u.channel < moved[u.layer].shape[1]:
             u.change_share = change_shares(steps, moved[u.layer][:, u.channel], edges)

@@ -158,6 +158,7 @@ class UnitSettle:
     source: str = "response"
     group_response: dict[str, float] = field(default_factory=dict)
     change_share: list[float] = field(default_factory=list)
+    contrast: dict[str, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -167,7 +168,8 @@ class UnitSettle:
         return {"unit": self.label, "settle_step": self.settle_step, "settle_status": self.settle_status,
                 "source": self.source, "top_examples": self.top_examples, "top_labels": self.top_labels,
                 "group_response": {k: round(v, 4) if np.isfinite(v) else None for k, v in self.group_response.items()},
-                "change_share": [round(v, 4) if np.isfinite(v) else None for v in self.change_share]}
+                "change_share": [round(v, 4) if np.isfinite(v) else None for v in self.change_share],
+                "contrast": {k: round(v, 4) if np.isfinite(v) else None for k, v in self.contrast.items()}}
 
 
 def group_responses(profile: np.ndarray, labels: torch.Tensor | np.ndarray,

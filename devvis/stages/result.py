@@ -35,6 +35,9 @@ DEFINITIONS = {
                     "ending in the stage) over the run's total",
     "group_response": "per unit: mean over a group's probe images of the unit's final response profile "
                       "standardized over all probe images (mean 0, sd 1); per stage: the mean over its units",
+    "contrast": "per unit, at the final checkpoint: mean response on a group's probe images minus on the same images "
+                "without one property, in sd of its probe responses: colour (colour images vs desaturated), outline "
+                "(shape images vs blurred, sigma 1.5 px per 16 px); per stage: the mean over its units",
     "circuits": "circuits whose influence vector (source channels' influence on the target channel) has a "
                 "turning point in the stage",
     "block_llc_change": "per block, |LLC[i+1] - LLC[i-1]| / sqrt(std[i+1]^2 + std[i-1]^2) around the boundary",
@@ -45,11 +48,12 @@ DEFINITIONS = {
 }
 
 
-def mean_group_response(units: list[UnitSettle]) -> dict[str, float | None]:
-    """Per group, the mean of the units' group responses (None where no unit has one)."""
+def mean_group_response(units: list[UnitSettle], of: str = "group_response") -> dict[str, float | None]:
+    """Per group, the mean of the units' group responses (None where no unit has one); ``of="contrast"``:
+    per contrast, the mean of their contrasts (:mod:`devvis.stages.contrasts`)."""
     out: dict[str, float | None] = {}
-    for g in (units[0].group_response if units else {}):
-        v = [u.group_response[g] for u in units if np.isfinite(u.group_response.get(g, np.nan))]
+    for g in (getattr(units[0], of) if units else {}):
+        v = [getattr(u, of)[g] for u in units if np.isfinite(getattr(u, of).get(g, np.nan))]
         out[g] = round(float(np.mean(v)), 4) if v else None
     return out
 
@@ -82,6 +86,10 @@ class Stage:
         """Per group, the mean group response of the stage's units (None where no unit has one)."""
         return mean_group_response(self.units)
 
+    def contrast(self) -> dict[str, float | None]:
+        """Per contrast (:mod:`devvis.stages.contrasts`), the mean over the stage's units."""
+        return mean_group_response(self.units, of="contrast")
+
     def to_dict(self, class_names: list[str] | None = None) -> dict[str, Any]:
         units = []
         for u in self.units:
@@ -91,7 +99,7 @@ class Stage:
             units.append(d)
         return {"index": self.index, "start": self.start, "end": self.end,
                 "boundary": self.boundary.to_dict() if self.boundary else None, "units": units,
-                "group_response": self.group_response(),
+                "group_response": self.group_response(), "contrast": self.contrast(),
                 "circuits": self.circuits,
                 "block_llc_change": {k: round(v, 3) if np.isfinite(v) else None for k, v in self.block_llc_change.items()},
                 "attributed_block": max(self.block_llc_change, key=lambda k: np.nan_to_num(self.block_llc_change[k], nan=-1))
