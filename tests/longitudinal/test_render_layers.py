@@ -14,6 +14,7 @@ from devvis.hooks import Activations
 from devvis.longitudinal import CheckpointSeries, render_layers, render_series, render_stacked, track
 from devvis.render import render
 from devvis.render.stopping import Convergence
+from devvis.trust.batch import given_renders
 
 LAYERS = {"layer1.0": [0, 3], "layer2.0": [1, 2, 5]}
 RENDER = dict(steps=12, image_size=16, progress=False)
@@ -84,6 +85,11 @@ def test_track_saves_each_layer_from_the_stacked_render(series_dir, tmp_path):
     assert (tmp_path / "renders" / "layer_layer2.0" / "series_result.json").is_file()
     alone = render_series(s, objectives.channels("layer2.0", [1]), steps=4, image_size=16, progress=False)
     assert torch.allclose(out.renders["layer2.0"][s.steps[-1]].images, alone[s.steps[-1]].images, atol=1e-4)
+    # the trust check takes them as each unit's first seed (its settings match the split results' configs)
+    given = given_renders(out.renders, [("layer1.0", 3), ("layer2.0", 1)], steps=4, image_size=16,
+                          transforms="standard")
+    assert torch.equal(given[("layer1.0", 3)][s.steps[-1]], out.renders["layer1.0"][s.steps[-1]].images[1:2])
+    assert sorted(given[("layer2.0", 1)]) == s.steps
 
 
 def test_stacked_objective_scores_each_block_on_its_own_rows():
