@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 
 def plot_timeline(result: "StagesResult", output_path: PathLike) -> PathLike:
     """Top: each signal's turn z-score and the combined score against step, the detection threshold,
-    boundaries (±uncertainty shaded) and planted curriculum steps (green, dashed). Bottom: the stages as bars with the number of units that settled in each. PNG at ``output_path``."""
+    boundaries (±uncertainty shaded) and planted curriculum steps (green, dashed). Bottom: the stages as bars
+    with the number of units assigned to each (formed there; settled there with ``assign="settle"``). PNG at
+    ``output_path``."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -43,7 +45,8 @@ def plot_timeline(result: "StagesResult", output_path: PathLike) -> PathLike:
     colours = plt.get_cmap("tab10")
     for st in result.stages:
         bx.barh(0, st.end - st.start, left=st.start, color=colours(st.index % 10), alpha=0.6)
-        bx.text((st.start + st.end) / 2, 0, f"stage {st.index}\n{len(st.units)} units", ha="center", va="center",
+        verb = "settled" if result.settings.get("assign") == "settle" else "formed"
+        bx.text((st.start + st.end) / 2, 0, f"stage {st.index}\n{len(st.units)} units {verb}", ha="center", va="center",
                 fontsize=7)
     bx.set_yticks([])
     bx.set_xlabel("training step")
