@@ -43,7 +43,8 @@ def main(output_dir: str | None = None) -> list[int]:
     for st in r.stages:
         settled = r.settled_in(st.index)
         print(f"  stage {st.index} (steps {st.start}-{st.end}): {len(st.units)} units formed here "
-              f"(most of their response change; mean standardized response {_pref(st.group_response())}); "
+              f"(most of their response change; mean standardized response {_pref(st.group_response())}; "
+              f"controlled contrasts {_pref(st.contrast())}); "
               f"{len(settled)} settled here ({_pref(mean_group_response(settled))})")
     print(f"wrote {', '.join(str(f) for f in r.files)}")
     return r.boundary_steps
