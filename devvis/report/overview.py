@@ -62,10 +62,12 @@ def _stages(run: Run) -> str:
     w, left, right = 520, 52, 12
     x = [left + (w - left - right) * (i / (n - 1) if n > 1 else 0.5) for i in range(n)]
     rects, rows = [], []
+    # stages() assigns units by where they formed (default) or where they settled: say which
+    settle = (st.get("settings") or {}).get("assign") == "settle"
     for k, s in enumerate(st.get("stages") or []):
         a, b = x[idx.get(s.get("start"), 0)], x[idx.get(s.get("end"), n - 1)]
         units = s.get("units") or []
-        tip = f"stage {s.get('index')}: steps {s.get('start')}-{s.get('end')}, {len(units)} units settle"
+        tip = f"stage {s.get('index')}: steps {s.get('start')}-{s.get('end')}, {len(units)} units {'settle' if settle else 'formed'}"
         rects.append(f"<rect class='stage{k % 4}' x='{a:.1f}' y='8' width='{max(b - a, 2):.1f}' height='26'>"
                      f"<title>{esc(tip)}</title></rect><text x='{(a + b) / 2:.1f}' y='26' class='stage-t'>"
                      f"{s.get('index')}</text>")
@@ -88,7 +90,8 @@ def _stages(run: Run) -> str:
     if planted:  # a curriculum run: where its phases really began, to judge the detected boundaries by
         marks = ", ".join(f"{esc(p.get('phase'))} at step {esc(p.get('step'))}" for p in planted if isinstance(p, dict))
         rows.append(f"<tr><td colspan='6' class='note'>planted curriculum phases: {marks}</td></tr>")
-    return (svg + "<table class='data'><tr><th>stage</th><th>steps</th><th>opened by</th><th>units settling</th>"
+    head = "units settling" if settle else "units formed in it"
+    return (svg + f"<table class='data'><tr><th>stage</th><th>steps</th><th>opened by</th><th>{head}</th>"
             "<th>circuits turning</th><th>block with the largest LLC change</th></tr>" + "".join(rows) + "</table>"
             + (f"<figure class='curve'>{chart}<figcaption>turn z-score of each signal; boundaries dashed"
                "</figcaption></figure>" if chart else "")

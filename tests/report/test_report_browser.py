@@ -58,7 +58,9 @@ def test_moving_the_slider_changes_the_image_and_the_marked_step(site, browser):
     assert s["step"] == "32" and s["markStep"] == "32" and s["markX"] == pytest.approx(s["xs"][-2], abs=0.05)
     assert s["src"].endswith("step_000032/layer_layer2_channel_0_average-0.jpg") and s["hash"] == "#step=32"
     assert s["row"] == "32"  # the trust table follows
-    assert browser.eval("document.querySelector('#viz').complete && document.querySelector('#viz').naturalWidth") > 0
+    # the new picture loads (a file read, which a busy machine can delay past the key press)
+    browser.wait_for("document.querySelector('#viz').complete && document.querySelector('#viz').naturalWidth > 0",
+                     timeout=10)
     browser.eval("document.activeElement.blur()")
     browser.press("Home")  # page-level keys
     assert _state(browser)["step"] == "0"

@@ -127,3 +127,21 @@ def test_line_chart_places_points_and_the_mark_by_checkpoint_index():
     assert float(mark.group(1)) == pytest.approx(xs[2], abs=0.05)
     assert "<polyline" not in svg and svg.count("<circle class='s1'") == 2  # the gap splits the line into points
     assert "no values" in line_chart([0, 1], [("a", [None, None], "s1")], title="t")
+
+
+@pytest.mark.parametrize("assign,heading", [("change", "units formed in it"), ("settle", "units settling"),
+                                            (None, "units formed in it")])
+def test_stages_table_names_the_assignment_rule(tmp_path, assign, heading):
+    """stages() assigns units to the stage they formed in (default) or settled in; the table says which."""
+    import json
+
+    root = synthetic_results(tmp_path / "r", layers=1, units=2, steps=STEPS)
+    f = root / "stages" / "stages.json"
+    st = json.loads(f.read_text())
+    if assign is not None:
+        st["settings"] = {"assign": assign}
+    f.write_text(json.dumps(st))
+    page = write_report(root).read_text()
+    assert f"<th>{heading}</th>" in page
+    other = {"units formed in it", "units settling"} - {heading}
+    assert f"<th>{other.pop()}</th>" not in page

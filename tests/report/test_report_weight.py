@@ -10,12 +10,11 @@ after the load event and a second of idle (lazy images near the viewport include
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 
-from browser import Browser, find_chromium
+from browser import Browser
 from devvis.report import write_report
 from report_synthetic import STEPS_20, StaticServer, synthetic_results
 
@@ -27,11 +26,7 @@ WEIGHT = """(() => { const nav = performance.getEntriesByType('navigation')[0];
           images: res.filter(e => e.initiatorType === 'img').length}; })()"""
 
 
-def test_1000_units_by_20_checkpoints_open_under_2_mb(tmp_path):
-    if find_chromium() is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing in CI: .ci/run installs Debian's chromium for this test")
-        pytest.skip("chromium not installed (apt-get install chromium)")
+def test_1000_units_by_20_checkpoints_open_under_2_mb(tmp_path, chromium):
     t0 = time.time()
     root = synthetic_results(tmp_path / "big", layers=4, units=1000, steps=STEPS_20, failed_step=STEPS_20[5])
     t1 = time.time()
