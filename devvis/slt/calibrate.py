@@ -15,7 +15,10 @@ It picks, for each (γ, nβ), the *largest* such ε (fastest mixing while the di
 accurate), then the (γ, nβ) whose chains are least held by the localization (smallest pull ratio, see
 :func:`~devvis.slt.diagnostics.pull_dominates`). The sweep is recorded (``calibration.json``) and plotted
 (``calibration.png``: the estimate against ε, one line per γ × nβ, unhealthy settings hollow, the
-choice starred).
+choice starred). When no setting qualifies, ``settings`` is empty and :attr:`Calibration.fallback_settings`
+names the grid point with the fewest failures at the reference model: :func:`~devvis.slt.llc_trajectory`
+uses it, every estimate flagged ``uncalibrated``, rather than the defaults (which can lie far outside the
+grid: γ = 100 and nβ = m/log m gave estimates down to −9.9 on the demo's curriculum run).
 
 >>> import math, torch
 >>> from torch import nn
@@ -85,6 +88,8 @@ class Calibration:
         model_results: ``model_results[k][i]``: grid point i at model k (the last row is ``results``); None
             where it was not run (a model other than the reference is run only for the candidates, best first).
         labels: one label per model (e.g. its training step).
+        fallback: when none was chosen, the index of the grid point with the fewest failures at the
+            reference model (see :attr:`fallback_settings`); None when one was chosen.
     """
 
     settings: dict[str, float]
@@ -95,6 +100,16 @@ class Calibration:
     stable: list[bool] = field(default_factory=list, repr=False)
     model_results: list[list[LLCResult | None]] = field(default_factory=list, repr=False)
     labels: list[str] = field(default_factory=list)
+    fallback: int | None = None
+
+    @property
+    def fallback_settings(self) -> dict[str, float]:
+        """When no setting was chosen: the grid point with the fewest failures at the reference model (see
+        :func:`_fallback`), to be used *flagged* ``uncalibrated``; ``{}`` when one was chosen or the grid is empty."""
+        if self.chosen is not None or self.fallback is None:
+            return {}
+        h = self.results[self.fallback].hyperparameters
+        return {"lr": h["lr"], "localization": h["localization"], "nbeta": h["nbeta"]}
 
     @property
     def ok(self) -> bool:
@@ -113,7 +128,7 @@ class Calibration:
                                   for lab, rs in zip(labels, per_model) if rs[i] is not None}
             grid.append(entry)
         return {"settings": dict(self.settings), "chosen": self.chosen, "reason": self.reason, "ok": self.ok,
-                "models": labels, "grid": grid}
+                "fallback": self.fallback, "fallback_settings": self.fallback_settings, "models": labels, "grid": grid}
 
     def save(self, output_dir: PathLike) -> None:
         """Write ``calibration.json`` and ``calibration.png`` into ``output_dir``."""
@@ -182,6 +197,20 @@ def _stability(results: list[LLCResult], healthy_ref: list[bool]) -> list[bool]:
             close = abs(a.llc_mean - b.llc_mean) <= STABLE_RTOL * max(abs(a.llc_mean), abs(b.llc_mean)) + noise
             stable[hi] = healthy_ref[lo] and healthy_ref[hi] and close
     return stable
+
+
+def _fallback(results: list[LLCResult], stable: list[bool]) -> int | None:
+    """The grid point with the fewest failures at the reference model: failed checks, acceptance below
+    :data:`TARGET_ACCEPTANCE` and instability in ε count one each; ties go to the smaller pull ratio."""
+    def score(i: int) -> tuple[int, float]:
+        r = results[i]
+        acc = [a for a in r.acceptance if math.isfinite(a)]
+        fails = len([k for k in r.failed_checks if k != "uncalibrated"])
+        fails += int(not acc or min(acc) < TARGET_ACCEPTANCE) + int(not stable[i])
+        pull = float(np.nanmean(r.pull_ratio)) if np.isfinite(r.pull_ratio).any() else math.inf
+        return fails, pull
+
+    return min(range(len(results)), key=score) if results else None
 
 
 def calibrate(
@@ -298,8 +327,13 @@ def calibrate(
                   f"{common or 'none recorded'}")
     if len(models) == 1:
         healthy = healthy_ref
+    fallback = None if chosen is not None else _fallback(results, stable)
+    if fallback is not None:
+        h = results[fallback].hyperparameters
+        reason += (f"; fewest failures at the reference model: lr {h['lr']:.3g}, localization {h['localization']:.3g}, "
+                   f"nbeta {h['nbeta']:.4g} ({results[fallback].health})")
     cal = Calibration(settings=settings, results=results, healthy=healthy, chosen=chosen, reason=reason,
-                      stable=stable, model_results=per_model, labels=names)
+                      stable=stable, model_results=per_model, labels=names, fallback=fallback)
     if output_dir is not None:
         cal.save(output_dir)
     return cal

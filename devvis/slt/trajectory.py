@@ -117,7 +117,10 @@ def llc_trajectory(
             trained model alone can leave the early checkpoints, far from any minimum, unhealthy. The sweep
             is written beside the trajectory. When the calibration's chains have the trajectory's layout
             (num_chains, num_draws, num_burnin_steps), its estimates at those checkpoints are reused. When
-            no setting is healthy the defaults are used and every estimate is flagged.
+            no setting is healthy, the grid point with the fewest failures at the last calibration checkpoint
+            (:attr:`~devvis.slt.Calibration.fallback_settings`: the settings the user's grid allows, not the
+            uncalibrated defaults, which can lie far outside it) is used and every estimate is flagged
+            ``uncalibrated`` (not ok).
         **llc_kwargs: :func:`estimate_llc` keywords, identical at every checkpoint
             (the seed too, so differences between steps are not sampling noise of
             different streams).
@@ -129,7 +132,7 @@ def llc_trajectory(
     reuse: dict[int, LLCResult] = {}
     if calibrate:
         calibration, reuse, series = _calibrate_series(series, loader, criterion, calibrate, progress, llc_kwargs)
-        llc_kwargs = {**llc_kwargs, **calibration.settings}
+        llc_kwargs = {**llc_kwargs, **(calibration.settings or calibration.fallback_settings)}
     steps: list[int] = []
     results: list[LLCResult] = []
     for k, item in enumerate(series):
@@ -144,6 +147,8 @@ def llc_trajectory(
                     warnings.warn(f"LLC: {msg}", LLCDiagnosticWarning, stacklevel=2)
         else:
             res = estimate_llc(model, loader, criterion, progress=progress, **llc_kwargs)
+            if calibration is not None and not calibration.ok and calibration.fallback is not None:
+                _flag_uncalibrated(res, calibration, warn=llc_kwargs.get("warn", True))
         steps.append(int(step))
         results.append(res)
         del model  # let a lazily loaded checkpoint go before the next one is loaded
@@ -162,6 +167,18 @@ def llc_trajectory(
     if output_dir is not None:
         traj.save(output_dir, feature_curves=feature_curves)
     return traj
+
+
+def _flag_uncalibrated(res: LLCResult, calibration: Calibration, *, warn: bool) -> None:
+    """Mark ``res``, made with the calibration's fallback settings, ``uncalibrated`` (a failing check)."""
+    s = calibration.fallback_settings
+    msg = (f"calibration found no healthy and stable setting; this estimate uses the grid point with the fewest "
+           f"failures (lr={s['lr']:g}, localization={s['localization']:g}, nbeta={s['nbeta']:.4g}) and is not "
+           f"calibrated")
+    res.flags["uncalibrated"] = list(range(len(res.llc_per_chain)))
+    res.diagnostics.append(msg)
+    if warn:
+        warnings.warn(f"LLC: {msg}", LLCDiagnosticWarning, stacklevel=3)
 
 
 #: Keywords of :func:`estimate_llc` that the calibration shares with the estimates of the trajectory.

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from devvis.slt import LLCDiagnosticWarning, LLCResult, calibrate, diagnostics, estimate_llc
+from devvis.slt import LLCDiagnosticWarning, LLCResult, calibrate, diagnostics, estimate_llc, llc_trajectory
 from devvis.slt.calibrate import _stability
 
 
@@ -100,6 +100,31 @@ def test_calibration_must_hold_at_every_checkpoint():
     assert not both.ok and "unhealthy at another model" in both.reason
     assert both.model_results[0][alone.chosen] is not None  # the candidate was run at the early model
     assert both.to_dict()["models"] == ["step 0", "step 100"]
+
+
+def test_trajectory_without_a_healthy_setting_uses_the_grid_point_with_fewest_failures_flagged():
+    # planted: at the trained model both ε are healthy and ε = 3e-3 is stable in ε (1e-3 has no smaller
+    # neighbour), so 3e-3 has no failure there; the early model, far from a minimum, fails every setting
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 3, generator=g)
+    trained = nn.Linear(3, 1)
+    y = trained(x).detach()
+    early = nn.Linear(3, 1)
+    with torch.no_grad():
+        early.bias.add_(3.0)
+    kw = dict(lrs=[1e-3, 3e-3], localizations=[1.0], nbetas=[100.0], num_draws=400, num_burnin_steps=100)
+    traj = llc_trajectory([(0, early), (100, trained)], [(x, y)], nll, calibrate=kw, num_chains=2, num_draws=400,
+                          num_burnin_steps=100, progress=False, warn=False)
+    cal = traj.calibration
+    assert not cal.ok and cal.settings == {}
+    assert cal.fallback_settings == {"lr": 3e-3, "localization": 1.0, "nbeta": 100.0}
+    assert cal.to_dict()["fallback_settings"]["lr"] == 3e-3 and "fewest failures" in cal.reason
+    assert traj.hyperparameters["lr"] == 3e-3 and traj.hyperparameters["nbeta"] == 100.0  # not the defaults
+    assert not traj.hyperparameters["calibrated"]
+    early_res, trained_res = traj.results
+    assert trained_res.failed_checks == ["uncalibrated"] and "fewest failures" in trained_res.reasons[-1]
+    assert {"below_init", "uncalibrated"} <= set(early_res.failed_checks)
+    assert 1.0 < trained_res.llc_mean < 3.0  # 4 parameters, regular: λ = 2
 
 
 def batchnorm_net(running_mean: float, running_var: float):
