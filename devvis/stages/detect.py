@@ -21,6 +21,21 @@ Boundaries are found in four documented steps:
    ``max(1, spread)`` where ``spread`` is the largest distance between ``i`` and a supporting
    signal's own peak in ``i−1..i+1`` — one checkpoint at least, because a turn seen at a checkpoint
    happened somewhere in the interval on either side of it.
+5. **Transients.** A turn marks a change of velocity, and a spike — the trajectory jumps away and
+   comes back within a checkpoint or two, as in a loss spike of Adam — turns as much as a stage
+   boundary does. A stage boundary is a change that persists. So each candidate of step 4 is checked
+   with the :func:`~devvis.stages.turns.persistence` of its supporting *vector* signals (those with
+   two or more dimensions, such as the essential-dynamics PCs and the features): how much of the
+   excursion remains two checkpoints after the event, in [0, 1]. When every supporting vector
+   signal has persistence below ``min_persistence`` (default 0.5: the trajectory ends the event
+   closer to where it was than half of how far it went), the candidate is a **transient**, reported
+   apart (:attr:`Boundary.kind` ``"transient"``) and not a boundary; otherwise it is a boundary.
+   Scalar signals do not decide: in one dimension a spike and a sharp peak (a curve that stops
+   rising and falls) look alike within the window, while in several dimensions coming back to the
+   same point is specific. A candidate with no vector signal among its supporters, or whose
+   persistence is undefined (next to the ends), stays a boundary. ``min_persistence=0`` turns the
+   check off. A transient keeps its checkpoints: no boundary is placed within ``±min_separation``
+   of it or in its event.
 
 >>> import numpy as np
 >>> steps = list(range(0, 200, 10))
@@ -29,22 +44,30 @@ Boundaries are found in four documented steps:
 >>> b = np.r_[np.ones(10), np.linspace(1, -4, 10)] + 0.01 * rng.standard_normal(20)   # from 100 on
 >>> [(x.step, x.uncertainty, x.signals) for x in detect_boundaries({"a": (steps, a), "b": (steps, b)})]
 [(100, 1, ['a', 'b'])]
+>>> t = np.arange(20.0)[:, None]                                  # 2-D paths turning at step 100
+>>> p = np.where(t < 10, t * [1, 0], [10, 0] + (t - 10) * [0, 1]) + 0.01 * rng.standard_normal((20, 2))
+>>> q = p[:, ::-1].copy()
+>>> p[5] += [0, 20]; q[5] += [20, 0]                              # both jump away at step 50, back at 60
+>>> found = detect_events({"p": (steps, p), "q": (steps, q)})
+>>> [(x.kind, x.step, round(x.persistence["p"], 2)) for x in found.boundaries + found.transients]
+[('boundary', 100, 1.0), ('transient', 50, 0.25)]
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from devvis.errors import ConfigError
-from devvis.stages.turns import as_trajectory, robust_z, turns
+from devvis.stages.turns import as_trajectory, persistence, robust_z, turns
 
 #: Defaults of :func:`detect_boundaries` (see the module docstring).
 DEFAULT_THRESHOLD = 3.0
 DEFAULT_SUPPORT_Z = 1.5
 DEFAULT_MIN_SEPARATION = 2
+DEFAULT_MIN_PERSISTENCE = 0.5
 
 SignalLike = tuple[Sequence[int], Any]
 
@@ -53,7 +76,10 @@ SignalLike = tuple[Sequence[int], Any]
 class Boundary:
     """A stage boundary: at checkpoint ``index`` (training ``step``), ``uncertainty`` in checkpoints
     (the true boundary lies within ``index ± uncertainty``), the combined ``score``, the supporting
-    ``signals`` and each signal's z-score there (``z``, max over ``index ± 1``)."""
+    ``signals`` and each signal's z-score there (``z``, max over ``index ± 1``). ``kind`` is
+    ``"boundary"``, or ``"transient"`` for a candidate whose supporting vector signals all come back
+    (step 5 of the module docstring); ``persistence``: each vector signal's persistence there (NaN
+    where undefined)."""
 
     index: int
     step: int
@@ -62,11 +88,21 @@ class Boundary:
     signals: list[str]
     z: dict[str, float] = field(default_factory=dict)
     step_range: tuple[int, int] = (0, 0)
+    kind: str = "boundary"
+    persistence: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "step": self.step, "uncertainty_checkpoints": self.uncertainty,
+        return {"index": self.index, "step": self.step, "kind": self.kind, "uncertainty_checkpoints": self.uncertainty,
                 "step_range": list(self.step_range), "score": round(self.score, 4), "signals": self.signals,
-                "z": {k: round(v, 3) for k, v in self.z.items()}}
+                "z": {k: round(v, 3) for k, v in self.z.items()},
+                "persistence": {k: round(v, 3) if np.isfinite(v) else None for k, v in self.persistence.items()}}
+
+
+class Events(NamedTuple):
+    """What :func:`detect_events` finds: the stage ``boundaries`` and the ``transients``, each in step order."""
+
+    boundaries: list[Boundary]
+    transients: list[Boundary]
 
 
 def _windowed_max(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,14 +137,28 @@ def combined_score(zs: Mapping[str, np.ndarray], weights: Mapping[str, float] | 
     return sum(w[k] * _windowed_max(np.asarray(z, dtype=np.float64))[0] for k, z in zs.items()) / total
 
 
-def detect_boundaries(signals: Mapping[str, SignalLike], *, weights: Mapping[str, float] | None = None,
-                      threshold: float = DEFAULT_THRESHOLD, support_z: float = DEFAULT_SUPPORT_Z,
-                      min_support: int | None = None,
-                      min_separation: int = DEFAULT_MIN_SEPARATION) -> list[Boundary]:
-    """Stage boundaries supported by ``signals`` ``{name: (steps, values (n,) or (n, d))}`` (module docstring).
+def detect_boundaries(signals: Mapping[str, SignalLike], **kwargs: Any) -> list[Boundary]:
+    """Stage boundaries supported by ``signals`` ``{name: (steps, values (n,) or (n, d))}`` (module docstring),
+    in step order: :func:`detect_events` without the transients (same keyword arguments)."""
+    return detect_events(signals, **kwargs).boundaries
+
+
+def _is_transient(persist: Mapping[str, float], support: Sequence[str], min_persistence: float) -> bool:
+    """Step 5: every supporting vector signal comes back (persistence < ``min_persistence``); needs at least one."""
+    mine = [persist[k] for k in support if k in persist]
+    return bool(mine) and all(np.isfinite(p) and p < min_persistence for p in mine)
+
+
+def detect_events(signals: Mapping[str, SignalLike], *, weights: Mapping[str, float] | None = None,
+                  threshold: float = DEFAULT_THRESHOLD, support_z: float = DEFAULT_SUPPORT_Z,
+                  min_support: int | None = None, min_separation: int = DEFAULT_MIN_SEPARATION,
+                  min_persistence: float = DEFAULT_MIN_PERSISTENCE) -> Events:
+    """Stage boundaries and transients supported by ``signals`` ``{name: (steps, values (n,) or (n, d))}``
+    (module docstring).
 
     All signals must be given at the same steps (at least 5 checkpoints). ``weights``: per signal
-    (default 1 each). Returns the boundaries in step order.
+    (default 1 each). ``min_persistence``: below it, a candidate whose supporting vector signals all
+    come back is a transient (0: none is).
     """
     if not signals:
         raise ConfigError("detect_boundaries needs at least one signal {name: (steps, values)}")
@@ -119,6 +169,7 @@ def detect_boundaries(signals: Mapping[str, SignalLike], *, weights: Mapping[str
         raise ConfigError(f"weights for unknown signals {unknown}; signals: {sorted(signals)}")
     weights = {k: float((weights or {}).get(k, 1.0)) for k in signals}
     zs = signal_z(steps, signals)
+    vectors = {k: v for k, (_, v) in signals.items() if np.ndim(v) == 2 and np.shape(v)[1] >= 2}
     need = min_support if min_support is not None else min(2, len(signals))
     wmax = {k: _windowed_max(z) for k, z in zs.items()}
     total = sum(weights.values()) or 1.0
@@ -147,7 +198,11 @@ def detect_boundaries(signals: Mapping[str, SignalLike], *, weights: Mapping[str
         spread = max((abs(p - j) for p in peaks), default=0)
         unc = max(1, spread)
         taken.append(int(j))
+        persist = {k: persistence(steps, v, i) for k, v in vectors.items()}
         out.append(Boundary(index=i, step=int(steps[i]), uncertainty=unc, score=float(combined[j]),
                             signals=support, z={k: float(wmax[k][0][j]) for k in zs},
-                            step_range=(int(steps[max(0, i - unc)]), int(steps[min(len(steps) - 1, i + unc)]))))
-    return sorted(out, key=lambda b: b.index)
+                            step_range=(int(steps[max(0, i - unc)]), int(steps[min(len(steps) - 1, i + unc)])),
+                            kind="transient" if _is_transient(persist, support, min_persistence) else "boundary",
+                            persistence=persist))
+    out.sort(key=lambda b: b.index)
+    return Events([b for b in out if b.kind == "boundary"], [b for b in out if b.kind == "transient"])

@@ -22,12 +22,32 @@ counts as 1e-6) is at least ``threshold`` (default 3) and the largest within ``�
 **strength** is that z-score. Stage detection (:mod:`devvis.stages.detect`) combines the same
 z-scores over several signals.
 
+**Persistence.** A turn says that the velocity changed, not that the trajectory went somewhere new: a
+spike (the trajectory jumps away and comes back within a checkpoint or two, e.g. a loss spike of Adam)
+turns as much as a step. The persistence at checkpoint ``i`` compares where the trajectory ends the
+event with how far it went during it. With ``b`` the mean of ``x_{i−3}, x_{i−2}`` (before the event),
+``a`` the mean of ``x_{i+2}, x_{i+3}`` (after it) and the excursion ``e = max_{j=i−1..i+1} ‖x_j − b‖``,
+
+    persistence_i = ‖a − b‖ / max(‖a − b‖, e)
+
+in [0, 1]: 1 when the trajectory ends the event at least as far from where it was as it ever got during
+it (a step, a turn onto a new direction, or steady motion), near 0 when it comes back (a spike).
+Steady motion counts as persisting: a spike on a moving trajectory scores below 0.5 only when its
+excursion is more than twice the distance the trajectory moves in five checkpoint intervals (from the
+middle of the pair before to the middle of the pair after). The
+event's own checkpoints ``i−1..i+1`` are those whose turns the detector's ±1 window combines. Next
+to the ends a side has one checkpoint; NaN where it has none (``i = 1`` and ``i = n − 2``) or nothing
+moves.
+
 >>> import numpy as np
 >>> steps = list(range(0, 100, 10))
 >>> x = np.array([0, 0, 0, 0, 0, 1, 2, 3, 4, 5], dtype=float)   # at rest, then moving from step 40
 >>> x = x + 0.01 * np.random.default_rng(0).standard_normal(10)
 >>> [(p.step, round(float(turns(steps, x)[p.index]), 2)) for p in turning_points(steps, x)]
 [(40, 1.03)]
+>>> spike = np.r_[np.zeros(5), 3.0, np.zeros(4)]                   # out at step 50, back at 60
+>>> round(float(persistence(steps, spike, 5)), 2), round(float(persistence(steps, x, 4)), 2)
+(0.0, 1.0)
 """
 
 from __future__ import annotations
@@ -85,6 +105,26 @@ def turns(steps: Sequence[int], values: Sequence[float] | np.ndarray) -> np.ndar
     speed = np.linalg.norm(v, axis=1)
     out[1:-1] = np.linalg.norm(v[1:] - v[:-1], axis=1) / (float(np.median(speed)) + 1e-12)
     return out
+
+
+#: Checkpoints averaged on each side of an event by :func:`persistence`, and the event's half-width.
+PERSISTENCE_FLANK = 2
+EVENT_HALF_WIDTH = 1
+
+
+def persistence(steps: Sequence[int], values: Sequence[float] | np.ndarray, index: int) -> float:
+    """How much of the excursion around checkpoint ``index`` remains after it, in [0, 1] (module docstring):
+    ``‖a − b‖ / max(‖a − b‖, e)``; NaN where either side has no checkpoint or nothing moves."""
+    _, x = as_trajectory(steps, values)
+    h, m = EVENT_HALF_WIDTH, PERSISTENCE_FLANK
+    before, after = x[max(0, index - h - m):max(0, index - h)], x[index + h + 1:index + h + 1 + m]
+    if len(before) == 0 or len(after) == 0:
+        return float("nan")
+    b, a = before.mean(axis=0), after.mean(axis=0)
+    d = float(np.linalg.norm(a - b))
+    e = max(float(np.linalg.norm(x[j] - b)) for j in range(max(0, index - h), min(len(x), index + h + 1)))
+    top = max(d, e)
+    return d / top if top > 0 else float("nan")
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:

@@ -7,6 +7,8 @@ import pytest
 
 from devvis.errors import ConfigError
 from devvis.stages import detect_boundaries, turning_points, turns
+from devvis.stages.detect import detect_events
+from devvis.stages.turns import persistence
 
 
 def _planted(rng: np.random.Generator, n: int = 31, at: tuple[int, ...] = (10, 20), dims: int = 3) -> np.ndarray:
@@ -98,3 +100,60 @@ def test_a_change_lasting_several_checkpoints_is_one_boundary():
 
     found = detect_boundaries({"a": (steps, gradual(rng)), "b": (steps, gradual(rng))})
     assert [b.index for b in found] in ([15], [16], [17])
+
+
+def _spike_and_step(rng: np.random.Generator, spike_at: int, step_at: int, n: int = 31) -> np.ndarray:
+    """A 3-D path drifting slowly with noise, which jumps away at ``spike_at`` and is back one checkpoint later,
+    and moves to a new place for good at ``step_at`` (a step change)."""
+    x = np.cumsum(0.05 * rng.standard_normal((n, 3)), axis=0) + np.arange(n)[:, None] * [0.02, 0.0, 0.0]
+    x[spike_at] += rng.choice([-1, 1], 3) * 2.0
+    x[step_at:] += rng.choice([-1, 1], 3) * 2.0
+    return x
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_spike_that_comes_back_is_a_transient_and_a_step_change_a_boundary(seed):
+    """Issue 21: a trajectory that jumps away and comes back (a loss spike of Adam) is reported as a transient, not a
+    stage boundary; a change that persists (a step) is a boundary. Both signals see both events."""
+    rng = np.random.default_rng(seed)
+    steps = list(range(0, 310, 10))
+    signals = {"a": (steps, _spike_and_step(rng, 10, 20)), "b": (steps, _spike_and_step(rng, 10, 20))}
+    found = detect_events(signals)
+    assert [b.kind for b in found.boundaries] == ["boundary"] and abs(found.boundaries[0].index - 20) <= 1
+    assert [b.kind for b in found.transients] == ["transient"] and found.transients[0].index == 10
+    assert all(p < 0.2 for p in found.transients[0].persistence.values())
+    assert all(p > 0.8 for p in found.boundaries[0].persistence.values())
+    assert detect_boundaries(signals) == found.boundaries
+    d = found.transients[0].to_dict()
+    assert d["kind"] == "transient" and set(d["persistence"]) == {"a", "b"} and d["step"] == 100
+    # with the check off, the spike is a boundary again (it turns as much as the step does)
+    assert sorted(b.index for b in detect_boundaries(signals, min_persistence=0)) == [10, found.boundaries[0].index]
+
+
+def test_persistence_of_spike_step_turn_and_steady_motion():
+    steps = list(range(10))
+    flat = np.zeros((10, 2))
+    spike, step = flat.copy(), flat.copy()
+    spike[5] = [3.0, 0.0]
+    step[5:] = [3.0, 0.0]
+    turn = np.array([[min(i, 5), max(i - 5, 0)] for i in range(10)], dtype=float)  # right, then up from 5
+    assert persistence(steps, spike, 5) == pytest.approx(0.0)
+    assert persistence(steps, step, 5) == pytest.approx(1.0) and persistence(steps, turn, 5) == pytest.approx(1.0)
+    assert persistence(steps, turn * [1, 0], 5) == pytest.approx(1.0)  # motion that stops: it stays where it went
+    # a spike as large as the motion across the event (five intervals): it counts as moving on (0.89 >= 0.5)
+    moving = np.arange(10.0)[:, None] * [1.0, 0.0]
+    moving[5] += [0.0, 5.0]
+    assert persistence(steps, moving, 5) == pytest.approx(5 / np.hypot(2.5, 5.0))
+    assert np.isnan(persistence(steps, spike, 1)) and np.isnan(persistence(steps, spike, 8))
+    assert np.isnan(persistence(steps, flat, 5))
+
+
+def test_scalar_signals_do_not_make_transients():
+    """In one dimension a spike and a sharp peak look alike: a candidate supported by scalars only stays a boundary."""
+    steps = list(range(31))
+    rng = np.random.default_rng(0)
+    x = np.cumsum(0.05 * rng.standard_normal(31))
+    x[15] += 3.0
+    found = detect_events({"loss": (steps, x)})
+    assert [b.index for b in found.boundaries] == [15] and found.transients == []
+    assert found.boundaries[0].persistence == {}
