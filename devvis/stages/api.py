@@ -9,8 +9,8 @@ import torch
 
 from devvis.errors import ConfigError
 from devvis.longitudinal import as_series
-from devvis.stages.detect import (DEFAULT_MIN_SEPARATION, DEFAULT_SUPPORT_Z, DEFAULT_THRESHOLD, detect_boundaries,
-                                  signal_z)
+from devvis.stages.detect import (DEFAULT_MIN_PERSISTENCE, DEFAULT_MIN_SEPARATION, DEFAULT_SUPPORT_Z,
+                                  DEFAULT_THRESHOLD, detect_events, signal_z)
 from devvis.stages.dynamics import essential_dynamics
 from devvis.stages.features import (UnitSettle, change_shares, features_signal, response_change, unit_responses,
                                     unit_settles)
@@ -109,7 +109,8 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
            circuits: Sequence[Any] = (), class_names: Sequence[str] | None = None,
            groups: Mapping[str, Sequence[int]] | None = None, assign: str = DEFAULT_ASSIGN,
            threshold: float = DEFAULT_THRESHOLD, support_z: float = DEFAULT_SUPPORT_Z, min_support: int | None = None,
-           min_separation: int = DEFAULT_MIN_SEPARATION, weights: Mapping[str, float] | None = None,
+           min_separation: int = DEFAULT_MIN_SEPARATION, min_persistence: float = DEFAULT_MIN_PERSISTENCE,
+           weights: Mapping[str, float] | None = None,
            settle_threshold: float = 0.8, k: int = 9, n_components: int = 3, preprocess: PreprocessLike = "auto",
            output_dir: PathLike | None = None, progress: bool = False) -> StagesResult:
     """The developmental stages of ``series``: boundaries from several signals, and what formed in each stage.
@@ -140,13 +141,14 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
             gratings arrive settle in the texture stage (docs/stages.md, "Forming and settling").
         circuits: :class:`~devvis.circuits.InfluenceTrajectory` objects or ``(source, target, channel)``
             tuples (computed on the first 32 probe images); each stage lists those with a turning point in it.
-        threshold, support_z, min_support, min_separation, weights: boundary detection
-            (:func:`devvis.stages.detect_boundaries`).
+        threshold, support_z, min_support, min_separation, min_persistence, weights: boundary detection
+            (:func:`devvis.stages.detect_events`); candidates whose supporting vector signals all come back
+            (spikes) are reported as ``transients``, not boundaries.
         settle_threshold: the response-similarity threshold of a unit's settle step; k: top examples per unit.
         output_dir: writes ``stages.json``, ``stages_timeline.png`` and ``essential_dynamics.png`` there.
 
     Returns:
-        :class:`StagesResult` (``.boundaries``, ``.stages``, ``.to_dict()``).
+        :class:`StagesResult` (``.boundaries``, ``.transients``, ``.stages``, ``.to_dict()``).
     """
     s = as_series(series)
     steps = list(s.steps)
@@ -180,8 +182,9 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
             if llc is None:
                 raise ConfigError("the llc signal needs llc= (an LLCTrajectory or {step: value})")
             sig[name] = (steps, _llc_signal(llc, steps))
-    bounds = detect_boundaries(sig, weights=weights, threshold=threshold, support_z=support_z,
-                               min_support=min_support, min_separation=min_separation)
+    bounds, transients = detect_events(sig, weights=weights, threshold=threshold, support_z=support_z,
+                                       min_support=min_support, min_separation=min_separation,
+                                       min_persistence=min_persistence)
     edges = [steps[0]] + [b.step for b in bounds] + [steps[-1]]
     stage_list = [Stage(i, edges[i], edges[i + 1], bounds[i - 1] if i else None) for i in range(len(edges) - 1)]
     units = unit_settles(responses, labels=y, k=k, threshold=settle_threshold, groups=group_map)
@@ -216,12 +219,14 @@ def stages(series: SeriesLike, *, inputs: ImageBatch | None = None, labels: torc
         for st in stage_list[1:]:
             st.block_llc_change = attribute(st.boundary.index, dict(block_llc))
     result = StagesResult(
-        steps=steps, boundaries=bounds, stages=stage_list, signals=sig, z=signal_z(steps, sig), essential_dynamics=ed,
+        steps=steps, boundaries=bounds, transients=transients, stages=stage_list, signals=sig, z=signal_z(steps, sig),
+        essential_dynamics=ed,
         units=units, class_names=class_names,
         planted=[{"phase": p["name"], "step": p["start"]} for p in trained["curriculum"]["phases"][1:]]
         if "curriculum" in trained else None,
         settings={"signals": list(sig), "layers": layer_names, "threshold": threshold, "support_z": support_z,
-                  "min_support": min_support, "min_separation": min_separation, "settle_threshold": settle_threshold,
+                  "min_support": min_support, "min_separation": min_separation, "min_persistence": min_persistence,
+                  "settle_threshold": settle_threshold,
                   "k": k, "n_components": n_components, "probe_images": int(len(x)),
                   "probe_size": int(x.shape[-1]), "groups": group_map, "assign": assign,
                   "change_of": "classes" if y is not None else "images",

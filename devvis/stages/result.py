@@ -22,7 +22,12 @@ DEFINITIONS = {
     "boundary": "a checkpoint where combined >= threshold, largest within +-min_separation checkpoints and within "
                 "its event (the run of consecutive checkpoints with combined >= threshold), with at least "
                 "min_support signals whose windowed z >= support_z (the supporting signals); placed within +-1 "
-                "where the supporting signals' summed z is largest",
+                "where the supporting signals' summed z is largest; unless it is a transient",
+    "persistence": "per vector signal at checkpoint i: ||a - b|| / max(||a - b||, e), b the mean of x_{i-3}, x_{i-2}, "
+                   "a the mean of x_{i+2}, x_{i+3}, e = max_{j=i-1..i+1} ||x_j - b||: 1 when the trajectory ends the "
+                   "event at least as far away as it went, near 0 when it comes back",
+    "transient": "a candidate boundary whose supporting vector signals (2+ dimensions) all have persistence < "
+                 "min_persistence: a spike that comes back within a checkpoint or two, not a stage boundary",
     "uncertainty_checkpoints": "max(1, largest distance from the boundary to a supporting signal's own peak "
                                "within +-1 checkpoint); the true boundary lies within index +- uncertainty",
     "stage": "the steps from one boundary (or step 0) up to the next boundary (or the final step)",
@@ -108,7 +113,8 @@ class Stage:
 
 @dataclass
 class StagesResult:
-    """``boundaries`` (step order), ``stages`` (one more than boundaries), the ``signals`` used
+    """``boundaries`` (step order), ``transients`` (candidates that came back: spikes, not boundaries; step
+    order), ``stages`` (one more than boundaries), the ``signals`` used
     ``{name: (steps, values)}``, their per-checkpoint ``z`` and ``combined`` scores, the
     ``essential_dynamics``, all ``units`` with their settle steps, the ``settings``, and ``planted``: the
     curriculum's phase starts ``[{"phase", "step"}]`` when the series was trained with one (else None)."""
@@ -124,6 +130,7 @@ class StagesResult:
     class_names: list[str] | None = None
     planted: list[dict[str, Any]] | None = None
     files: list[Path] = field(default_factory=list)
+    transients: list[Boundary] = field(default_factory=list)
 
     @property
     def boundary_steps(self) -> list[int]:
@@ -140,6 +147,7 @@ class StagesResult:
     def to_dict(self) -> dict[str, Any]:
         return dio.metadata(
             "stages", steps=self.steps, boundaries=[b.to_dict() for b in self.boundaries],
+            transients=[b.to_dict() for b in self.transients],
             stages=[s.to_dict(self.class_names) for s in self.stages],
             signals={k: {"values": np.round(np.asarray(v, dtype=float), 6).tolist(),
                          "z": [None] + np.round(self.z[k], 3).tolist() + [None]} for k, (_, v) in self.signals.items()},

@@ -121,6 +121,10 @@ def test_stages_writes_json_and_plots(small_curriculum, tmp_path):
     for st in data["stages"]:
         assert all(st["start"] <= u["settle_step"] <= st["end"] for u in st["units"])
     assert r.to_dict()["definitions"]["boundary"].startswith("a checkpoint where combined")
+    assert {"persistence", "transient"} <= set(data["definitions"]) and data["settings"]["min_persistence"] == 0.5
+    assert isinstance(data["transients"], list) and all(t["kind"] == "transient" for t in data["transients"])
+    assert all(b["kind"] == "boundary" and set(b["persistence"]) == {"essential_dynamics", "features"}
+               for b in data["boundaries"])
     # what the report reads (docs/stages.md): planted steps, combined score, coordinates, group responses
     assert data["planted"] == [{"phase": "shape", "step": 4}, {"phase": "texture", "step": 8}]
     assert len(data["combined"]) == 13 and data["combined"][0] is None and data["combined"][-1] is None
@@ -253,5 +257,13 @@ def test_shape_stage_units_respond_more_to_shapes_than_colours(tmp_path_factory,
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_constant_lr_without_curriculum_gives_at_most_one_boundary(tmp_path_factory, seed):
+    """Issue 21: no more than one spurious boundary without a curriculum. Adam at this learning rate has loss
+    spikes (seed 1: held-out loss 0.51 -> 1.42 at step 140, 0.37 -> 1.79 at 200, back within a checkpoint or
+    two); the outputs jump away and come back (essential-dynamics persistence 0.31 and 0.16), so they are
+    transients, not boundaries (docs/stages.md). Measured, one thread: seeds 0-2 give boundaries [200], [], []
+    and transients [], [140, 200], [260]; two threads (a different floating-point order): [], [] and [], [200]
+    on seeds 0-1."""
     r = _stages_of(tmp_path_factory, seed, False)
     assert r.planted is None and len(r.boundaries) <= 1
+    assert all(t.kind == "transient" and max(t.persistence[k] for k in t.signals if k in t.persistence) < 0.5
+               for t in r.transients)
