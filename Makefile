@@ -6,6 +6,10 @@ PIP    := $(PY) -m pip
 # torch/torchvision pinned to the releases this project is tested with; elsewhere pip gets them from the index.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist; one torch thread each). Whole files go to one worker, so a module's
+# fixtures are built once. TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= 2
+PYTEST := cd tests && OMP_NUM_THREADS=1 ../$(VENV)/bin/pytest -p no:cacheprovider $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 BENCH_ARGS ?=
 
 .PHONY: venv install demo test test-fast bench clean
@@ -28,10 +32,10 @@ demo: install
 	$(VENV)/bin/devvis demo --output-path demo_output
 
 test: install
-	cd tests && ../$(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-fast: install
-	cd tests && ../$(VENV)/bin/pytest -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 # Installs torch-lucent (--no-deps) into benchmarks/.deps for the comparison; never a devvis dependency.
 bench: install
