@@ -12,6 +12,7 @@ import argparse
 
 from devvis.commands._common import add_checkpoint_flags, open_series
 from devvis.stages.api import ASSIGN, DEFAULT_ASSIGN
+from devvis.stages.detect import DEFAULT_MIN_PERSISTENCE
 
 HELP = "find the developmental stages of a training run (boundaries from several signals) and what formed in each"
 
@@ -28,6 +29,9 @@ def register(sub) -> None:
     p.add_argument("--threshold", type=float, default=3.0, help="combined robust z-score a boundary needs")
     p.add_argument("--support-z", type=float, default=1.5, help="z-score at which a signal supports a boundary")
     p.add_argument("--min-support", type=int, default=None, help="signals a boundary needs (default: 2, or 1 with one signal)")
+    p.add_argument("--min-persistence", type=float, default=DEFAULT_MIN_PERSISTENCE,
+                   help="a candidate whose supporting vector signals all come back (persistence below this) is a "
+                        "transient, not a boundary (0: off)")
     p.add_argument("--assign", choices=ASSIGN, default=DEFAULT_ASSIGN,
                    help="a unit belongs to the stage holding most of its response change (change: where it "
                         "formed), or to the stage its settle step falls in (settle: the last stage that retuned it)")
@@ -41,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     series = open_series(args)
     r = stages(series, layers=args.layers, signals=args.signals, threshold=args.threshold, support_z=args.support_z,
-               min_support=args.min_support, settle_threshold=args.settle_threshold, assign=args.assign,
+               min_support=args.min_support, min_persistence=args.min_persistence,
+               settle_threshold=args.settle_threshold, assign=args.assign,
                preprocess=args.preprocess,
                output_dir=args.output_path)
     if r.planted:
@@ -49,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     for b in r.boundaries:
         print(f"boundary at step {b.step} (±{b.uncertainty} checkpoint(s): {b.step_range[0]}-{b.step_range[1]}), "
               f"supported by {', '.join(b.signals)}")
+    for t in r.transients:
+        print(f"transient at step {t.step} (a spike that comes back, not a boundary), seen by {', '.join(t.signals)}")
     for st in r.stages:
         pref = ", ".join(f"{k} {v:+.2f}" for k, v in st.group_response().items() if v is not None)
         print(f"stage {st.index}: steps {st.start}-{st.end}, {len(st.units)} units "

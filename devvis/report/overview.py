@@ -87,6 +87,10 @@ def _stages(run: Run) -> str:
     chart = line_chart(steps, zs, vlines=bounds, title="turn z-score of each signal") if zs else ""
     nots = len(st.get("units_not_settled") or [])
     planted = st.get("planted") or []
+    for tr in st.get("transients") or []:  # spikes that came back: shown, but they open no stage
+        if isinstance(tr, dict):
+            rows.append(f"<tr><td colspan='6' class='note'>transient at step {esc(tr.get('step'))} (a spike that "
+                        f"comes back, not a boundary; seen by {esc(', '.join(tr.get('signals') or []))})</td></tr>")
     if planted:  # a curriculum run: where its phases really began, to judge the detected boundaries by
         marks = ", ".join(f"{esc(p.get('phase'))} at step {esc(p.get('step'))}" for p in planted if isinstance(p, dict))
         rows.append(f"<tr><td colspan='6' class='note'>planted curriculum phases: {marks}</td></tr>")

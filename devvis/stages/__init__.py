@@ -20,16 +20,16 @@ the short form is in every ``stages.json``).
 from devvis.stages.api import DEFAULT_SIGNALS, SIGNALS, default_layers, stages
 from devvis.stages.blocks import block_llc, default_blocks
 from devvis.stages.contrasts import unit_contrasts
-from devvis.stages.detect import Boundary, detect_boundaries
+from devvis.stages.detect import Boundary, Events, detect_boundaries, detect_events
 from devvis.stages.dynamics import EssentialDynamics, essential_dynamics, plot_essential_dynamics, probe_outputs
 from devvis.stages.features import UnitResponses, UnitSettle, unit_responses, unit_settles
 from devvis.stages.plots import plot_timeline
 from devvis.stages.result import Stage, StagesResult, mean_group_response
-from devvis.stages.turns import TurningPoint, turning_points, turns
+from devvis.stages.turns import TurningPoint, persistence, turning_points, turns
 
 __all__ = [
-    "Boundary", "DEFAULT_SIGNALS", "EssentialDynamics", "SIGNALS", "Stage", "StagesResult", "TurningPoint",
-    "UnitResponses", "UnitSettle", "block_llc", "default_blocks", "default_layers", "detect_boundaries",
-    "essential_dynamics", "mean_group_response", "plot_essential_dynamics", "plot_timeline", "probe_outputs",
+    "Boundary", "DEFAULT_SIGNALS", "EssentialDynamics", "Events", "SIGNALS", "Stage", "StagesResult", "TurningPoint",
+    "UnitResponses", "UnitSettle", "block_llc", "default_blocks", "default_layers", "detect_boundaries", "detect_events",
+    "essential_dynamics", "mean_group_response", "persistence", "plot_essential_dynamics", "plot_timeline", "probe_outputs",
     "stages", "turning_points", "turns", "unit_contrasts", "unit_responses", "unit_settles",
 ]

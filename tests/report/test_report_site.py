@@ -131,8 +131,9 @@ def test_line_chart_places_points_and_the_mark_by_checkpoint_index():
 
 @pytest.mark.parametrize("assign,heading", [("change", "units formed in it"), ("settle", "units settling"),
                                             (None, "units formed in it")])
-def test_stages_table_names_the_assignment_rule(tmp_path, assign, heading):
-    """stages() assigns units to the stage they formed in (default) or settled in; the table says which."""
+def test_stages_table_names_the_assignment_rule_and_lists_transients(tmp_path, assign, heading):
+    """stages() assigns units to the stage they formed in (default) or settled in; the table says which, and
+    lists the transients (spikes that came back) apart from the boundaries."""
     import json
 
     root = synthetic_results(tmp_path / "r", layers=1, units=2, steps=STEPS)
@@ -140,8 +141,10 @@ def test_stages_table_names_the_assignment_rule(tmp_path, assign, heading):
     st = json.loads(f.read_text())
     if assign is not None:
         st["settings"] = {"assign": assign}
+    st["transients"] = [{"step": STEPS[1], "signals": ["essential_dynamics", "loss"]}]
     f.write_text(json.dumps(st))
     page = write_report(root).read_text()
     assert f"<th>{heading}</th>" in page
     other = {"units formed in it", "units settling"} - {heading}
     assert f"<th>{other.pop()}</th>" not in page
+    assert f"transient at step {STEPS[1]} (a spike that comes back, not a boundary; seen by essential_dynamics, loss)" in page

@@ -184,6 +184,11 @@ def test_cli_stages(small_curriculum, tmp_path, capsys):
     assert "stage 0: steps 0-" in out and "units settled" in out and (tmp_path / "stages.json").is_file()
     assert "planted (curriculum): shape from step 4, texture from step 8" in out and "mean standardized response" in out
     assert json.loads((tmp_path / "stages.json").read_text())["settings"]["assign"] == "settle"
+    # --min-persistence reaches the detection (0 turns the transient rule off) and is recorded
+    assert main(["stages", "--checkpoint-path", str(small_curriculum), "--output-path", str(tmp_path / "p0"),
+                 "--threshold", "2", "--min-persistence", "0"]) == 0
+    written = json.loads((tmp_path / "p0" / "stages.json").read_text())
+    assert written["settings"]["min_persistence"] == 0 and written["transients"] == []
 
 
 #: The planted curriculum of the demo and the README (16 px images, so one run is ~20-40 s of one core):
