@@ -84,14 +84,21 @@ def test_stability_in_eps_rejects_an_estimate_that_grows_with_eps():
     assert _stability(plateau, [True, False, True, True]) == [False, False, False, False]
 
 
-def test_calibration_must_hold_at_every_checkpoint():
+def _trained_and_early_linear():
+    """Data ``x``, ``y`` of a linear model, that model (at its minimum) and one far from it (bias + 3: every
+    chain from it slides down)."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(512, 3, generator=g)
     trained = nn.Linear(3, 1)
     y = trained(x).detach()
     early = nn.Linear(3, 1)
     with torch.no_grad():
-        early.bias.add_(3.0)  # far from the minimum: every chain slides down
+        early.bias.add_(3.0)
+    return x, y, trained, early
+
+
+def test_calibration_must_hold_at_every_checkpoint():
+    x, y, trained, early = _trained_and_early_linear()
     kw = dict(lrs=[1e-3, 3e-3], localizations=[1.0], nbetas=[100.0], num_draws=400, num_burnin_steps=100,
               progress=False)
     alone = calibrate(trained, [(x, y)], nll, **kw)
@@ -105,13 +112,7 @@ def test_calibration_must_hold_at_every_checkpoint():
 def test_trajectory_without_a_healthy_setting_uses_the_grid_point_with_fewest_failures_flagged():
     # planted: at the trained model both ε are healthy and ε = 3e-3 is stable in ε (1e-3 has no smaller
     # neighbour), so 3e-3 has no failure there; the early model, far from a minimum, fails every setting
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(512, 3, generator=g)
-    trained = nn.Linear(3, 1)
-    y = trained(x).detach()
-    early = nn.Linear(3, 1)
-    with torch.no_grad():
-        early.bias.add_(3.0)
+    x, y, trained, early = _trained_and_early_linear()
     kw = dict(lrs=[1e-3, 3e-3], localizations=[1.0], nbetas=[100.0], num_draws=400, num_burnin_steps=100)
     traj = llc_trajectory([(0, early), (100, trained)], [(x, y)], nll, calibrate=kw, num_chains=2, num_draws=400,
                           num_burnin_steps=100, progress=False, warn=False)
