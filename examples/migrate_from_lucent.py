@@ -22,8 +22,8 @@ from devvis.compat.lucent.util import set_seed  # was: from lucent.util import s
 def main(out: str) -> None:
     os.makedirs(out, exist_ok=True)
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    model = torchvision.models.resnet18(weights=None).to(device).eval()  # random weights: nothing is downloaded
-    set_seed(0)
+    set_seed(0)  # before the model: its random weights (nothing is downloaded) and every render are then fixed
+    model = torchvision.models.resnet18(weights=None).to(device).eval()
     names = get_model_layers(model)  # Lucent's underscore names, the ones its objectives take
     print("layers:", len(names), names[:6], "...")
 

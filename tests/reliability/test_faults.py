@@ -274,7 +274,16 @@ def test_full_disk_everywhere_is_one_clear_line(series, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------- Ctrl-C
 
 
-def test_real_sigint_in_render_returns_an_interrupted_result(tmp_path):
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler (KeyboardInterrupt in the main thread), whatever an earlier test in this
+    process (a pytest-xdist worker runs many files) left installed; restored afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield previous
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_real_sigint_in_render_returns_an_interrupted_result(tmp_path, python_sigint):
     model = compact_resnet(num_classes=3, width=4, blocks=(1, 1))
     rg = [p.requires_grad for p in model.parameters()]
 
@@ -283,6 +292,7 @@ def test_real_sigint_in_render_returns_an_interrupted_result(tmp_path):
             os.kill(os.getpid(), signal.SIGINT)  # what the terminal sends on Ctrl-C
 
     r = render(model, "layer2:3", steps=100, image_size=16, progress=False, callbacks=[ctrl_c])
+    assert r.interrupted, f"no KeyboardInterrupt (SIGINT handler before this test: {python_sigint!r})"
     assert r.interrupted and r.status == "interrupted" and r.steps_run == 3 and len(r.history) == 3
     assert r.images.shape == (1, 3, 16, 16) and torch.isfinite(r.images).all()
     assert 0 <= r.images.min() and r.images.max() <= 1
@@ -292,7 +302,7 @@ def test_real_sigint_in_render_returns_an_interrupted_result(tmp_path):
     assert meta["status"] == "interrupted" and meta["converged"] is False and meta["steps_run"] == 3
 
 
-def test_ctrl_c_in_visualize_keeps_finished_units_and_resumes(series, tmp_path, monkeypatch):
+def test_ctrl_c_in_visualize_keeps_finished_units_and_resumes(series, tmp_path, monkeypatch, python_sigint):
     import devvis.runs.unit as V
 
     out = tmp_path / "interrupted"
