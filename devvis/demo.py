@@ -84,7 +84,7 @@ class DemoSettings:
     threads: int = 1
 
     def quick(self) -> "DemoSettings":
-        return dataclasses.replace(self, channels_per_layer=3, render_steps=64, llc_draws=30,
+        return dataclasses.replace(self, channels_per_layer=3, render_steps=64,
                                    circuit_k=3, trust_images=128)
 
 

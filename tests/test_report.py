@@ -74,3 +74,20 @@ def test_demo_report_in_browser_has_no_broken_images_or_errors(demo_dir, chromiu
             unit = next((demo_dir / "report_files").glob("unit-layer2.0-*.html"))
             b.open(unit)
             b.screenshot(REPO / "docs" / "report_unit_screenshot.png")
+
+
+def test_quick_demo_changes_what_its_help_says_and_nothing_else():
+    """`devvis demo --quick`: fewer units, shorter renders, fewer circuit channels and dataset images."""
+    import argparse
+    import dataclasses
+
+    from devvis.commands.demo import register
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    register(sub)
+    help_text = next(a.help for a in sub.choices["demo"]._actions if "--quick" in a.option_strings)
+    assert help_text == "a smaller run: fewer units, shorter renders, fewer circuit channels and dataset images"
+    full, quick = dataclasses.asdict(DemoSettings()), dataclasses.asdict(DemoSettings().quick())
+    changed = {k for k in full if full[k] != quick[k]}
+    assert changed == {"channels_per_layer", "render_steps", "circuit_k", "trust_images"}
+    assert all(quick[k] < full[k] for k in changed)
