@@ -180,7 +180,7 @@ def _run(out: Path, s: DemoSettings, quick: bool, progress: bool, log: Callable[
         plot_longitudinal_activations(acts, layer, c, out / "longitudinal" / "activations" / f"{layer}_channel_{c}.png")
     timings["activations_s"] = time.time() - t
 
-    t = stage("4/7 local learning coefficient at every checkpoint (SGLD, calibrated at the first, middle and last)")
+    t = stage("4/7 local learning coefficient at every checkpoint (SGLD; calibration tried at the first, middle and last)")
     # the loss the run minimized: its curriculum's classes (the two conjunction classes are never trained, and
     # with them no checkpoint is near a minimum); generated once, so every SGLD step reads tensors
     n_llc = s.llc_batches * s.llc_batch_size

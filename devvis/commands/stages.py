@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     for st in r.stages:
         pref = ", ".join(f"{k} {v:+.2f}" for k, v in st.group_response().items() if v is not None)
         print(f"stage {st.index}: steps {st.start}-{st.end}, {len(st.units)} units "
-              f"{'formed' if args.assign == 'change' else 'settled'}"
+              f"{'settled' if r.settings['assign'] == 'settle' else 'formed'}"
               + (f" (mean standardized response: {pref})" if pref else ""))
     print(f"wrote {', '.join(str(f) for f in r.files)}")
     return 0
