@@ -34,6 +34,7 @@ from devvis.typing import ImageBatch, PathLike
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from devvis.longitudinal import CheckpointSeries
+    from devvis.zoo.train import TrainResult
 
 
 @dataclass
@@ -88,6 +89,38 @@ class DemoSettings:
                                    circuit_k=3, trust_images=128)
 
 
+def curriculum(s: DemoSettings) -> tuple[int, int]:
+    """The steps at which shapes and gratings join the demo's training data."""
+    return s.train_steps // 3, 2 * s.train_steps // 3
+
+
+def train_demo_series(output_dir: PathLike, s: DemoSettings, *, progress: bool = False) -> "TrainResult":
+    """Train (or reuse) the demo's checkpoint series in ``output_dir``: the compact ResNet on the planted curriculum."""
+    from devvis.zoo import train_series
+
+    every = max(1, s.train_steps // s.checkpoints)
+    return train_series(Path(output_dir), steps=s.train_steps, width=s.width, size=s.size, n_train=s.n_train,
+                        n_test=s.n_test, batch_size=s.batch_size, optimizer="adam", lr=s.lr, curriculum=curriculum(s),
+                        checkpoint_steps=list(range(0, s.train_steps + 1, every)), seed=s.seed, threads=1,
+                        progress=progress)
+
+
+def llc_loader(s: DemoSettings, size: int | None = None) -> torch.utils.data.DataLoader:
+    """The demo's LLC data: ``llc_batches`` batches of ``llc_batch_size`` images of the classes the run trains on.
+
+    The loss the run minimized: its curriculum's classes (the two conjunction classes are never trained, and
+    with them no checkpoint is near a minimum); generated once, so every SGLD step reads tensors.
+    """
+    from devvis.data import SyntheticShapes
+    from devvis.data.synthetic import Curriculum
+
+    n = s.llc_batches * s.llc_batch_size
+    x, y = SyntheticShapes(2 * n, size=size or s.size, seed=s.seed, split="train").tensors()
+    keep = Curriculum.build(s.train_steps, curriculum(s)).pool(s.train_steps, y)[:n]
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[keep], y[keep]), batch_size=s.llc_batch_size,
+                                       shuffle=False)
+
+
 def _top_channels(series: "CheckpointSeries", layer: str, n: int, probe: ImageBatch) -> list[int]:
     """The ``n`` channels of ``layer`` most active on ``probe`` ``(B, 3, H, W)`` in [0, 1] at the final
     checkpoint (the live ones): the probe reaches the model through the render's pipeline
@@ -125,13 +158,11 @@ def _run(out: Path, s: DemoSettings, quick: bool, progress: bool, log: Callable[
     """The demo's stages (:func:`run_demo` sets the threads around them)."""
     from devvis.circuits import composition
     from devvis.data import SyntheticShapes, probe_batch
-    from devvis.data.synthetic import Curriculum
     from devvis.longitudinal import CheckpointSeries, get_activations, plot_longitudinal_activations, track
     from devvis.report import write_report
     from devvis.slt import llc_trajectory
     from devvis.stages import stages
     from devvis.trust import trust
-    from devvis.zoo import train_series
 
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -141,14 +172,10 @@ def _run(out: Path, s: DemoSettings, quick: bool, progress: bool, log: Callable[
         log(f"[devvis demo] {name}")
         return time.time()
 
-    cur = (s.train_steps // 3, 2 * s.train_steps // 3)
-    every = max(1, s.train_steps // s.checkpoints)
+    cur = curriculum(s)
     t = stage(f"1/7 training the compact ResNet on a planted curriculum of synthetic shapes (colours from step 0, "
               f"shapes from {cur[0]}, gratings from {cur[1]}; reused if already trained)")
-    trained = train_series(out / "checkpoints", steps=s.train_steps, width=s.width, size=s.size, n_train=s.n_train,
-                           n_test=s.n_test, batch_size=s.batch_size, optimizer="adam", lr=s.lr, curriculum=cur,
-                           checkpoint_steps=list(range(0, s.train_steps + 1, every)), seed=s.seed, threads=1,
-                           progress=progress)
+    trained = train_demo_series(out / "checkpoints", s, progress=progress)
     timings["train_s"] = time.time() - t
     log(f"    {len(trained.steps)} checkpoints, held-out accuracy {trained.final_accuracy:.1%}"
         f"{' (reused)' if trained.reused else ''}")
@@ -181,13 +208,7 @@ def _run(out: Path, s: DemoSettings, quick: bool, progress: bool, log: Callable[
     timings["activations_s"] = time.time() - t
 
     t = stage("4/7 local learning coefficient at every checkpoint (SGLD; calibration tried at the first, middle and last)")
-    # the loss the run minimized: its curriculum's classes (the two conjunction classes are never trained, and
-    # with them no checkpoint is near a minimum); generated once, so every SGLD step reads tensors
-    n_llc = s.llc_batches * s.llc_batch_size
-    x, y = SyntheticShapes(2 * n_llc, size=size, seed=s.seed, split="train").tensors()
-    keep = Curriculum.build(s.train_steps, cur).pool(s.train_steps, y)[:n_llc]
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[keep], y[keep]),
-                                         batch_size=s.llc_batch_size, shuffle=False)
+    loader = llc_loader(s, size)
     curves = {label: (fc.steps, fc.similarity) for label, fc in tracked.changes.items()}
     calibration = dict(lrs=s.llc_lrs, localizations=s.llc_localizations, nbetas=s.llc_nbetas, num_chains=s.llc_chains,
                        num_draws=s.llc_draws, num_burnin_steps=s.llc_burnin)

@@ -51,6 +51,10 @@ def register(sub) -> None:
                         "dropout on); --no-train-mode samples in eval() mode")
     p.add_argument("--seed", type=int, default=0, help="seed of every chain (the same at each checkpoint)")
     p.add_argument("--device", default=None, help="device to sample on (default: cpu)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="checkpoints estimated at once in worker processes (the same numbers as 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per worker (default: the CPUs divided among the workers)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
     p.set_defaults(func=run)
 
@@ -99,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
                         ("--num-steps-bw-draws", args.num_steps_bw_draws)):
         if value < 1:
             raise ConfigError(f"{flag} must be a positive integer; got {value}")
+    for flag, value in (("--workers", args.workers), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be a positive integer; got {value}")
     if args.num_burnin_steps < 0:
         raise ConfigError(f"--num-burnin-steps must be >= 0; got {args.num_burnin_steps}")
     if args.calibrate and (args.lr is not None or args.localization is not None or args.nbeta is not None):
@@ -117,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         sampler=args.sampler, lr=args.lr, localization=args.localization, nbeta=args.nbeta,
         num_chains=args.num_chains, num_draws=args.num_draws, num_burnin_steps=args.num_burnin_steps,
         num_steps_bw_draws=args.num_steps_bw_draws, seed=args.seed, params=args.params,
-        train_mode=args.train_mode, calibrate=args.calibrate,
+        train_mode=args.train_mode, calibrate=args.calibrate, workers=args.workers, threads=args.threads,
     )
     h = traj.hyperparameters
     if traj.calibration is not None:

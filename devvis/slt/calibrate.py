@@ -49,7 +49,8 @@ from devvis.errors import ConfigError
 from devvis.slt import diagnostics
 from devvis.slt.batches import Criterion, Loader, batch_size_of
 from devvis.slt.diagnostics import FAILING
-from devvis.slt.llc import default_nbeta, estimate_llc
+from devvis.slt.llc import default_nbeta
+from devvis.slt.pool import Task, run_estimates
 from devvis.slt.result import LLCResult
 from devvis.typing import PathLike
 
@@ -227,6 +228,8 @@ def calibrate(
     output_dir: PathLike | None = None,
     progress: bool = True,
     labels: Sequence[str] | None = None,
+    workers: int = 1,
+    threads: int | None = None,
     **llc_kwargs: Any,
 ) -> Calibration:
     """Sweep ε × γ × nβ with short estimates and pick settings in the stable region (module docstring).
@@ -244,6 +247,8 @@ def calibrate(
             γ = 1 (estimate 5.78); 200 after 100 choose γ = 10 (estimate 4.36).
         output_dir: when given, writes ``calibration.json`` and ``calibration.png`` there.
         labels: one label per model for the record (default: their positions).
+        workers, threads: estimates at once in ``workers`` spawned processes of ``threads`` torch threads
+            (:mod:`devvis.slt.pool`; the same numbers as ``workers=1``); the loader and criterion must pickle.
         **llc_kwargs: other :func:`estimate_llc` keywords (sampler, seed, train_mode, params, ...).
 
     Returns:
@@ -270,18 +275,26 @@ def calibrate(
     grid = list(itertools.product(lrs, localizations, nbetas))
     per_model: list[list[LLCResult | None]] = [[None] * len(grid) for _ in models]
 
+    def fill(pairs: Sequence[tuple[int, int]]) -> None:
+        """Estimate the (model, grid point) pairs not estimated yet, in ``workers`` processes."""
+        todo = [(k, i) for k, i in dict.fromkeys(pairs) if per_model[k][i] is None]
+        tasks = [Task(model=models[k], kwargs=dict(lr=float(grid[i][0]), localization=float(grid[i][1]),
+                                                   nbeta=float(grid[i][2]), num_chains=num_chains, num_draws=num_draws,
+                                                   num_burnin_steps=num_burnin_steps, **llc_kwargs))
+                 for k, i in todo]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            done = run_estimates(tasks, loader, criterion, workers=workers, threads=threads, progress=progress,
+                                 desc="calibration")
+        for (k, i), res in zip(todo, done):
+            per_model[k][i] = res
+
     def run(k: int, i: int) -> LLCResult:
-        if per_model[k][i] is None:
-            lr, gamma, nbeta = grid[i]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                per_model[k][i] = estimate_llc(models[k], loader, criterion, lr=float(lr), localization=float(gamma),
-                                               nbeta=float(nbeta), num_chains=num_chains, num_draws=num_draws,
-                                               num_burnin_steps=num_burnin_steps, progress=progress, warn=False,
-                                               **llc_kwargs)
+        fill([(k, i)])
         return per_model[k][i]  # type: ignore[return-value]
 
     # the whole grid at the reference model; the other models only for the candidates, best first
+    fill([(len(models) - 1, i) for i in range(len(grid))])
     results = [run(len(models) - 1, i) for i in range(len(grid))]
     healthy_ref = [_healthy(r) for r in results]
     stable = _stability(results, healthy_ref)
@@ -296,6 +309,8 @@ def calibrate(
             if key not in best or h["lr"] > results[best[key]].hyperparameters["lr"]:
                 best[key] = i
         candidate = min(best.values(), key=lambda i: float(np.nanmean(results[i].pull_ratio)))
+        if workers > 1:  # in parallel, all at once; in this process, stop at the first unhealthy model
+            fill([(k, candidate) for k in range(len(models))])
         healthy[candidate] = all(_healthy(run(k, candidate)) for k in range(len(models)))
         if healthy[candidate]:
             chosen = candidate

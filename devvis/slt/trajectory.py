@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -27,8 +26,9 @@ from devvis.errors import ConfigError
 from devvis.longitudinal.plots import set_step_axis
 from devvis.slt.batches import Criterion, Loader
 from devvis.slt.calibrate import Calibration, calibrate as run_calibration
-from devvis.slt.diagnostics import LLCDiagnosticWarning
+from devvis.parallel import check_workers
 from devvis.slt.llc import estimate_llc
+from devvis.slt.pool import Task, rewarn, run_estimates
 from devvis.slt.result import LLCResult
 from devvis.typing import PathLike
 
@@ -97,6 +97,8 @@ def llc_trajectory(
     output_dir: PathLike | None = None,
     progress: bool = True,
     calibrate: bool | Mapping[str, Any] = False,
+    workers: int = 1,
+    threads: int | None = None,
     **llc_kwargs: Any,
 ) -> LLCTrajectory:
     """Estimate the LLC at each ``(step, model)`` of ``series`` with the same seed and settings.
@@ -121,6 +123,11 @@ def llc_trajectory(
             (:attr:`~devvis.slt.Calibration.fallback_settings`: the settings the user's grid allows, not the
             uncalibrated defaults, which can lie far outside it) is used and every estimate is flagged
             ``uncalibrated`` (not ok).
+        workers, threads: estimate ``workers`` checkpoints at once in spawned processes of ``threads``
+            torch threads each (default: the CPUs divided among the workers); the calibration too. Each
+            estimate is seeded on its own, so the numbers are those of ``workers=1`` with the same threads per
+            process (:mod:`devvis.slt.pool`). The loader and criterion must pickle; a ``CheckpointSeries``
+            sends each worker its folder, and the worker loads its checkpoint itself.
         **llc_kwargs: :func:`estimate_llc` keywords, identical at every checkpoint
             (the seed too, so differences between steps are not sampling noise of
             different streams).
@@ -128,32 +135,35 @@ def llc_trajectory(
     Returns:
         :class:`LLCTrajectory` with one entry per checkpoint, in the series' order.
     """
+    workers = check_workers(workers)
     calibration = None
     reuse: dict[int, LLCResult] = {}
     if calibrate:
-        calibration, reuse, series = _calibrate_series(series, loader, criterion, calibrate, progress, llc_kwargs)
+        calibration, reuse, series = _calibrate_series(series, loader, criterion, calibrate, progress, llc_kwargs,
+                                                       workers=workers, threads=threads)
         llc_kwargs = {**llc_kwargs, **(calibration.settings or calibration.fallback_settings)}
-    steps: list[int] = []
-    results: list[LLCResult] = []
-    for k, item in enumerate(series):
-        try:
-            step, model = item
-        except (TypeError, ValueError):
-            raise ConfigError(f"series must yield (step, model) pairs, got {type(item).__name__}") from None
-        if k in reuse:  # the calibration already ran this very estimate (same model, settings and seed)
-            res = reuse[k]
-            if llc_kwargs.get("warn", True):
-                for msg in res.diagnostics:
-                    warnings.warn(f"LLC: {msg}", LLCDiagnosticWarning, stacklevel=2)
-        else:
-            res = estimate_llc(model, loader, criterion, progress=progress, **llc_kwargs)
-            if calibration is not None and not calibration.ok and calibration.fallback is not None:
-                _flag_uncalibrated(res, calibration, warn=llc_kwargs.get("warn", True))
-        steps.append(int(step))
-        results.append(res)
-        del model  # let a lazily loaded checkpoint go before the next one is loaded
+    warn = llc_kwargs.get("warn", True)
+    fallback = calibration is not None and not calibration.ok and calibration.fallback is not None
+    if workers > 1:
+        steps, results = _estimate_in_workers(series, loader, criterion, reuse, llc_kwargs, workers, threads, progress)
+    else:
+        steps, results = [], []
+        for k, item in enumerate(series):
+            step, model = _pair(item)
+            if k in reuse:  # the calibration already ran this very estimate (same model, settings and seed)
+                res = reuse[k]
+            else:
+                res = estimate_llc(model, loader, criterion, progress=progress, **{**llc_kwargs, "warn": False})
+            steps.append(step)
+            results.append(res)
+            del model  # let a lazily loaded checkpoint go before the next one is loaded
     if not results:
         raise ConfigError("series yielded no (step, model) pairs")
+    for k, res in enumerate(results):
+        if fallback and k not in reuse:
+            _flag_uncalibrated(res, calibration)  # type: ignore[arg-type]
+        if warn:
+            rewarn(res)
     shared = {k: v for k, v in results[0].hyperparameters.items()}
     shared["calibrated"] = bool(calibration is not None and calibration.ok)
     traj = LLCTrajectory(
@@ -169,7 +179,40 @@ def llc_trajectory(
     return traj
 
 
-def _flag_uncalibrated(res: LLCResult, calibration: Calibration, *, warn: bool) -> None:
+def _pair(item: Any) -> tuple[int, nn.Module]:
+    try:
+        step, model = item
+    except (TypeError, ValueError):
+        raise ConfigError(f"series must yield (step, model) pairs, got {type(item).__name__}") from None
+    return int(step), model
+
+
+def _is_lazy(series: Any) -> bool:
+    """A series that loads its checkpoints by position (``CheckpointSeries``) rather than a list or iterable."""
+    return hasattr(series, "at") and hasattr(series, "__len__") and hasattr(series, "steps")
+
+
+def _estimate_in_workers(series: Any, loader: Loader, criterion: Criterion, reuse: dict[int, LLCResult],
+                         llc_kwargs: dict[str, Any], workers: int, threads: int | None,
+                         progress: bool) -> tuple[list[int], list[LLCResult]]:
+    """The estimates at every checkpoint not in ``reuse``, in ``workers`` processes (:mod:`devvis.slt.pool`)."""
+    kwargs = {k: v for k, v in llc_kwargs.items() if k not in ("warn", "progress")}
+    if _is_lazy(series):
+        steps = [int(s) for s in series.steps]
+        on_disk = series[:] if steps else series
+        tasks = {k: (Task(series=on_disk, position=k, kwargs=kwargs) if series.path_of(s) is not None
+                     else Task(model=series.at(k), kwargs=kwargs))
+                 for k, s in enumerate(steps) if k not in reuse}
+    else:
+        pairs = [_pair(item) for item in series]
+        steps = [s for s, _ in pairs]
+        tasks = {k: Task(model=m, kwargs=kwargs) for k, (_, m) in enumerate(pairs) if k not in reuse}
+    done = dict(zip(tasks, run_estimates(list(tasks.values()), loader, criterion, workers=workers, threads=threads,
+                                         progress=progress, desc="LLC per checkpoint")))
+    return steps, [reuse[k] if k in reuse else done[k] for k in range(len(steps))]
+
+
+def _flag_uncalibrated(res: LLCResult, calibration: Calibration) -> None:
     """Mark ``res``, made with the calibration's fallback settings, ``uncalibrated`` (a failing check)."""
     s = calibration.fallback_settings
     msg = (f"calibration found no healthy and stable setting; this estimate uses the grid point with the fewest "
@@ -177,8 +220,6 @@ def _flag_uncalibrated(res: LLCResult, calibration: Calibration, *, warn: bool) 
            f"calibrated")
     res.flags["uncalibrated"] = list(range(len(res.llc_per_chain)))
     res.diagnostics.append(msg)
-    if warn:
-        warnings.warn(f"LLC: {msg}", LLCDiagnosticWarning, stacklevel=3)
 
 
 #: Keywords of :func:`estimate_llc` that the calibration shares with the estimates of the trajectory.
@@ -187,11 +228,12 @@ _SHARED = ("sampler", "seed", "train_mode", "params", "device", "init_loss_batch
 
 
 def _calibrate_series(series: Any, loader: Loader, criterion: Criterion, calibrate: bool | Mapping[str, Any],
-                      progress: bool, llc_kwargs: dict[str, Any]) -> tuple[Calibration, dict[int, LLCResult], Any]:
+                      progress: bool, llc_kwargs: dict[str, Any], *, workers: int = 1,
+                      threads: int | None = None) -> tuple[Calibration, dict[int, LLCResult], Any]:
     """Calibrate at the first, middle and last checkpoints (or ``calibrate["checkpoints"]``, positions in the
     series); returns the calibration, the estimates it made that the trajectory can reuse (by position), and
     the series (a list when it was a one-pass iterable)."""
-    lazy = hasattr(series, "at") and hasattr(series, "__len__") and hasattr(series, "steps")
+    lazy = _is_lazy(series)
     if not lazy:
         series = list(series)
     n = len(series)
@@ -207,7 +249,8 @@ def _calibrate_series(series: Any, loader: Loader, criterion: Criterion, calibra
     models = [series.at(i) if lazy else series[i][1] for i in positions]
     labels = [f"step {series.steps[i] if lazy else series[i][0]}" for i in positions]
     shared = {k: v for k, v in llc_kwargs.items() if k in _SHARED}
-    calibration = run_calibration(models, loader, criterion, progress=progress, labels=labels, **{**shared, **options})
+    calibration = run_calibration(models, loader, criterion, progress=progress, labels=labels,
+                                  **{"workers": workers, "threads": threads, **shared, **options})
     del models
     reuse: dict[int, LLCResult] = {}
     if calibration.ok:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -96,12 +95,12 @@ def dispatch_local(settings: RunSettings, options: ExecutorOptions, series: Chec
             torch.set_num_threads(old_threads)
         return
     import concurrent.futures as cf
-    import multiprocessing as mp
 
-    threads = options.threads or max(1, (os.cpu_count() or 1) // options.workers)
+    from devvis.parallel import process_pool, worker_threads
+
+    threads = worker_threads(options.workers, options.threads)
     specs = job_specs(settings, series, checkpoints, queue, h, options, threads, "local")
-    # spawn, not fork: the parent may hold threads (torch's pools) that a fork would copy mid-lock.
-    with cf.ProcessPoolExecutor(max_workers=options.workers, mp_context=mp.get_context("spawn")) as pool:
+    with process_pool(options.workers) as pool:
         futures = {pool.submit(run_job, s): s for s in specs}
         for fut in cf.as_completed(futures):
             spec = futures[fut]
