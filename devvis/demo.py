@@ -74,6 +74,9 @@ class DemoSettings:
     llc_chains: int = 2
     llc_batches: int = 16
     llc_batch_size: int = 32
+    #: checkpoints whose LLC is estimated at once, in worker processes of one thread each (the same numbers
+    #: as one process: devvis.slt.pool); 2 uses both cores of the 2-core machine the demo is timed on
+    llc_workers: int = 2
     circuit_k: int = 4
     circuit_render_steps: int = 48  # the upstream channels' pictures in the circuit figure
     trust_images: int = 256
@@ -214,7 +217,8 @@ def _run(out: Path, s: DemoSettings, quick: bool, progress: bool, log: Callable[
                        num_draws=s.llc_draws, num_burnin_steps=s.llc_burnin)
     llc = llc_trajectory(series, loader, torch.nn.CrossEntropyLoss(), feature_curves=curves, output_dir=out / "slt",
                          num_chains=s.llc_chains, num_draws=s.llc_draws, num_burnin_steps=s.llc_burnin,
-                         calibrate=calibration, seed=s.seed, progress=False, warn=False)
+                         calibrate=calibration, seed=s.seed, progress=False, warn=False, workers=s.llc_workers,
+                         threads=1)
     h = llc.hyperparameters
     n_healthy = sum(r.ok for r in llc.results)
     how = ("calibrated" if h["calibrated"] else
