@@ -83,3 +83,21 @@ def test_as_device_checks_once_for_every_entry_point():
     with pytest.raises(ConfigError, match="'gpu0'"):
         with frozen(nn.Linear(2, 2), device="gpu0"):
             pass
+
+
+def test_memory_format_inside_and_the_own_layout_with_the_blocks_values_after():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(2, 2))
+    weight = model[0].weight
+    before = weight.detach().clone()
+    with frozen(model, mode="train", freeze=False, memory_format=torch.channels_last):
+        assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+        assert not model[0].weight.is_contiguous()
+        assert model[2].weight.dim() == 2 and model[2].weight.is_contiguous()  # only 4-d tensors are relaid
+        with torch.no_grad():
+            model[0].weight.add_(1.0)
+    assert model[0].weight is weight and weight.is_contiguous()  # the same Parameter, in its own layout
+    assert torch.equal(weight, before + 1.0)  # with the values the block left (restore_values=False)
+    with frozen(model, freeze=False, restore_values=True, memory_format=torch.channels_last):
+        with torch.no_grad():
+            model[0].weight.mul_(0.0)
+    assert weight.is_contiguous() and torch.equal(weight, before + 1.0)
