@@ -50,7 +50,8 @@ from devvis.slt import diagnostics
 from devvis.slt.batches import Criterion, Loader, batch_size_of
 from devvis.slt.diagnostics import FAILING
 from devvis.slt.llc import default_nbeta
-from devvis.slt.pool import Task, run_estimates
+from devvis.parallel import check_workers
+from devvis.slt.pool import EstimatePool, Task, run_estimates
 from devvis.slt.result import LLCResult
 from devvis.typing import PathLike
 
@@ -228,7 +229,7 @@ def calibrate(
     output_dir: PathLike | None = None,
     progress: bool = True,
     labels: Sequence[str] | None = None,
-    workers: int = 1,
+    workers: "int | EstimatePool" = 1,
     threads: int | None = None,
     **llc_kwargs: Any,
 ) -> Calibration:
@@ -248,7 +249,8 @@ def calibrate(
         output_dir: when given, writes ``calibration.json`` and ``calibration.png`` there.
         labels: one label per model for the record (default: their positions).
         workers, threads: estimates at once in ``workers`` spawned processes of ``threads`` torch threads
-            (:mod:`devvis.slt.pool`; the same numbers as ``workers=1``); the loader and criterion must pickle.
+            (:mod:`devvis.slt.pool`; the same numbers as ``workers=1``), or in an open
+            :class:`~devvis.slt.pool.EstimatePool`; the loader and criterion must pickle.
         **llc_kwargs: other :func:`estimate_llc` keywords (sampler, seed, train_mode, params, ...).
 
     Returns:
@@ -273,6 +275,7 @@ def calibrate(
         if n is not None and n > m:
             nbetas.append(default_nbeta(n))
     grid = list(itertools.product(lrs, localizations, nbetas))
+    parallel = isinstance(workers, EstimatePool) or check_workers(workers) > 1
     per_model: list[list[LLCResult | None]] = [[None] * len(grid) for _ in models]
 
     def fill(pairs: Sequence[tuple[int, int]]) -> None:
@@ -309,7 +312,7 @@ def calibrate(
             if key not in best or h["lr"] > results[best[key]].hyperparameters["lr"]:
                 best[key] = i
         candidate = min(best.values(), key=lambda i: float(np.nanmean(results[i].pull_ratio)))
-        if workers > 1:  # in parallel, all at once; in this process, stop at the first unhealthy model
+        if parallel:  # in parallel, all at once; in this process, stop at the first unhealthy model
             fill([(k, candidate) for k in range(len(models))])
         healthy[candidate] = all(_healthy(run(k, candidate)) for k in range(len(models)))
         if healthy[candidate]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import pickle
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -38,7 +39,7 @@ from devvis.slt.diagnostics import LLCDiagnosticWarning
 from devvis.slt.llc import estimate_llc
 from devvis.slt.result import LLCResult
 
-__all__ = ["Task", "run_estimates", "rewarn"]
+__all__ = ["Task", "EstimatePool", "run_estimates", "rewarn"]
 
 
 @dataclass(frozen=True)
@@ -66,47 +67,84 @@ def rewarn(res: LLCResult) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(payload: bytes, threads: int) -> None:
+def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
-    loader, criterion = pickle.loads(payload)
-    _WORKER.update(loader=loader, criterion=criterion)
 
 
-def _run_task(payload: bytes) -> bytes:
+def _run_task(data_key: str, data: bytes, payload: bytes) -> bytes:
+    if _WORKER.get("key") != data_key:  # the loader and criterion, unpickled once per call of run_estimates
+        _WORKER.update(key=data_key, data=pickle.loads(data))
+    loader, criterion = _WORKER["data"]
     task = pickle.loads(payload)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return pickle.dumps(estimate_llc(task.load(), _WORKER["loader"], _WORKER["criterion"],
+        return pickle.dumps(estimate_llc(task.load(), loader, criterion,
                                          **{**task.kwargs, "progress": False, "warn": False}))
 
 
-def run_estimates(tasks: Sequence[Task], loader: Loader, criterion: Criterion, *, workers: int = 1,
-                  threads: int | None = None, progress: bool = False, warn: bool = False,
-                  desc: str = "LLC estimates") -> list[LLCResult]:
-    """The estimate of each task, in the tasks' order: here (``workers=1``) or in ``workers`` spawned processes
-    with ``threads`` torch threads each (default: the CPUs divided among the workers).
+class EstimatePool:
+    """``workers`` spawned processes of ``threads`` torch threads each, open for several :func:`run_estimates`
+    calls (a trajectory's calibration and its estimates share one, so the processes start once).
+
+    >>> with EstimatePool(2, threads=1) as pool:    # doctest: +SKIP
+    ...     results = run_estimates(tasks, loader, criterion, workers=pool)
+    """
+
+    def __init__(self, workers: int, threads: int | None = None):
+        self.workers = check_workers(workers)
+        self.threads = worker_threads(self.workers, threads)
+        self._pool: cf.ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> "EstimatePool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the processes (they start at the first estimate)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def run(self, tasks: Sequence[Task], loader: Loader, criterion: Criterion, *, progress: bool = False,
+            desc: str = "LLC estimates") -> list[LLCResult]:
+        """The estimate of each task, in the tasks' order, made in this pool's processes."""
+        require_picklable(loader, "the loader")
+        require_picklable(criterion, "the criterion")
+        if self._pool is None:
+            self._pool = process_pool(self.workers, _init_worker, (self.threads,))
+        # plain pickles: tensors travel in the bytes, not through torch's shared-memory file descriptors, which
+        # fail where /dev/shm is small (containers)
+        data, key = pickle.dumps((loader, criterion)), uuid.uuid4().hex
+        results: list[LLCResult | None] = [None] * len(tasks)
+        with tqdm(total=len(tasks), desc=desc, disable=not progress, unit="estimate") as bar:
+            futures = {self._pool.submit(_run_task, key, data, pickle.dumps(t)): k for k, t in enumerate(tasks)}
+            for fut in cf.as_completed(futures):
+                results[futures[fut]] = pickle.loads(fut.result())
+                bar.update(1)
+        return results  # type: ignore[return-value]
+
+
+def run_estimates(tasks: Sequence[Task], loader: Loader, criterion: Criterion, *,
+                  workers: "int | EstimatePool" = 1, threads: int | None = None, progress: bool = False,
+                  warn: bool = False, desc: str = "LLC estimates") -> list[LLCResult]:
+    """The estimate of each task, in the tasks' order: here (``workers=1``), in ``workers`` spawned processes
+    with ``threads`` torch threads each (default: the CPUs divided among the workers), or in an open
+    :class:`EstimatePool`.
 
     With ``workers=1`` each estimate runs in this process, with its own progress bar when ``progress``.
     With more, one bar counts the finished estimates; ``warn`` emits each finding as a warning here.
     """
-    workers = check_workers(workers)
-    if workers == 1 or len(tasks) <= 1:
-        out = []
-        for t in tasks:
-            out.append(estimate_llc(t.load(), loader, criterion, **{**t.kwargs, "progress": progress, "warn": warn}))
-        return out
-    require_picklable(loader, "the loader")
-    require_picklable(criterion, "the criterion")
-    n_threads = worker_threads(workers, threads)
-    results: list[LLCResult | None] = [None] * len(tasks)
-    # plain pickles: tensors travel in the bytes, not through torch's shared-memory file descriptors, which
-    # fail where /dev/shm is small (containers)
-    payload = pickle.dumps((loader, criterion))
-    with process_pool(workers, _init_worker, (payload, n_threads)) as pool, tqdm(total=len(tasks), desc=desc, disable=not progress, unit="estimate") as bar:
-        futures = {pool.submit(_run_task, pickle.dumps(t)): k for k, t in enumerate(tasks)}
-        for fut in cf.as_completed(futures):
-            results[futures[fut]] = pickle.loads(fut.result())
-            bar.update(1)
+    if isinstance(workers, EstimatePool):
+        results = workers.run(tasks, loader, criterion, progress=progress, desc=desc)
+    elif check_workers(workers) == 1:
+        results = [estimate_llc(t.load(), loader, criterion, **{**t.kwargs, "progress": progress, "warn": warn})
+                   for t in tasks]
+        return results
+    else:
+        with EstimatePool(workers, threads) as pool:
+            results = pool.run(tasks, loader, criterion, progress=progress, desc=desc)
     if warn:
         for r in results:
             rewarn(r)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from devvis.slt.batches import Criterion, Loader
 from devvis.slt.calibrate import Calibration, calibrate as run_calibration
 from devvis.parallel import check_workers
 from devvis.slt.llc import estimate_llc
-from devvis.slt.pool import Task, rewarn, run_estimates
+from devvis.slt.pool import EstimatePool, Task, rewarn, run_estimates
 from devvis.slt.result import LLCResult
 from devvis.typing import PathLike
 
@@ -135,17 +136,24 @@ def llc_trajectory(
     Returns:
         :class:`LLCTrajectory` with one entry per checkpoint, in the series' order.
     """
-    workers = check_workers(workers)
+    pool = EstimatePool(workers, threads) if check_workers(workers) > 1 else None
+    with pool or contextlib.nullcontext():  # one set of processes for the calibration and the estimates
+        return _trajectory(series, loader, criterion, feature_curves, output_dir, progress, calibrate, pool, llc_kwargs)
+
+
+def _trajectory(series: Any, loader: Loader, criterion: Criterion, feature_curves: FeatureCurves | None,
+                output_dir: PathLike | None, progress: bool, calibrate: bool | Mapping[str, Any],
+                pool: EstimatePool | None, llc_kwargs: dict[str, Any]) -> LLCTrajectory:
     calibration = None
     reuse: dict[int, LLCResult] = {}
     if calibrate:
         calibration, reuse, series = _calibrate_series(series, loader, criterion, calibrate, progress, llc_kwargs,
-                                                       workers=workers, threads=threads)
+                                                       workers=pool or 1)
         llc_kwargs = {**llc_kwargs, **(calibration.settings or calibration.fallback_settings)}
     warn = llc_kwargs.get("warn", True)
     fallback = calibration is not None and not calibration.ok and calibration.fallback is not None
-    if workers > 1:
-        steps, results = _estimate_in_workers(series, loader, criterion, reuse, llc_kwargs, workers, threads, progress)
+    if pool is not None:
+        steps, results = _estimate_in_workers(series, loader, criterion, reuse, llc_kwargs, pool, progress)
     else:
         steps, results = [], []
         for k, item in enumerate(series):
@@ -193,7 +201,7 @@ def _is_lazy(series: Any) -> bool:
 
 
 def _estimate_in_workers(series: Any, loader: Loader, criterion: Criterion, reuse: dict[int, LLCResult],
-                         llc_kwargs: dict[str, Any], workers: int, threads: int | None,
+                         llc_kwargs: dict[str, Any], pool: EstimatePool,
                          progress: bool) -> tuple[list[int], list[LLCResult]]:
     """The estimates at every checkpoint not in ``reuse``, in ``workers`` processes (:mod:`devvis.slt.pool`)."""
     kwargs = {k: v for k, v in llc_kwargs.items() if k not in ("warn", "progress")}
@@ -207,8 +215,8 @@ def _estimate_in_workers(series: Any, loader: Loader, criterion: Criterion, reus
         pairs = [_pair(item) for item in series]
         steps = [s for s, _ in pairs]
         tasks = {k: Task(model=m, kwargs=kwargs) for k, (_, m) in enumerate(pairs) if k not in reuse}
-    done = dict(zip(tasks, run_estimates(list(tasks.values()), loader, criterion, workers=workers, threads=threads,
-                                         progress=progress, desc="LLC per checkpoint")))
+    done = dict(zip(tasks, run_estimates(list(tasks.values()), loader, criterion, workers=pool, progress=progress,
+                                         desc="LLC per checkpoint")))
     return steps, [reuse[k] if k in reuse else done[k] for k in range(len(steps))]
 
 
@@ -228,8 +236,8 @@ _SHARED = ("sampler", "seed", "train_mode", "params", "device", "init_loss_batch
 
 
 def _calibrate_series(series: Any, loader: Loader, criterion: Criterion, calibrate: bool | Mapping[str, Any],
-                      progress: bool, llc_kwargs: dict[str, Any], *, workers: int = 1,
-                      threads: int | None = None) -> tuple[Calibration, dict[int, LLCResult], Any]:
+                      progress: bool, llc_kwargs: dict[str, Any], *,
+                      workers: "int | EstimatePool" = 1) -> tuple[Calibration, dict[int, LLCResult], Any]:
     """Calibrate at the first, middle and last checkpoints (or ``calibrate["checkpoints"]``, positions in the
     series); returns the calibration, the estimates it made that the trajectory can reuse (by position), and
     the series (a list when it was a one-pass iterable)."""
@@ -250,7 +258,7 @@ def _calibrate_series(series: Any, loader: Loader, criterion: Criterion, calibra
     labels = [f"step {series.steps[i] if lazy else series[i][0]}" for i in positions]
     shared = {k: v for k, v in llc_kwargs.items() if k in _SHARED}
     calibration = run_calibration(models, loader, criterion, progress=progress, labels=labels,
-                                  **{"workers": workers, "threads": threads, **shared, **options})
+                                  **{"workers": workers, **shared, **options})
     del models
     reuse: dict[int, LLCResult] = {}
     if calibration.ok:

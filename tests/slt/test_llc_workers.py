@@ -112,3 +112,20 @@ def test_cli_workers_flag_gives_the_numbers_of_one_process(tmp_path, capsys):
                               "--data", "test_llc_workers:images", "--workers", "0", "--no-progress"])
     with pytest.raises(ConfigError, match="--workers must be a positive integer; got 0"):
         args.func(args)
+
+
+def test_a_calibrated_trajectory_starts_its_workers_once_and_matches_one_process(tmp_path, monkeypatch):
+    import devvis.slt.pool as pool_mod
+
+    started = []
+    real = pool_mod.process_pool
+    monkeypatch.setattr(pool_mod, "process_pool", lambda *a, **k: started.append(a) or real(*a, **k))
+    series = CheckpointSeries(folder(tmp_path), model_fn=small_cnn)
+    cal = dict(lrs=[1e-4, 3e-4], localizations=[10.0], nbetas=[5.0], num_chains=2, num_draws=15, num_burnin_steps=5)
+    kw = dict(num_chains=2, num_draws=15, num_burnin_steps=5, progress=False, warn=False, calibrate=cal)
+    one = llc_trajectory(series, loader(), nn.CrossEntropyLoss(), **kw)
+    assert not started
+    two = llc_trajectory(series, loader(), nn.CrossEntropyLoss(), workers=2, threads=1, **kw)
+    assert len(started) == 1  # the calibration and the estimates share one set of processes
+    assert two.llc_mean == one.llc_mean and two.health == one.health
+    assert two.hyperparameters["lr"] == one.hyperparameters["lr"]
