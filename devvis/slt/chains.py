@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from devvis.slt.batches import Batch, Criterion, split_batch, to_device
 from devvis.slt.samplers import log_acceptance, sgld_step
 
-__all__ = ["LoopEngine", "VmapEngine", "make_engine", "ChainSettings", "ChainStats", "run_chains"]
+__all__ = ["LoopEngine", "VmapEngine", "make_engine", "ChainSettings", "ChainStats", "run_chains", "mean_square_grad"]
 
 
 class LoopEngine:
@@ -196,17 +196,31 @@ class ChainStats:
     fallback_reason: str | None = None
 
 
+def mean_square_grad(engine: AutoEngine, batches: Sequence[Any], anchor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The mean over ``batches`` of the squared raw minibatch gradient ``g⊙g`` at ``anchor`` ``(D,)``: the
+    running average V of ``rmsprop_sgld`` in a chain that sits at w* (its warm start, see :func:`run_chains`)."""
+    total = torch.zeros_like(anchor)
+    n = 0
+    for batch in batches:
+        _, grads = engine.loop(anchor.unsqueeze(0), [to_device(split_batch(batch), device)])
+        total += grads[0] * grads[0]
+        n += 1
+    return total / max(n, 1)
+
+
 def run_chains(engine: AutoEngine, streams: Sequence[Any], anchor: torch.Tensor, traces: np.ndarray,
                settings: ChainSettings, generators: Sequence[torch.Generator], *, device: torch.device,
-               bar: tqdm | None = None) -> ChainStats:
+               bar: tqdm | None = None, sq_avg: torch.Tensor | None = None) -> ChainStats:
     """Run every chain from ``anchor`` ``(D,)`` for ``settings.steps`` steps; write ``traces`` ``(C, T)``.
 
     ``streams[c]`` yields chain c's batches, ``generators[c]`` its noise. A chain whose loss becomes
-    NaN/inf stops there (its trace stays NaN from that step); the others go on.
+    NaN/inf stops there (its trace stays NaN from that step); the others go on. ``sq_avg`` ``(D,)``: the
+    running average V of ``rmsprop_sgld`` to start from (None: V = 0 before the first step, as devinterp).
     """
     C, D = len(streams), anchor.numel()
     w = anchor.unsqueeze(0).repeat(C, 1)
-    sq_avg: torch.Tensor | None = None
+    if sq_avg is not None:
+        sq_avg = sq_avg.reshape(1, D).repeat(C, 1)
     stats = ChainStats(distance=np.full(traces.shape, np.nan))
     active = [True] * C
     accept_sum, accept_n = np.zeros(C), np.zeros(C)

@@ -61,6 +61,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 import warnings
@@ -74,7 +75,7 @@ from tqdm.auto import tqdm
 from devvis.errors import ConfigError, LayerNotFoundError
 from devvis.slt import diagnostics
 from devvis.slt.batches import Criterion, Loader, SeededStream, batch_losses, batch_size_of, weighted_mean
-from devvis.slt.chains import ChainSettings, make_engine, run_chains
+from devvis.slt.chains import ChainSettings, make_engine, mean_square_grad, run_chains
 from devvis.slt.diagnostics import LLCDiagnosticWarning
 from devvis.slt.result import LLCResult
 from devvis.slt.samplers import SAMPLERS
@@ -232,6 +233,7 @@ def estimate_llc(
     train_mode: bool = True,
     rmsprop_alpha: float = 0.99,
     rmsprop_eps: float = 0.1,
+    rmsprop_warm_start: bool = False,
     vectorize: bool | None = None,
     warn: bool = True,
 ) -> LLCResult:
@@ -264,6 +266,10 @@ def estimate_llc(
             numbers on BatchNorm CNNs (``benchmarks/LLC_RESULTS.md``), and a finding
             (flag ``mode``) says so when their losses at w* disagree strongly.
         rmsprop_alpha, rmsprop_eps: α and δ of ``rmsprop_sgld`` (devinterp's defaults).
+        rmsprop_warm_start: ``rmsprop_sgld`` only: start the running average V from the mean g⊙g of the
+            ``init_loss_batches`` batches at w* instead of 0 (devinterp's start), so that the first steps
+            are not taken with the preconditioner 1/δ everywhere; ``rmsprop_alpha=1`` then keeps that
+            preconditioner fixed for the whole chain.
         vectorize: True: chains run in one ``torch.func.vmap`` (the loop when the model cannot be
             vmapped; ``hyperparameters["vmap_fallback"]`` says why); False: a loop over chains; None
             (default): True on CUDA, False on CPU (where vmapped convolutions were slower).
@@ -307,7 +313,8 @@ def estimate_llc(
         "uncalibrated_defaults": defaults_used,
     }
     if sampler == "rmsprop_sgld":
-        hyper.update(rmsprop_alpha=float(rmsprop_alpha), rmsprop_eps=float(rmsprop_eps))
+        hyper.update(rmsprop_alpha=float(rmsprop_alpha), rmsprop_eps=float(rmsprop_eps),
+                     rmsprop_warm_start=bool(rmsprop_warm_start))
 
     traces = np.full((num_chains, num_burnin_steps + num_draws), np.nan)
     findings: list[str] = []
@@ -328,6 +335,12 @@ def estimate_llc(
         init_loss = weighted_mean(per_batch)
         if not math.isfinite(init_loss):
             raise ConfigError(f"the loss at the given weights is {init_loss}; the LLC is undefined there")
+        engine = make_engine(model, criterion, selected, num_chains, vectorize, dev)
+        sq_avg0 = None
+        if sampler == "rmsprop_sgld" and rmsprop_warm_start:
+            stream = SeededStream(loader, init_seed, epochs=1)
+            with _seeded_global_rng(init_seed, dev):
+                sq_avg0 = mean_square_grad(engine, itertools.islice(stream, len(per_batch)), anchor.to(dev), dev)
         with torch.no_grad():
             for b, b0 in zip(buffers, buffers0):
                 b.copy_(b0)
@@ -340,11 +353,11 @@ def estimate_llc(
                 flags["mode"] = list(range(num_chains))
         streams = [SeededStream(loader, _chain_seed(seed, c)) for c in range(num_chains)]
         gens = [torch.Generator(device=dev).manual_seed(_chain_seed(seed, c)) for c in range(num_chains)]
-        engine = make_engine(model, criterion, selected, num_chains, vectorize, dev)
         bar = tqdm(total=num_chains * settings.steps, desc="LLC", disable=not progress, leave=False)
         try:
             with _seeded_global_rng(_chain_seed(seed, -2), dev):
-                stats = run_chains(engine, streams, anchor.to(dev), traces, settings, gens, device=dev, bar=bar)
+                stats = run_chains(engine, streams, anchor.to(dev), traces, settings, gens, device=dev, bar=bar,
+                                   sq_avg=sq_avg0)
         finally:
             bar.close()
     hyper["engine"] = stats.engine

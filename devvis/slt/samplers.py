@@ -12,7 +12,7 @@ scaled by nβ), the localization centre ``w*`` and the drift ``∇U = nβ·g + �
 α = ``alpha``, δ = ``eps``; the running average is of the *raw minibatch gradient* g, so the
 preconditioner follows the loss surface and not the nβ-scaled drift::
 
-    V ← α·V + (1−α)·g⊙g            (V = 0 before the first step)
+    V ← α·V + (1−α)·g⊙g            (V = 0 before the first step, or V₀ given: ``rmsprop_warm_start``)
     G = 1 / (√V + δ)
     w ← w − (ε/2)·G⊙∇U + √(ε·G)⊙N(0, I)
 
