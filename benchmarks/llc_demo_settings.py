@@ -47,7 +47,7 @@ def parse(text: str) -> dict:
 
 def demo_loader(batch_size: int = 32, batches: int = 16, step: int | None = None):
     """The LLC data of the demo's step 4 (``devvis/demo.py``), for the default ``DemoSettings``: the classes
-    the run trains on (``step`` None), or those it had trained on by optimizer step ``step``."""
+    the run trains on (``step`` None), or those the checkpoint at ``step`` had been trained on."""
     from devvis.data import SyntheticShapes
     from devvis.data.synthetic import Curriculum
     from devvis.demo import DemoSettings
@@ -56,7 +56,8 @@ def demo_loader(batch_size: int = 32, batches: int = 16, step: int | None = None
     cur = (s.train_steps // 3, 2 * s.train_steps // 3)
     n = batches * batch_size
     x, y = SyntheticShapes(2 * n if step is None else 6 * n, size=s.size, seed=s.seed, split="train").tensors()
-    keep = Curriculum.build(s.train_steps, cur).pool(s.train_steps if step is None else step, y)[:n]
+    # the checkpoint at step k has taken the optimizer steps 0 … k − 1: the classes of step k − 1
+    keep = Curriculum.build(s.train_steps, cur).pool(s.train_steps if step is None else max(step - 1, 0), y)[:n]
     assert len(keep) == n, f"{len(keep)} images of the classes of step {step}, {n} wanted"
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[keep], y[keep]), batch_size=batch_size,
                                        shuffle=False)
