@@ -129,3 +129,15 @@ def test_a_calibrated_trajectory_starts_its_workers_once_and_matches_one_process
     assert len(started) == 1  # the calibration and the estimates share one set of processes
     assert two.llc_mean == one.llc_mean and two.health == one.health
     assert two.hyperparameters["lr"] == one.hyperparameters["lr"]
+
+
+def test_convolutions_sample_channels_last_and_the_model_comes_back_as_it_was():
+    from devvis.slt import estimate_llc
+
+    m = small_cnn()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    res = estimate_llc(m, loader(), nn.CrossEntropyLoss(), **SETTINGS)
+    assert res.hyperparameters["memory_format"] == "channels_last"
+    assert m[0].weight.is_contiguous() and all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+    assert estimate_llc(flat, loader(), nn.CrossEntropyLoss(), **SETTINGS).hyperparameters["memory_format"] == "as given"
