@@ -30,10 +30,12 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from devvis import io as dio
+from devvis.errors import ConfigError
 from devvis.typing import ImageBatch, PathLike
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from devvis.longitudinal import CheckpointSeries
+    from devvis.slt import LLCTrajectory
     from devvis.zoo.train import TrainResult
 
 
@@ -61,17 +63,23 @@ class DemoSettings:
     #: steps let the pictures drive their units as strongly as natural images (at 48 most were "weak")
     render_steps: int = 96
     image_size: int = 16
-    #: LLC chains: 2 x (20 burn-in + 30 draws) on 16 batches of 32 images of the classes the run trains on.
-    #: No setting is healthy at every checkpoint in this budget (chains need ~1000 steps to settle;
-    #: benchmarks/LLC_RESULTS.md): the estimates are shown with their verdicts and left out of the stages.
-    llc_draws: int = 30
-    llc_burnin: int = 20
-    llc_lrs: tuple[float, ...] = (3e-3, 1e-2)  # calibration grid of the LLC step size
-    #: nβ and γ scaled down together (0.5 each): the pull of a non-zero gradient at a checkpoint that is not
-    #: a minimum shrinks with nβ, so no estimate is negative (nβ = m/log m = 15.4 gave values down to −11)
-    llc_localizations: tuple[float, ...] = (0.5,)
-    llc_nbetas: tuple[float, ...] = (0.5,)
+    #: LLC (benchmarks/LLC_RESULTS.md, round 5): each checkpoint on the classes it had been trained on (a
+    #: colour-phase checkpoint is no minimum of the later classes' loss: its loss there is above chance), by
+    #: RMSProp-SGLD (δ = 0.01, V warm-started at w*: flat directions settle in < 100 steps, where SGLD needed
+    #: ~1000) at a local temperature (nβ = 40, γ = 20: |w − w*|² per weight about w*'s own mean square; the
+    #: earlier nβ = γ = 0.5 sampled weights 6x larger than w*, not an LLC). The grid has one point:
+    #: calibration at each phase's last checkpoint checks it (healthy, MALA acceptance ≥ 0.9).
+    llc_sampler: str = "rmsprop_sgld"
+    llc_rmsprop_eps: float = 0.01
+    llc_warm_start: bool = True
+    llc_draws: int = 400
+    llc_burnin: int = 200
+    llc_lrs: tuple[float, ...] = (1.8e-5,)
+    llc_localizations: tuple[float, ...] = (20.0,)
+    llc_nbetas: tuple[float, ...] = (40.0,)
     llc_chains: int = 2
+    #: the LLC at every k-th checkpoint from the first: 2 x 600 steps cost ~8.6 CPU s per checkpoint
+    llc_every: int = 2
     llc_batches: int = 16
     llc_batch_size: int = 32
     #: checkpoints whose LLC is estimated at once, in worker processes of one thread each (the same numbers
@@ -108,20 +116,53 @@ def train_demo_series(output_dir: PathLike, s: DemoSettings, *, progress: bool =
                         progress=progress)
 
 
-def llc_loader(s: DemoSettings, size: int | None = None) -> torch.utils.data.DataLoader:
-    """The demo's LLC data: ``llc_batches`` batches of ``llc_batch_size`` images of the classes the run trains on.
+def llc_loader(s: DemoSettings, size: int | None = None, step: int | None = None) -> torch.utils.data.DataLoader:
+    """The demo's LLC data: ``llc_batches`` batches of ``llc_batch_size`` images of the classes the run had trained
+    on by checkpoint ``step`` (the classes of optimizer steps up to ``step - 1``; default: the whole curriculum).
 
-    The loss the run minimized: its curriculum's classes (the two conjunction classes are never trained, and
-    with them no checkpoint is near a minimum); generated once, so every SGLD step reads tensors.
+    The loss the run minimized: the LLC is defined at a minimum, and a checkpoint of the colour phase is
+    far from a minimum of the later classes' loss (its loss there is above chance); the two conjunction
+    classes are never trained. Generated once, so every SGLD step reads tensors.
     """
     from devvis.data import SyntheticShapes
     from devvis.data.synthetic import Curriculum
 
     n = s.llc_batches * s.llc_batch_size
-    x, y = SyntheticShapes(2 * n, size=size or s.size, seed=s.seed, split="train").tensors()
-    keep = Curriculum.build(s.train_steps, curriculum(s)).pool(s.train_steps, y)[:n]
+    x, y = SyntheticShapes(6 * n, size=size or s.size, seed=s.seed, split="train").tensors()
+    at = s.train_steps if step is None else max(step - 1, 0)
+    keep = Curriculum.build(s.train_steps, curriculum(s)).pool(at, y)[:n]
+    if len(keep) < n:
+        raise ConfigError(f"{len(keep)} LLC images of the classes of step {at}; {n} needed (llc_batches x llc_batch_size)")
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[keep], y[keep]), batch_size=s.llc_batch_size,
                                        shuffle=False)
+
+
+def _llc_by_phase(series: "CheckpointSeries", s: DemoSettings, size: int) -> "LLCTrajectory":
+    """The LLC at every checkpoint, each on the classes it had been trained on: one :func:`llc_trajectory` per
+    curriculum phase (its loader, calibrated at the phase's last checkpoint), joined; one pool of workers."""
+    from devvis.data.synthetic import Curriculum
+    from devvis.slt import LLCTrajectory, llc_trajectory
+    from devvis.slt.pool import EstimatePool
+
+    cur = Curriculum.build(s.train_steps, curriculum(s))
+    series = series[:: max(1, s.llc_every)]
+    phases: dict[int, list[int]] = {}
+    for k, step in enumerate(series.steps):
+        phases.setdefault(cur.phase_at(max(step - 1, 0)), []).append(k)
+    calibration = dict(lrs=s.llc_lrs, localizations=s.llc_localizations, nbetas=s.llc_nbetas, num_chains=s.llc_chains,
+                       num_draws=s.llc_draws, num_burnin_steps=s.llc_burnin, checkpoints=[-1])
+    parts, labels = [], []
+    with EstimatePool(s.llc_workers, threads=1) as pool:
+        for positions in phases.values():
+            last = series.steps[positions[-1]]
+            classes = sorted(cur.classes_at(max(last - 1, 0)))
+            parts.append(llc_trajectory(series[positions[0]:positions[-1] + 1], llc_loader(s, size, step=last),
+                                        torch.nn.CrossEntropyLoss(), sampler=s.llc_sampler,
+                                        rmsprop_eps=s.llc_rmsprop_eps, rmsprop_warm_start=s.llc_warm_start,
+                                        num_chains=s.llc_chains, num_draws=s.llc_draws, num_burnin_steps=s.llc_burnin,
+                                        calibrate=calibration, seed=s.seed, progress=False, warn=False, workers=pool))
+            labels.append(f"{len(classes)} classes trained by step {last}")
+    return LLCTrajectory.join(parts, labels)
 
 
 def _top_channels(series: "CheckpointSeries", layer: str, n: int, probe: ImageBatch) -> list[int]:
@@ -163,7 +204,6 @@ def _run(out: Path, s: DemoSettings, quick: bool, progress: bool, log: Callable[
     from devvis.data import SyntheticShapes, probe_batch
     from devvis.longitudinal import CheckpointSeries, get_activations, plot_longitudinal_activations, track
     from devvis.report import write_report
-    from devvis.slt import llc_trajectory
     from devvis.stages import stages
     from devvis.trust import trust
 
@@ -210,23 +250,19 @@ def _run(out: Path, s: DemoSettings, quick: bool, progress: bool, log: Callable[
         plot_longitudinal_activations(acts, layer, c, out / "longitudinal" / "activations" / f"{layer}_channel_{c}.png")
     timings["activations_s"] = time.time() - t
 
-    t = stage("4/7 local learning coefficient at every checkpoint (SGLD; calibration tried at the first, middle and last)")
-    loader = llc_loader(s, size)
+    t = stage("4/7 local learning coefficient at every checkpoint, on the classes it had been trained on "
+              "(RMSProp-SGLD; the settings checked by calibration at the end of each curriculum phase)")
     curves = {label: (fc.steps, fc.similarity) for label, fc in tracked.changes.items()}
-    calibration = dict(lrs=s.llc_lrs, localizations=s.llc_localizations, nbetas=s.llc_nbetas, num_chains=s.llc_chains,
-                       num_draws=s.llc_draws, num_burnin_steps=s.llc_burnin)
-    llc = llc_trajectory(series, loader, torch.nn.CrossEntropyLoss(), feature_curves=curves, output_dir=out / "slt",
-                         num_chains=s.llc_chains, num_draws=s.llc_draws, num_burnin_steps=s.llc_burnin,
-                         calibrate=calibration, seed=s.seed, progress=False, warn=False, workers=s.llc_workers,
-                         threads=1)
+    llc = _llc_by_phase(series, s, size)
+    llc.save(out / "slt", feature_curves=curves)
     h = llc.hyperparameters
     n_healthy = sum(r.ok for r in llc.results)
-    how = ("calibrated" if h["calibrated"] else
-           "calibration found no healthy setting: its grid point with the fewest failures, flagged uncalibrated")
-    log(f"    LLC settings: SGLD, lr {h['lr']:.3g}, localization {h['localization']:.3g}, nβ {h['nbeta']:.4g}, "
-        f"{h['num_chains']} chains x ({h['num_burnin_steps']} burn-in + {h['num_draws']} draws), batches of "
-        f"{s.llc_batch_size} ({how}); {n_healthy}/{len(llc.results)} estimates healthy, "
-        f"LLC {min(llc.llc_mean):.3g} to {max(llc.llc_mean):.3g}")
+    log(f"    LLC settings: {h['sampler']}, lr {h['lr']:.3g}, localization {h['localization']:.3g}, nβ "
+        f"{h['nbeta']:.4g}, {h['num_chains']} chains x ({h['num_burnin_steps']} burn-in + {h['num_draws']} draws), "
+        f"batches of {s.llc_batch_size}; calibration at each phase's end: "
+        + "; ".join(f"steps {p['steps'][0]}-{p['steps'][1]} {'passed' if p['calibrated'] else 'failed (flagged)'}"
+                    for p in h["parts"])
+        + f"; {n_healthy}/{len(llc.results)} estimates healthy, LLC {min(llc.llc_mean):.3g} to {max(llc.llc_mean):.3g}")
     timings["llc_s"] = time.time() - t
 
     t = stage("5/7 one circuit: where the most active late channel comes from")

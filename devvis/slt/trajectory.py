@@ -58,6 +58,42 @@ class LLCTrajectory:
     hyperparameters: dict[str, Any]
     calibration: Calibration | None = field(default=None, repr=False)
 
+    @classmethod
+    def join(cls, parts: Sequence["LLCTrajectory"], labels: Sequence[str] | None = None) -> "LLCTrajectory":
+        """One trajectory from ``parts`` made with the same settings on consecutive parts of a series, e.g.
+        each on the data its checkpoints were trained on (a curriculum: one loader per phase).
+
+        ``labels`` (one per part) say what each part sampled; they are kept, with each part's steps and
+        calibration verdict, in ``hyperparameters["parts"]``. Raises :class:`~devvis.errors.ConfigError`
+        when the parts' settings differ or their steps do not increase.
+        """
+        parts = list(parts)
+        if not parts:
+            raise ConfigError("join needs at least one trajectory")
+        names = [str(v) for v in labels] if labels is not None else [f"part {k}" for k in range(len(parts))]
+        if len(names) != len(parts):
+            raise ConfigError(f"{len(names)} labels for {len(parts)} trajectories; give one label per part")
+        keys = ("sampler", "lr", "localization", "nbeta", "num_chains", "num_draws", "num_burnin_steps", "seed",
+                "train_mode")
+        first = {k: parts[0].hyperparameters.get(k) for k in keys}
+        for name, part in zip(names, parts):
+            got = {k: part.hyperparameters.get(k) for k in keys}
+            if got != first:
+                diff = {k: (first[k], got[k]) for k in keys if first[k] != got[k]}
+                raise ConfigError(f"cannot join trajectories made with different settings: {name} differs in {diff}")
+        steps = [s for part in parts for s in part.steps]
+        if any(b <= a for a, b in zip(steps, steps[1:])):
+            raise ConfigError(f"the parts' steps must increase from one part to the next, got {steps}")
+        shared = dict(parts[0].hyperparameters)
+        shared["calibrated"] = all(p.hyperparameters.get("calibrated") for p in parts)
+        shared["parts"] = [{"label": name, "steps": [p.steps[0], p.steps[-1]],
+                            "calibrated": bool(p.hyperparameters.get("calibrated")),
+                            "calibration": None if p.calibration is None else p.calibration.reason}
+                           for name, p in zip(names, parts)]
+        return cls(steps=steps, llc_mean=[v for p in parts for v in p.llc_mean],
+                   llc_std=[v for p in parts for v in p.llc_std], results=[r for p in parts for r in p.results],
+                   hyperparameters=shared, calibration=None)
+
     @property
     def health(self) -> list[str]:
         """The verdict of each estimate (``"healthy"`` or ``"unhealthy: ..."``)."""
@@ -98,7 +134,7 @@ def llc_trajectory(
     output_dir: PathLike | None = None,
     progress: bool = True,
     calibrate: bool | Mapping[str, Any] = False,
-    workers: int = 1,
+    workers: "int | EstimatePool" = 1,
     threads: int | None = None,
     **llc_kwargs: Any,
 ) -> LLCTrajectory:
@@ -125,7 +161,8 @@ def llc_trajectory(
             uncalibrated defaults, which can lie far outside it) is used and every estimate is flagged
             ``uncalibrated`` (not ok).
         workers, threads: estimate ``workers`` checkpoints at once in spawned processes of ``threads``
-            torch threads each (default: the CPUs divided among the workers); the calibration too. Each
+            torch threads each (default: the CPUs divided among the workers), or an open
+            :class:`~devvis.slt.pool.EstimatePool` to share its processes; the calibration too. Each
             estimate is seeded on its own, so the numbers are those of ``workers=1`` with the same threads per
             process (:mod:`devvis.slt.pool`). The loader and criterion must pickle; a ``CheckpointSeries``
             sends each worker its folder, and the worker loads its checkpoint itself.
@@ -136,6 +173,9 @@ def llc_trajectory(
     Returns:
         :class:`LLCTrajectory` with one entry per checkpoint, in the series' order.
     """
+    if isinstance(workers, EstimatePool):  # the caller's open pool, left open
+        return _trajectory(series, loader, criterion, feature_curves, output_dir, progress, calibrate, workers,
+                           llc_kwargs)
     pool = EstimatePool(workers, threads) if check_workers(workers) > 1 else None
     with pool or contextlib.nullcontext():  # one set of processes for the calibration and the estimates
         return _trajectory(series, loader, criterion, feature_curves, output_dir, progress, calibrate, pool, llc_kwargs)
@@ -232,7 +272,7 @@ def _flag_uncalibrated(res: LLCResult, calibration: Calibration) -> None:
 
 #: Keywords of :func:`estimate_llc` that the calibration shares with the estimates of the trajectory.
 _SHARED = ("sampler", "seed", "train_mode", "params", "device", "init_loss_batches", "vectorize", "num_steps_bw_draws",
-           "rmsprop_alpha", "rmsprop_eps")
+           "rmsprop_alpha", "rmsprop_eps", "rmsprop_warm_start")
 
 
 def _calibrate_series(series: Any, loader: Loader, criterion: Criterion, calibrate: bool | Mapping[str, Any],

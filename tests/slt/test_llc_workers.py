@@ -141,3 +141,22 @@ def test_convolutions_sample_channels_last_and_the_model_comes_back_as_it_was():
     assert m[0].weight.is_contiguous() and all(torch.equal(before[k], v) for k, v in m.state_dict().items())
     flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
     assert estimate_llc(flat, loader(), nn.CrossEntropyLoss(), **SETTINGS).hyperparameters["memory_format"] == "as given"
+
+
+def test_join_keeps_each_parts_numbers_and_refuses_other_settings(tmp_path):
+    from devvis.slt import LLCTrajectory
+
+    m = small_cnn()
+    a = llc_trajectory([(0, m), (10, m)], loader(), nn.CrossEntropyLoss(), **SETTINGS)
+    b = llc_trajectory([(20, m)], loader(), nn.CrossEntropyLoss(), **SETTINGS)
+    joined = LLCTrajectory.join([a, b], labels=["phase 1 data", "phase 2 data"])
+    assert joined.steps == [0, 10, 20] and joined.llc_mean == a.llc_mean + b.llc_mean
+    assert [p["label"] for p in joined.hyperparameters["parts"]] == ["phase 1 data", "phase 2 data"]
+    assert joined.hyperparameters["parts"][1]["steps"] == [20, 20]
+    joined.save(tmp_path)
+    assert read_json(tmp_path / "llc_trajectory.json")["steps"] == [0, 10, 20]
+    c = llc_trajectory([(30, m)], loader(), nn.CrossEntropyLoss(), **{**SETTINGS, "lr": 2e-4})
+    with pytest.raises(ConfigError, match=r"different settings: part 1 differs in \{'lr': \(0.0001, 0.0002\)\}"):
+        LLCTrajectory.join([a, c])
+    with pytest.raises(ConfigError, match="steps must increase"):
+        LLCTrajectory.join([b, a])
