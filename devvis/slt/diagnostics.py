@@ -8,7 +8,8 @@ gradient (:func:`pull_dominates`: the chain is held by γ and cannot explore the
 and the estimate may still grow with the number of steps; a note). Per estimate: draws significantly more often below
 L(w*) than above (:func:`below_init`: w* is not a local minimum of the sampled loss), an estimate
 significantly below zero (:func:`negative`), chains that disagree (:func:`chains_disagree`, split-R̂),
-burn-in too short (:func:`burnin_short`: the first draws still sit below the later ones). The checks
+burn-in too short (:func:`burnin_short`: the first draws still sit below the later ones), chains that left
+w* (:func:`not_local`: |w − w*|² per weight over 10x w*'s own mean square, a setting too hot to be local). The checks
 that are statistical tests use the standard error of the draws with their autocorrelation time, so an
 estimate close to zero is not failed by its noise alone. :data:`FAILING` are the flags that make
 ``LLCResult.ok`` false.
@@ -32,7 +33,7 @@ __all__ = ["LLCDiagnosticWarning", "TREND_RELATIVE", "TREND_STDS", "DIVERGENCE_F
            "MAX_PULL_RATIO", "MAX_RHAT", "BURNIN_Z", "SIGNIFICANCE_Z", "SPREAD_RELATIVE", "FAILING",
            "autocorrelation_time", "trend_change", "trend_se", "stopped", "diverged", "trending", "spreading",
            "low_acceptance", "pull_dominates", "below_init", "negative", "estimate_se", "split_rhat",
-           "chains_disagree", "burnin_short"]
+           "chains_disagree", "burnin_short", "not_local", "MAX_SPREAD_RATIO"]
 
 #: A chain counts as "still trending" when the least-squares line through the last half of its draws
 #: changes by more than ``TREND_STDS`` standard errors of that change (which grow with the trace's
@@ -63,6 +64,12 @@ SIGNIFICANCE_Z = 3.0
 #: half of the draws (and by more than ``TREND_STDS`` standard errors).
 SPREAD_RELATIVE = 0.1
 
+#: Above this ratio of the chains' mean |w − w*|² per weight to w*'s own mean square the chains sample weights
+#: more than √10 ≈ 3.2x larger than w* in RMS: the estimate describes the localization's Gaussian, not the
+#: neighbourhood of w* (measured on the demo's ResNet: nβ = γ = 0.5 gives 35-43, nβ = 2, γ = 1 gives 21, the
+#: local nβ = 40, γ = 20 about 1, nβ = γ = 9.23 about 2.3).
+MAX_SPREAD_RATIO = 10.0
+
 #: Above this split-R̂ of the draws the chains have not mixed into one distribution.
 MAX_RHAT = 1.1
 
@@ -75,7 +82,7 @@ BURNIN_Z = 4.0
 #: and so the estimate, has settled (the deep linear network at its most singular minimum does); calibration
 #: guards against the transient it can signal by requiring the estimate to be stable in ε.
 FAILING = ("diverged", "trending", "low_acceptance", "pull_dominates", "below_init", "negative",
-           "chains_disagree", "burnin_short", "uncalibrated")
+           "chains_disagree", "burnin_short", "not_local", "uncalibrated")
 
 
 class LLCDiagnosticWarning(UserWarning):
@@ -171,6 +178,31 @@ def spreading(chain: int, distance: np.ndarray) -> str | None:
             f"last half of the draws): the chain has not reached the localized posterior; unless the loss is flat "
             f"along the way, the estimate still grows with the number of steps (more burn-in, a larger lr or a "
             f"larger localization)")
+
+
+def not_local(distance: np.ndarray, dim: int, anchor_mean_square: float) -> str | None:
+    """A finding when the chains' mean |w − w*|² per weight (``distance`` ``(C, num_draws)``: |w − w*|² summed
+    over the ``dim`` sampled weights) exceeds :data:`MAX_SPREAD_RATIO` times w*'s own mean square.
+
+    Small nβ and γ keep an estimate positive at a checkpoint that is no minimum only by letting the chains
+    leave w*: the loss then rises by nats, and the number is not a local learning coefficient. At w* = 0
+    (e.g. a deep linear network at its most singular minimum) there is no scale to compare with, and the
+    check does not fire.
+
+    >>> not_local(np.full((2, 10), 50.0), 10, 0.1) is not None, not_local(np.full((2, 10), 5.0), 10, 0.1)
+    (True, None)
+    """
+    d = np.asarray(distance, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if not len(d) or not anchor_mean_square > 0 or dim < 1:
+        return None
+    per_weight = float(np.mean(d)) / dim
+    ratio = per_weight / anchor_mean_square
+    if not ratio > MAX_SPREAD_RATIO:
+        return None
+    return (f"the chains sampled weights {math.sqrt(ratio):.1f}x larger than w* in RMS (|w − w*|² per weight "
+            f"{per_weight:.3g} against w*'s mean square {anchor_mean_square:.3g}, more than {MAX_SPREAD_RATIO:g}x): "
+            f"the estimate describes the localization, not the neighbourhood of w* (raise nbeta and localization)")
 
 
 def low_acceptance(chain: int, rate: float) -> str | None:

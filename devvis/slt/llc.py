@@ -320,7 +320,7 @@ def estimate_llc(
     findings: list[str] = []
     flags: dict[str, list[int]] = {k: [] for k in ("nan", "diverged", "trending", "spreading", "low_acceptance",
                                                     "pull_dominates", "below_init", "negative", "chains_disagree",
-                                                    "burnin_short", "uncalibrated", "mode")}
+                                                    "burnin_short", "not_local", "uncalibrated", "mode")}
     mode = "train" if train_mode else "eval"
     # convolutions sample in channels-last layout on a CPU (0.86x the time on the demo's ResNet, same numbers to
     # float rounding); the model is given back in its own layout
@@ -396,7 +396,9 @@ def estimate_llc(
         for key, finding in (("pull_dominates", diagnostics.pull_dominates(None, stats.pooled_pull_ratio(alive_chains))),("below_init", diagnostics.below_init(alive, init_loss)),
                              ("negative", diagnostics.negative(llc_mean, diagnostics.estimate_se(alive, nbeta_value))),
                              ("chains_disagree", diagnostics.chains_disagree(alive)),
-                             ("burnin_short", diagnostics.burnin_short(alive, init_loss))):
+                             ("burnin_short", diagnostics.burnin_short(alive, init_loss)),
+                             ("not_local", diagnostics.not_local(stats.distance[alive_chains, num_burnin_steps:], dim,
+                                                                 float((anchor.double() ** 2).mean())))):
             if finding:
                 flags[key] = list(range(num_chains))
                 findings.append(finding)

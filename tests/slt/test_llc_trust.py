@@ -245,3 +245,22 @@ def test_cli_calibrate_with_explicit_settings_is_refused(tmp_path):
                               "--data", "test_llc_trust:tiny_images", "--calibrate", "--lr", "1e-4", "--no-progress"])
     with pytest.raises(ConfigError, match="--calibrate chooses"):
         args.func(args)
+
+
+def test_chains_far_from_w_star_fire_not_local_and_local_ones_do_not():
+    """A planted minimum (targets from the model itself, weights of RMS 0.1): nβ = γ = 0.01 lets the chains
+    wander to |w − w*|² per weight ≫ 0.01, the weights' own mean square; nβ = γ = 100 keeps them near."""
+    torch.manual_seed(0)
+    model = nn.Linear(10, 1, bias=False)
+    with torch.no_grad():
+        model.weight.normal_(0, 0.1)
+    x = torch.randn(256, 10, generator=torch.Generator().manual_seed(1))
+    y = model(x).detach()
+    loader = [(x[i:i + 64], y[i:i + 64]) for i in range(0, 256, 64)]
+    far = estimate_llc(model, loader, nll, lr=0.05, localization=0.01, nbeta=0.01, num_chains=2, num_draws=100,
+                       progress=False, warn=False)
+    assert far.flags["not_local"] and not far.ok
+    assert any("larger than w* in RMS" in d for d in far.diagnostics)
+    near = estimate_llc(model, loader, nll, lr=1e-3, localization=100.0, nbeta=100.0, num_chains=2, num_draws=100,
+                        progress=False, warn=False)
+    assert not near.flags["not_local"]
