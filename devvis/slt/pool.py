@@ -114,8 +114,8 @@ class EstimatePool:
         require_picklable(criterion, "the criterion")
         if self._pool is None:
             self._pool = process_pool(self.workers, _init_worker, (self.threads,))
-        # plain pickles: tensors travel in the bytes, not through torch's shared-memory file descriptors, which
-        # fail where /dev/shm is small (containers)
+        # plain pickles: tensors travel in the bytes, not through torch's shared-memory file descriptors (in this
+        # project's container those failed with "unable to resize file")
         data, key = pickle.dumps((loader, criterion)), uuid.uuid4().hex
         results: list[LLCResult | None] = [None] * len(tasks)
         with tqdm(total=len(tasks), desc=desc, disable=not progress, unit="estimate") as bar:
