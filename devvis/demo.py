@@ -274,12 +274,16 @@ def _run(out: Path, s: DemoSettings, quick: bool, progress: bool, log: Callable[
 
     t = stage("6/7 developmental stages (LLC, loss, essential dynamics, feature change) and what formed in each")
     # an LLC that is not healthy at every checkpoint cannot tell a stage boundary: it is left out, and said so
-    llc_signal = llc if n_healthy == len(llc.results) else None
+    # (and a stage signal needs a value at every checkpoint: with llc_every > 1 it is left out too)
+    every_step = llc.steps == list(series.steps)
+    llc_signal = llc if n_healthy == len(llc.results) and every_step else None
     staged = stages(series, llc=llc_signal, circuits=[(source_layer, target_layer, target)], output_dir=out / "stages")
     timings["stages_s"] = time.time() - t
     log(f"    boundaries at steps {[b.step for b in staged.boundaries]} (planted: {list(cur)}); signals: "
         f"{', '.join(staged.settings['signals'])}"
-        + ("" if llc_signal is not None else f" (the LLC left out: {len(llc.results) - n_healthy} estimates unhealthy)"))
+        + ("" if llc_signal is not None else f" (the LLC left out: {len(llc.results) - n_healthy} estimates unhealthy"
+                                             + ("" if every_step else f", estimated at {len(llc.steps)} of "
+                                                                      f"{len(series)} checkpoints") + ")"))
 
     t = stage("7/7 writing the report")
     timings["total_s"] = time.time() - t_all
