@@ -116,6 +116,12 @@ def train_demo_series(output_dir: PathLike, s: DemoSettings, *, progress: bool =
                         progress=progress)
 
 
+def _last_trained(checkpoint_step: int) -> int:
+    """The last optimizer step a checkpoint saved at ``checkpoint_step`` has taken (steps 0 … k − 1; 0 for the
+    initialization): its classes are the ones it had been trained on."""
+    return max(checkpoint_step - 1, 0)
+
+
 def llc_loader(s: DemoSettings, size: int | None = None, step: int | None = None) -> torch.utils.data.DataLoader:
     """The demo's LLC data: ``llc_batches`` batches of ``llc_batch_size`` images of the classes the run had trained
     on by checkpoint ``step`` (the classes of optimizer steps up to ``step - 1``; default: the whole curriculum).
@@ -129,7 +135,7 @@ def llc_loader(s: DemoSettings, size: int | None = None, step: int | None = None
 
     n = s.llc_batches * s.llc_batch_size
     x, y = SyntheticShapes(6 * n, size=size or s.size, seed=s.seed, split="train").tensors()
-    at = s.train_steps if step is None else max(step - 1, 0)
+    at = s.train_steps if step is None else _last_trained(step)
     keep = Curriculum.build(s.train_steps, curriculum(s)).pool(at, y)[:n]
     if len(keep) < n:
         raise ConfigError(f"{len(keep)} LLC images of the classes of step {at}; {n} needed (llc_batches x llc_batch_size)")
@@ -148,14 +154,14 @@ def _llc_by_phase(series: "CheckpointSeries", s: DemoSettings, size: int) -> "LL
     series = series[:: max(1, s.llc_every)]
     phases: dict[int, list[int]] = {}
     for k, step in enumerate(series.steps):
-        phases.setdefault(cur.phase_at(max(step - 1, 0)), []).append(k)
+        phases.setdefault(cur.phase_at(_last_trained(step)), []).append(k)
     calibration = dict(lrs=s.llc_lrs, localizations=s.llc_localizations, nbetas=s.llc_nbetas, num_chains=s.llc_chains,
                        num_draws=s.llc_draws, num_burnin_steps=s.llc_burnin, checkpoints=[-1])
     parts, labels = [], []
     with EstimatePool(s.llc_workers, threads=1) as pool:
         for positions in phases.values():
             last = series.steps[positions[-1]]
-            classes = sorted(cur.classes_at(max(last - 1, 0)))
+            classes = sorted(cur.classes_at(_last_trained(last)))
             parts.append(llc_trajectory(series[positions[0]:positions[-1] + 1], llc_loader(s, size, step=last),
                                         torch.nn.CrossEntropyLoss(), sampler=s.llc_sampler,
                                         rmsprop_eps=s.llc_rmsprop_eps, rmsprop_warm_start=s.llc_warm_start,
