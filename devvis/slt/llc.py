@@ -371,6 +371,7 @@ def estimate_llc(
 
     draws = traces[:, num_burnin_steps:]
     llcs = [math.nan] * num_chains
+    tau = diagnostics.chains_tau(draws[[c for c in range(num_chains) if c not in stats.stopped]])
     for c in range(num_chains):
         if c in stats.stopped:
             step, value = stats.stopped[c]
@@ -379,7 +380,7 @@ def estimate_llc(
             continue
         llcs[c] = float(nbeta_value * (np.mean(draws[c]) - init_loss))
         for key, finding in (("diverged", diagnostics.diverged(c, llc=llcs[c], dim=dim)),
-                             ("trending", diagnostics.trending(c, draws[c], init_loss)),
+                             ("trending", diagnostics.trending(c, draws[c], init_loss, tau)),
                              ("spreading", diagnostics.spreading(c, stats.distance[c, num_burnin_steps:])),
                              ("low_acceptance", diagnostics.low_acceptance(c, stats.acceptance[c]))):
             if finding:

@@ -45,6 +45,45 @@ def test_estimate_se_grows_with_autocorrelation():
     assert diagnostics.estimate_se(walk, 1.0) > 3 * float(np.std(walk)) / math.sqrt(800)
 
 
+def ar1(rng, chains, n, tau):
+    """Stationary AR(1) draws ``(chains, n)`` of unit variance whose integrated autocorrelation time is ``tau``."""
+    phi = (tau - 1) / (tau + 1)
+    x = np.empty((chains, n))
+    x[:, 0] = rng.standard_normal(chains)
+    noise = rng.standard_normal((chains, n)) * math.sqrt(1 - phi**2)
+    for t in range(1, n):
+        x[:, t] = phi * x[:, t - 1] + noise[:, t]
+    return x
+
+
+def test_chains_tau_reads_a_slowly_mixing_chain_close_to_its_time():
+    rng = np.random.default_rng(3)
+    reads = [diagnostics.chains_tau(ar1(rng, 2, 400, 24)) for _ in range(60)]
+    assert 17 < np.mean(reads) < 30   # Sokal's window read 16 and one chain's half 11: the checks then over-fired
+    assert diagnostics.chains_tau(rng.normal(size=(2, 400))) < 1.5
+
+
+def test_stationary_slowly_mixing_chains_are_not_failed_but_real_disagreement_and_drift_are():
+    # Draws like the demo's RMSProp-SGLD chains: 2 x 400, τ = 24, noise std 0.1 about a loss rise of 0.3. The old
+    # rules (R̂ > 1.1 alone; τ from one chain's last half) failed such stationary chains in 18% / 25% of seeds.
+    rng = np.random.default_rng(4)
+    runs = [0.3 + 0.1 * ar1(rng, 2, 400, 24) for _ in range(200)]
+    rhat_alone = np.mean([diagnostics.split_rhat(d) > diagnostics.MAX_RHAT for d in runs])
+    disagree = np.mean([diagnostics.chains_disagree(d) is not None for d in runs])
+    trend = np.mean([any(diagnostics.trending(c, d[c], 0.0, diagnostics.chains_tau(d)) for c in range(2))
+                     for d in runs])
+    assert rhat_alone > 0.1 and disagree <= 0.03 and trend <= 0.05
+    shifted, stepped, ramped = 0, 0, 0
+    for d in runs[:50]:
+        a = d.copy(); a[0] += 0.3                       # one chain 3 noise stds (a quarter of the LLC) off
+        b = d.copy(); b[0, 200:] += 0.3                 # one chain jumps half-way
+        c = d.copy(); c[0, 200:] += np.linspace(0, 0.6, 200)   # one chain still rising at the end
+        shifted += diagnostics.chains_disagree(a) is not None
+        stepped += diagnostics.chains_disagree(b) is not None
+        ramped += diagnostics.trending(0, c[0], 0.0, diagnostics.chains_tau(c)) is not None
+    assert shifted >= 48 and stepped >= 45 and ramped >= 45
+
+
 def test_spreading_fires_on_a_growing_distance_only():
     t = np.arange(100.0)
     assert diagnostics.spreading(0, 5.0 + 0.2 * t) is not None  # diffusing: |w − w*|² ∝ t
