@@ -359,7 +359,7 @@ def chains_disagree(draws: np.ndarray) -> str | None:
     R̂ alone is not a test: its within-half variance ignores autocorrelation, so a stationary chain with
     autocorrelation time τ already has R̂² ≈ 1 + τ/n, and with four halves the between-half variance has three
     degrees of freedom. Stationary AR(1) draws, 2 chains x 400, τ = 24 (the demo's RMSProp-SGLD chains read
-    τ ≈ 13-40) exceed R̂ 1.1 in 18% of seeds (τ = 50: 50%); with the significance test as well, in 1.0% (3.8%).
+    τ ≈ 4-23) exceed R̂ 1.1 in 18% of seeds (τ = 50: 50%); with the significance test as well, in 1.0% (3.8%).
     It still fires on one chain shifted by 3 noise standard deviations, or jumping by as much half-way, in ≥ 90% of
     seeds (``tests/slt/test_llc_health.py``); a 1-std shift at τ = 24 is caught in 43%: chains this short cannot
     tell less."""
