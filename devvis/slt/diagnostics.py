@@ -34,7 +34,7 @@ __all__ = ["LLCDiagnosticWarning", "TREND_RELATIVE", "TREND_STDS", "DIVERGENCE_F
            "autocorrelation_time", "trend_change", "trend_se", "stopped", "diverged", "trending", "spreading",
            "low_acceptance", "pull_dominates", "below_init", "negative", "estimate_se", "split_rhat",
            "chains_disagree", "burnin_short", "not_local", "MAX_SPREAD_RATIO", "chi2_quantile",
-           "half_disagreement", "chains_tau"]
+           "half_disagreement", "chains_tau", "DISAGREE_Z"]
 
 #: A chain counts as "still trending" when the least-squares line through the last half of its draws
 #: changes by more than ``TREND_STDS`` standard errors of that change (which grow with the trace's
@@ -73,6 +73,10 @@ MAX_SPREAD_RATIO = 10.0
 
 #: Above this split-R̂ of the draws the chains have not mixed into one distribution.
 MAX_RHAT = 1.1
+#: Standard errors (as a χ² tail) by which the split halves' means must differ for :func:`chains_disagree`: more
+#: than :data:`SIGNIFICANCE_Z` because the τ read from 400 draws is low (17.7 for a true 24), so on stationary
+#: draws Q averages 4.2 where χ² with 3 degrees of freedom averages 3.
+DISAGREE_Z = 3.5
 
 #: Burn-in is too short when the first tenth of the draws lies below the last half by more than this
 #: many standard errors (batch means) and by more than ``TREND_RELATIVE`` of the loss rise.
@@ -122,7 +126,7 @@ def chains_tau(draws: np.ndarray) -> float:
     """The autocorrelation time of the draws ``(C, N)`` that every statistical check uses: pooled over the finite
     chains (:func:`autocorrelation_time` of ``(C, N)``), each chain's least-squares line removed first, so that a
     chain's drift or jump does not read as slow mixing and hide itself. One chain's half alone (200 draws, as the
-    trend check used) reads a true τ of 24 as 11, which made stationary chains fail ``trending`` and
+    trend check used) reads a true τ of 24 as 8 (detrended, Sokal), which made stationary chains fail ``trending`` and
     ``chains_disagree``; this reads it as 18 (see :func:`chains_disagree` for the rates).
 
     >>> rng = np.random.default_rng(0)
@@ -130,8 +134,10 @@ def chains_tau(draws: np.ndarray) -> float:
     True
     """
     rows = _finite_rows(draws)
+    longest = max((len(r) for r in rows), default=0)
+    rows = [r for r in rows if 2 * len(r) >= longest]   # a chain stopped early must not cut the others short
     n = min((len(r) for r in rows), default=0)
-    if n < 4:
+    if n < 4 or not any(np.ptp(r[:n]) > 0 for r in rows):
         return 1.0
     t = np.arange(n, dtype=np.float64)
     return autocorrelation_time(np.vstack([r[:n] - np.polyval(np.polyfit(t, r[:n], 1), t) for r in rows]))
@@ -325,7 +331,8 @@ def split_rhat(draws: np.ndarray) -> float:
 
 def chi2_quantile(dof: int, z: float) -> float:
     """The χ² quantile with ``dof`` degrees of freedom whose upper tail is the normal tail beyond ``z`` standard
-    deviations (Wilson–Hilferty; within 2% of the exact quantile for ``z`` ≤ 4, ``dof`` ≥ 1).
+    deviations (Wilson–Hilferty; above the exact quantile by 1.5% at ``z`` = 3, ``dof`` = 3, 2.5% at
+    ``dof`` = 1, up to 9% at ``z`` = 4, ``dof`` = 1).
 
     >>> round(chi2_quantile(3, 3.0), 1)   # exact: 15.6
     15.9
@@ -337,8 +344,9 @@ def chi2_quantile(dof: int, z: float) -> float:
 def half_disagreement(draws: np.ndarray) -> tuple[float, int]:
     """Cochran's Q of the split halves of the draws ``(C, N)`` and its degrees of freedom: the squared
     differences of the halves' means from their precision-weighted mean, each in units of its standard error
-    ``σ²τ/n`` (σ² its chain's variance, τ the chains' :func:`chains_tau`). χ² with ``2C − 1`` degrees of freedom when every half
-    samples one distribution; ``(nan, 0)`` with fewer than 4 draws a half."""
+    ``σ²τ/n`` (σ² its chain's variance within its halves, so that a jump between them does not widen its own
+    noise; τ the chains' :func:`chains_tau`). χ² with ``2C − 1`` degrees of freedom when every half samples one
+    distribution; ``(nan, 0)`` with fewer than 4 draws a half."""
     rows = [r[np.isfinite(r)] for r in np.atleast_2d(draws)]
     n = min((len(r) for r in rows), default=0) // 2
     if n < 4:
@@ -346,7 +354,9 @@ def half_disagreement(draws: np.ndarray) -> tuple[float, int]:
     rows = [r[: 2 * n] for r in rows]
     tau = chains_tau(np.vstack(rows))
     means = np.array([h.mean() for r in rows for h in (r[:n], r[n:])])
-    var = np.array([max(float(np.var(r, ddof=1)), 1e-300) * tau / n for r in rows for _ in range(2)])
+    # each chain's variance within its halves (R-hat's W): a jump between them must not widen its own noise
+    within = [0.5 * (float(np.var(r[:n], ddof=1)) + float(np.var(r[n:], ddof=1))) for r in rows]
+    var = np.array([max(s2, 1e-300) * tau / n for s2 in within for _ in range(2)])
     w = 1.0 / var
     centre = float(np.sum(w * means) / np.sum(w))
     return float(np.sum(w * (means - centre) ** 2)), len(means) - 1
@@ -354,20 +364,21 @@ def half_disagreement(draws: np.ndarray) -> tuple[float, int]:
 
 def chains_disagree(draws: np.ndarray) -> str | None:
     """A finding when the split-R̂ of the draws ``(C, N)`` exceeds :data:`MAX_RHAT` *and* the halves' means differ
-    beyond their noise (:func:`half_disagreement`'s Q above the χ² quantile at :data:`SIGNIFICANCE_Z`).
+    beyond their noise (:func:`half_disagreement`'s Q above the χ² quantile at :data:`DISAGREE_Z`).
 
     R̂ alone is not a test: its within-half variance ignores autocorrelation, so a stationary chain with
     autocorrelation time τ already has R̂² ≈ 1 + τ/n, and with four halves the between-half variance has three
     degrees of freedom. Stationary AR(1) draws, 2 chains x 400, τ = 24 (the demo's RMSProp-SGLD chains read
-    τ ≈ 4-23) exceed R̂ 1.1 in 18% of seeds (τ = 50: 50%); with the significance test as well, in 1.0% (3.8%).
-    It still fires on one chain shifted by 3 noise standard deviations, or jumping by as much half-way, in ≥ 90% of
-    seeds (``tests/slt/test_llc_health.py``); a 1-std shift at τ = 24 is caught in 43%: chains this short cannot
-    tell less."""
+    τ ≈ 4-23) exceed R̂ 1.1 in 18% of seeds (τ = 50: 50%); with the significance test as well, in 0.8% (4.2%).
+    It still fires on one chain shifted by 3 noise standard deviations, or jumping by as much half-way, in every
+    seed, and on one chain alone jumping 3 stds in 97% (``tests/slt/test_llc_health.py``); a 1-std shift at τ = 24
+    is caught in 35%: chains this short cannot tell less. Four chains (``estimate_llc``'s default) false-alarm
+    more: 1.2% at τ = 24, 10.5% at τ = 50."""
     rhat = split_rhat(draws)
     if not rhat > MAX_RHAT:
         return None
     q, dof = half_disagreement(draws)
-    bound = chi2_quantile(dof, SIGNIFICANCE_Z) if dof else math.inf
+    bound = chi2_quantile(dof, DISAGREE_Z) if dof else math.inf
     if not q > bound:
         return None
     return (f"the chains and their halves disagree (split-R̂ {rhat:.3g} > {MAX_RHAT:g}; their means differ by "
