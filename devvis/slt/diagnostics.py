@@ -7,11 +7,12 @@ gradient (:func:`pull_dominates`: the chain is held by γ and cannot explore the
 |w − w*|² still growing at the end (:func:`spreading`: the chain has not reached the localized posterior,
 and the estimate may still grow with the number of steps; a note). Per estimate: draws significantly more often below
 L(w*) than above (:func:`below_init`: w* is not a local minimum of the sampled loss), an estimate
-significantly below zero (:func:`negative`), chains that disagree (:func:`chains_disagree`, split-R̂),
+significantly below zero (:func:`negative`), chains that disagree (:func:`chains_disagree`: split-R̂ and a test),
 burn-in too short (:func:`burnin_short`: the first draws still sit below the later ones), chains that left
 w* (:func:`not_local`: |w − w*|² per weight over 10x w*'s own mean square, a setting too hot to be local). The checks
-that are statistical tests use the standard error of the draws with their autocorrelation time, so an
-estimate close to zero is not failed by its noise alone. :data:`FAILING` are the flags that make
+that are statistical tests use the standard error of the draws with one autocorrelation time pooled over the
+chains (:func:`chains_tau`), so an estimate close to zero, or chains that wander slowly, are not failed by
+their noise alone. :data:`FAILING` are the flags that make
 ``LLCResult.ok`` false.
 
 >>> import numpy as np
