@@ -208,3 +208,18 @@ def test_a_large_jump_is_caught_however_large_and_with_one_chain():
             d[0, 200:] += 1.0
             caught += diagnostics.chains_disagree(d) is not None
         assert caught >= 19
+
+
+def test_estimate_llc_judges_each_chains_trend_with_the_pooled_time(monkeypatch):
+    # review6: trending with one chain's own τ false-alarms 11% where the pooled τ gives 2.5%; estimate_llc must
+    # hand every chain the chains' pooled τ (the draws of the chains not stopped)
+    seen = []
+    judge = diagnostics.trending
+    monkeypatch.setattr(diagnostics, "trending", lambda c, d, init, tau=None: seen.append(tau) or judge(c, d, init, tau))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 3, generator=g)
+    model = nn.Linear(3, 1)
+    res = estimate_llc(model, [(x, model(x).detach())], nll, lr=1e-3, localization=1.0, nbeta=100.0, num_chains=3,
+                       num_draws=60, num_burnin_steps=20, progress=False, warn=False)
+    draws = res.loss_traces[:, res.num_burnin_steps:]
+    assert len(seen) == 3 and all(t == diagnostics.chains_tau(draws) for t in seen)
