@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from devvis.slt.batches import Batch, Criterion, split_batch, to_device
 from devvis.slt.samplers import log_acceptance, sgld_step
 
-__all__ = ["LoopEngine", "VmapEngine", "make_engine", "ChainSettings", "ChainStats", "run_chains", "mean_square_grad"]
+__all__ = ["LoopEngine", "VmapEngine", "make_engine", "ChainSettings", "ChainStats", "ChainRun", "run_chains", "mean_square_grad"]
 
 
 class LoopEngine:
@@ -208,75 +208,125 @@ def mean_square_grad(engine: AutoEngine, batches: Sequence[Any], anchor: torch.T
     return total / max(n, 1)
 
 
-def run_chains(engine: AutoEngine, streams: Sequence[Any], anchor: torch.Tensor, traces: np.ndarray,
-               settings: ChainSettings, generators: Sequence[torch.Generator], *, device: torch.device,
-               bar: tqdm | None = None, sq_avg: torch.Tensor | None = None) -> ChainStats:
-    """Run every chain from ``anchor`` ``(D,)`` for ``settings.steps`` steps; write ``traces`` ``(C, T)``.
+class ChainRun:
+    """Every chain of an estimate, advanced together from ``anchor`` ``(D,)``, and continuable.
 
-    ``streams[c]`` yields chain c's batches, ``generators[c]`` its noise. A chain whose loss becomes
-    NaN/inf stops there (its trace stays NaN from that step); the others go on. ``sq_avg`` ``(D,)``: the
-    running average V of ``rmsprop_sgld`` to start from (None: V = 0 before the first step, as devinterp).
+    :meth:`advance` runs the chains to a layout's last step; a longer layout (more burn-in and draws)
+    continues them where they stopped, with the same noise generators and data streams, so a run advanced to
+    a layout in two calls gives the numbers of one call. Every step's loss, ``|w − w*|²``, pull terms and
+    (at the MALA steps) acceptance are kept, and :meth:`traces` / :meth:`stats` read them for a layout.
+
+    ``streams[c]`` yields chain c's batches, ``generators[c]`` its noise. A chain whose loss becomes NaN/inf
+    stops there (its trace stays NaN from that step); the others go on. ``sq_avg`` ``(D,)``: the running
+    average V of ``rmsprop_sgld`` to start from (None: V = 0 before the first step, as devinterp).
     """
-    C, D = len(streams), anchor.numel()
-    w = anchor.unsqueeze(0).repeat(C, 1)
-    if sq_avg is not None:
-        sq_avg = sq_avg.reshape(1, D).repeat(C, 1)
-    stats = ChainStats(distance=np.full(traces.shape, np.nan))
-    active = [True] * C
-    accept_sum, accept_n = np.zeros(C), np.zeros(C)
-    pull_sum, push_sum = np.zeros(C), np.zeros(C)
-    mala = settings.mala_steps()
-    s = settings
-    prev: torch.Tensor | None = None
-    for step in range(s.steps):
-        batches = [to_device(split_batch(next(streams[c])), device) if active[c] else None for c in range(C)]
-        losses, grads = engine(w, batches)
-        for c in range(C):
-            if active[c] and not math.isfinite(float(losses[c])):
-                active[c] = False
-                stats.stopped[c] = (step, float(losses[c]))
-                batches[c] = None
-        if not any(active):
-            break
-        col = s.column(step)
-        if col is not None:
-            delta = w - anchor
+
+    def __init__(self, engine: AutoEngine, streams: Sequence[Any], anchor: torch.Tensor,
+                 generators: Sequence[torch.Generator], *, device: torch.device,
+                 sq_avg: torch.Tensor | None = None):
+        C, D = len(streams), anchor.numel()
+        self.engine, self.streams, self.anchor, self.generators, self.device = engine, streams, anchor, generators, device
+        self.w = anchor.unsqueeze(0).repeat(C, 1)
+        self.sq_avg = None if sq_avg is None else sq_avg.reshape(1, D).repeat(C, 1)
+        self.prev: torch.Tensor | None = None
+        self.active = [True] * C
+        self.stopped: dict[int, tuple[int, float]] = {}
+        self.step = 0
+        #: per step ``(C, steps run)``: minibatch loss, |w − w*|², the pull ratio's two terms (NaN where not
+        #: measured) and the MALA acceptance probability (NaN except at the MALA steps)
+        self.loss, self.distance, self.pull, self.push, self.accept = (np.zeros((C, 0)) for _ in range(5))
+
+    def _grow(self, steps: int) -> None:
+        extra = steps - self.loss.shape[1]
+        if extra > 0:
+            pad = np.full((len(self.streams), extra), np.nan)
+            self.loss, self.distance, self.pull, self.push, self.accept = (
+                np.concatenate([a, pad], axis=1) for a in (self.loss, self.distance, self.pull, self.push, self.accept))
+
+    def advance(self, settings: ChainSettings, bar: tqdm | None = None) -> None:
+        """Run every chain on to ``settings.steps`` (nothing when it has got there already)."""
+        s, C, D = settings, len(self.streams), self.anchor.numel()
+        self._grow(s.steps)
+        mala = settings.mala_steps()
+        while self.step < s.steps and any(self.active):
+            step, w = self.step, self.w
+            batches = [to_device(split_batch(next(self.streams[c])), self.device) if self.active[c] else None
+                       for c in range(C)]
+            losses, grads = self.engine(w, batches)
+            for c in range(C):
+                if self.active[c] and not math.isfinite(float(losses[c])):
+                    self.active[c] = False
+                    self.stopped[c] = (step, float(losses[c]))
+                    batches[c] = None
+            if not any(self.active):
+                break
+            delta = w - self.anchor
             dist = (delta * delta).sum(1).double().cpu().numpy()
-            measure = step >= s.num_burnin_steps and prev is not None
-            if measure:
+            if self.prev is not None:
                 # γ(w − w*)·∇L against nβ|∇L|² (see diagnostics.pull_dominates); g_t·g_{t−1} (two minibatches)
                 # estimates |∇L|² without the minibatch noise that |g_t|² adds
                 pull = (s.localization * (delta * grads).sum(1)).double().cpu().numpy()
-                push = (s.nbeta * (grads * prev).sum(1)).double().cpu().numpy()
+                push = (s.nbeta * (grads * self.prev).sum(1)).double().cpu().numpy()
             for c in range(C):
-                if active[c]:
-                    traces[c, col] = float(losses[c])
-                    stats.distance[c, col] = dist[c]
-                    if measure:
-                        pull_sum[c] += pull[c]
-                        push_sum[c] += push[c]
-        noise = torch.stack([torch.randn(D, generator=g, device=device, dtype=w.dtype) for g in generators])
-        new = sgld_step(w, grads, anchor, sq_avg, lr=s.lr, localization=s.localization, nbeta=s.nbeta, noise=noise,
-                        sampler=s.sampler, alpha=s.alpha, eps=s.eps)
-        if step in mala:
-            loss_new, grad_new = engine(new.w, batches)
-            logacc = log_acceptance(w, new.w, loss=losses, loss_new=loss_new, grad=grads, grad_new=grad_new,
-                                    anchor=anchor, precond=new.precond, lr=s.lr, localization=s.localization,
-                                    nbeta=s.nbeta).cpu().numpy()
-            for c in range(C):
-                if active[c] and math.isfinite(float(loss_new[c])):
-                    accept_sum[c] += math.exp(min(0.0, float(logacc[c]))) if math.isfinite(logacc[c]) else 0.0
-                    accept_n[c] += 1
-        if all(active):
-            w = new.w
-        else:
-            w = torch.where(torch.tensor(active, device=w.device)[:, None], new.w, w)
-        sq_avg, prev = new.sq_avg, grads
-        if bar is not None:
-            bar.update(C)
-    stats.acceptance = [float(a / n) if n else math.nan for a, n in zip(accept_sum, accept_n)]
-    stats.pull_ratio = [float(max(p, 0.0) / q) if q > 0 else (math.inf if p > 0 else math.nan)
-                        for p, q in zip(pull_sum, push_sum)]
-    stats.pull_sum, stats.push_sum = pull_sum, push_sum
-    stats.engine, stats.fallback_reason = engine.name, engine.fallback_reason
-    return stats
+                if self.active[c]:
+                    self.loss[c, step] = float(losses[c])
+                    self.distance[c, step] = dist[c]
+                    if self.prev is not None:
+                        self.pull[c, step], self.push[c, step] = pull[c], push[c]
+            noise = torch.stack([torch.randn(D, generator=g, device=self.device, dtype=w.dtype)
+                                 for g in self.generators])
+            new = sgld_step(w, grads, self.anchor, self.sq_avg, lr=s.lr, localization=s.localization, nbeta=s.nbeta,
+                            noise=noise, sampler=s.sampler, alpha=s.alpha, eps=s.eps)
+            if step in mala:
+                loss_new, grad_new = self.engine(new.w, batches)
+                logacc = log_acceptance(w, new.w, loss=losses, loss_new=loss_new, grad=grads, grad_new=grad_new,
+                                        anchor=self.anchor, precond=new.precond, lr=s.lr,
+                                        localization=s.localization, nbeta=s.nbeta).cpu().numpy()
+                for c in range(C):
+                    if self.active[c] and math.isfinite(float(loss_new[c])):
+                        self.accept[c, step] = (math.exp(min(0.0, float(logacc[c]))) if math.isfinite(logacc[c])
+                                                else 0.0)
+            if all(self.active):
+                self.w = new.w
+            else:
+                self.w = torch.where(torch.tensor(self.active, device=w.device)[:, None], new.w, w)
+            self.sq_avg, self.prev = new.sq_avg, grads
+            self.step += 1
+            if bar is not None:
+                bar.update(C)
+
+    def columns(self, settings: ChainSettings) -> np.ndarray:
+        """The steps ``settings`` records: every burn-in step, then every ``num_steps_bw_draws``-th."""
+        return np.array([t for t in range(settings.steps) if settings.column(t) is not None], dtype=int)
+
+    def traces(self, settings: ChainSettings) -> np.ndarray:
+        """The loss at the steps ``settings`` records ``(C, num_burnin_steps + num_draws)`` (NaN after a stop)."""
+        return self.loss[:, self.columns(settings)].copy()
+
+    def stats(self, settings: ChainSettings) -> ChainStats:
+        """Acceptance, pull ratio and distance over the draws of ``settings`` (the steps run so far)."""
+        cols = self.columns(settings)
+        draws = cols[settings.num_burnin_steps:]
+        stats = ChainStats(stopped=dict(self.stopped), distance=self.distance[:, cols].copy())
+        for c in range(len(self.streams)):
+            a = self.accept[c, settings.num_burnin_steps:settings.steps]  # the MALA steps lie between the draws
+            a = a[np.isfinite(a)]
+            stats.acceptance.append(float(a.mean()) if a.size else math.nan)
+        pull = np.where(np.isfinite(self.pull[:, draws]), self.pull[:, draws], 0.0).sum(1)
+        push = np.where(np.isfinite(self.push[:, draws]), self.push[:, draws], 0.0).sum(1)
+        stats.pull_ratio = [float(max(p, 0.0) / q) if q > 0 else (math.inf if p > 0 else math.nan)
+                            for p, q in zip(pull, push)]
+        stats.pull_sum, stats.push_sum = pull, push
+        stats.engine, stats.fallback_reason = self.engine.name, self.engine.fallback_reason
+        return stats
+
+
+def run_chains(engine: AutoEngine, streams: Sequence[Any], anchor: torch.Tensor, traces: np.ndarray,
+               settings: ChainSettings, generators: Sequence[torch.Generator], *, device: torch.device,
+               bar: tqdm | None = None, sq_avg: torch.Tensor | None = None) -> ChainStats:
+    """Run every chain from ``anchor`` ``(D,)`` for ``settings.steps`` steps; write ``traces`` ``(C, T)``
+    (one :class:`ChainRun` advanced once)."""
+    run = ChainRun(engine, streams, anchor, generators, device=device, sq_avg=sq_avg)
+    run.advance(settings, bar)
+    traces[...] = run.traces(settings)
+    return run.stats(settings)
