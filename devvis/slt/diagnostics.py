@@ -35,7 +35,7 @@ __all__ = ["LLCDiagnosticWarning", "TREND_RELATIVE", "TREND_STDS", "DIVERGENCE_F
            "autocorrelation_time", "trend_change", "trend_se", "stopped", "diverged", "trending", "spreading",
            "low_acceptance", "pull_dominates", "below_init", "negative", "estimate_se", "split_rhat",
            "chains_disagree", "burnin_short", "not_local", "MAX_SPREAD_RATIO", "chi2_quantile",
-           "half_disagreement", "chains_tau", "DISAGREE_Z"]
+           "half_disagreement", "chains_tau", "DISAGREE_Z", "CURED_BY_LONGER_CHAINS"]
 
 #: A chain counts as "still trending" when the least-squares line through the last half of its draws
 #: changes by more than ``TREND_STDS`` standard errors of that change (which grow with the trace's
@@ -89,6 +89,12 @@ BURNIN_Z = 4.0
 #: guards against the transient it can signal by requiring the estimate to be stable in ε.
 FAILING = ("diverged", "trending", "low_acceptance", "pull_dominates", "below_init", "negative",
            "chains_disagree", "burnin_short", "not_local", "uncalibrated")
+
+#: The failing checks that longer chains can cure: a chain that has not yet reached its stationary
+#: distribution. ``estimate_llc(..., max_draws=...)`` extends the chains while these, and only these, fail;
+#: the others (a chain below L(w*), a negative estimate, low acceptance, ...) say the setting or the point
+#: is wrong, and more draws of it would only cost time.
+CURED_BY_LONGER_CHAINS = ("trending", "chains_disagree", "burnin_short")
 
 
 class LLCDiagnosticWarning(UserWarning):

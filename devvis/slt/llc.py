@@ -61,6 +61,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 import time
@@ -75,7 +76,7 @@ from tqdm.auto import tqdm
 from devvis.errors import ConfigError, LayerNotFoundError
 from devvis.slt import diagnostics
 from devvis.slt.batches import Criterion, Loader, SeededStream, batch_losses, batch_size_of, weighted_mean
-from devvis.slt.chains import ChainSettings, make_engine, mean_square_grad, run_chains
+from devvis.slt.chains import ChainRun, ChainSettings, ChainStats, make_engine, mean_square_grad
 from devvis.slt.diagnostics import LLCDiagnosticWarning
 from devvis.slt.result import LLCResult
 from devvis.slt.samplers import SAMPLERS
@@ -225,6 +226,7 @@ def estimate_llc(
     num_draws: int = 200,
     num_burnin_steps: int = 0,
     num_steps_bw_draws: int = 1,
+    max_draws: int | None = None,
     seed: int = 0,
     device: DeviceLike = None,
     progress: bool = True,
@@ -253,6 +255,13 @@ def estimate_llc(
             choose them with :func:`devvis.slt.calibrate`.
         nbeta: inverse temperature nβ; default ``m/log m`` with m the batch size.
         num_chains, num_draws, num_burnin_steps, num_steps_bw_draws: chain layout.
+        max_draws: when given, chains that have not yet settled are run longer: while the only failing
+            checks are those of :data:`~devvis.slt.diagnostics.CURED_BY_LONGER_CHAINS` (``trending``,
+            ``chains_disagree``, ``burnin_short``; the last only with a burn-in), the chains continue where
+            they stopped (the same noise and data streams) to twice the burn-in and twice the draws, as long as
+            the draws stay within ``max_draws``; the result says how often (``extensions``) and a finding
+            says why. The checks are then made on the longer layout only. A run that needed no extension
+            gives the very numbers of ``max_draws=None``. None (default): never extend.
         seed: seeds each chain's noise and data streams from ``(seed, chain)``.
         device: where to sample (default: the model's device).
         progress: show a tqdm progress bar.
@@ -290,6 +299,9 @@ def estimate_llc(
     _check_settings(sampler=sampler, lr=lr, localization=localization, nbeta=nbeta, num_chains=num_chains,
                     num_draws=num_draws, num_burnin_steps=num_burnin_steps, num_steps_bw_draws=num_steps_bw_draws,
                     init_loss_batches=init_loss_batches)
+    if max_draws is not None and (isinstance(max_draws, bool) or not isinstance(max_draws, int)
+                                  or max_draws < num_draws):
+        raise ConfigError(f"max_draws must be None or an integer >= num_draws ({num_draws}); got {max_draws!r}")
     if nbeta is None:
         batch_size = batch_size_of(loader)
         nbeta_value, nbeta_source = default_nbeta(batch_size), f"default m/log m (m={batch_size})"
@@ -310,17 +322,14 @@ def estimate_llc(
         "num_burnin_steps": int(num_burnin_steps), "num_steps_bw_draws": int(num_steps_bw_draws),
         "seed": int(seed), "init_loss_batches": init_loss_batches, "train_mode": bool(train_mode),
         "restricted_params": None if params is None else [n for n, _ in selected], "num_sampled_params": int(dim),
-        "uncalibrated_defaults": defaults_used,
+        "uncalibrated_defaults": defaults_used, "max_draws": max_draws,
     }
     if sampler == "rmsprop_sgld":
         hyper.update(rmsprop_alpha=float(rmsprop_alpha), rmsprop_eps=float(rmsprop_eps),
                      rmsprop_warm_start=bool(rmsprop_warm_start))
 
-    traces = np.full((num_chains, num_burnin_steps + num_draws), np.nan)
     findings: list[str] = []
-    flags: dict[str, list[int]] = {k: [] for k in ("nan", "diverged", "trending", "spreading", "low_acceptance",
-                                                    "pull_dominates", "below_init", "negative", "chains_disagree",
-                                                    "burnin_short", "not_local", "uncalibrated", "mode")}
+    mode_chains: list[int] = []
     mode = "train" if train_mode else "eval"
     # convolutions sample in channels-last layout on a CPU (0.86x the time on the demo's ResNet, same numbers to
     # float rounding); the model is given back in its own layout
@@ -355,33 +364,97 @@ def estimate_llc(
                                                 nbeta_value)
             if finding:
                 findings.append(finding)
-                flags["mode"] = list(range(num_chains))
+                mode_chains = list(range(num_chains))
         streams = [SeededStream(loader, _chain_seed(seed, c)) for c in range(num_chains)]
         gens = [torch.Generator(device=dev).manual_seed(_chain_seed(seed, c)) for c in range(num_chains)]
+        run = ChainRun(engine, streams, anchor.to(dev), gens, device=dev, sq_avg=sq_avg0)
         bar = tqdm(total=num_chains * settings.steps, desc="LLC", disable=not progress, leave=False)
+        extended: list[str] = []
         try:
             with _seeded_global_rng(_chain_seed(seed, -2), dev):
-                stats = run_chains(engine, streams, anchor.to(dev), traces, settings, gens, device=dev, bar=bar,
-                                   sq_avg=sq_avg0)
+                while True:
+                    run.advance(settings, bar)
+                    verdict = _assess(run, settings, init_loss=init_loss, nbeta=nbeta_value, dim=dim,
+                                      anchor_ms=float((anchor.double() ** 2).mean()))
+                    failed = [k for k in diagnostics.FAILING if verdict.flags.get(k)]
+                    curable = [k for k in diagnostics.CURED_BY_LONGER_CHAINS
+                               if k != "burnin_short" or settings.num_burnin_steps > 0]
+                    if (max_draws is None or not failed or set(failed) - set(curable) or defaults_used
+                            or 2 * settings.num_draws > max_draws):
+                        break
+                    extended.append(f"{num_chains} x ({settings.num_burnin_steps} + {settings.num_draws}): "
+                                    f"{', '.join(failed)}")
+                    settings = dataclasses.replace(settings, num_burnin_steps=2 * settings.num_burnin_steps,
+                                                   num_draws=2 * settings.num_draws)
+                    bar.total = num_chains * settings.steps
+                    bar.refresh()
         finally:
             bar.close()
+    stats = verdict.stats
     hyper["engine"] = stats.engine
     if stats.fallback_reason:
         hyper["vmap_fallback"] = stats.fallback_reason
+    findings += verdict.findings
+    if extended:
+        times = {1: "once", 2: "twice"}.get(len(extended), f"{len(extended)} times")
+        findings.append(f"the chains were extended {times}, to {num_chains} x ({settings.num_burnin_steps} + "
+                        f"{settings.num_draws}) (max_draws={max_draws}), because they had not settled at "
+                        + "; at ".join(extended))
+    flags = verdict.flags
+    flags["mode"] = mode_chains
+    llcs, llc_mean, llc_std, traces = verdict.llcs, verdict.llc_mean, verdict.llc_std, verdict.traces
+    if defaults_used:
+        flags["uncalibrated"] = list(range(num_chains))
+        findings.append(f"uncalibrated defaults for {' and '.join(defaults_used)} (lr={lr:g}, localization="
+                        f"{localization:g}): the default settings can be far off for this model; choose them with "
+                        f"devvis.slt.calibrate(...) or `devvis llc --calibrate`")
+    if warn:
+        for msg in findings:
+            warnings.warn(f"LLC: {msg}", LLCDiagnosticWarning, stacklevel=2)
+    return LLCResult(
+        llc_mean=llc_mean, llc_std=llc_std, llc_per_chain=llcs, loss_traces=traces,
+        num_burnin_steps=int(settings.num_burnin_steps), init_loss=float(init_loss), nbeta=nbeta_value,
+        hyperparameters=hyper, diagnostics=findings, flags=flags, time_s=time.perf_counter() - t0,
+        acceptance=stats.acceptance, pull_ratio=stats.pull_ratio,
+        init_loss_other_mode=other_loss, distance_traces=stats.distance, extensions=len(extended),
+    )
 
-    draws = traces[:, num_burnin_steps:]
+
+@dataclasses.dataclass
+class _Verdict:
+    """The estimate and the checks of one chain layout (see :func:`_assess`)."""
+
+    traces: np.ndarray
+    stats: ChainStats
+    llcs: list[float]
+    llc_mean: float
+    llc_std: float
+    flags: dict[str, list[int]]
+    findings: list[str]
+
+
+def _assess(run: ChainRun, settings: ChainSettings, *, init_loss: float, nbeta: float, dim: int,
+            anchor_ms: float) -> _Verdict:
+    """The per-chain estimates and every check of :mod:`devvis.slt.diagnostics` on the draws of ``settings``."""
+    num_chains, burnin = len(run.streams), settings.num_burnin_steps
+    traces, stats = run.traces(settings), run.stats(settings)
+    findings: list[str] = []
+    flags: dict[str, list[int]] = {k: [] for k in ("nan", "diverged", "trending", "spreading", "low_acceptance",
+                                                    "pull_dominates", "below_init", "negative", "chains_disagree",
+                                                    "burnin_short", "not_local", "uncalibrated", "mode")}
+    draws = traces[:, burnin:]
     llcs = [math.nan] * num_chains
     tau = diagnostics.chains_tau(draws[[c for c in range(num_chains) if c not in stats.stopped]])
     for c in range(num_chains):
         if c in stats.stopped:
             step, value = stats.stopped[c]
             flags["nan"].append(c)
-            findings.append(diagnostics.stopped(c, step, value, num_burnin_steps))
+            findings.append(diagnostics.stopped(c, step, value, burnin))
             continue
-        llcs[c] = float(nbeta_value * (np.mean(draws[c]) - init_loss))
+        llcs[c] = float(nbeta * (np.mean(draws[c]) - init_loss))
         for key, finding in (("diverged", diagnostics.diverged(c, llc=llcs[c], dim=dim)),
                              ("trending", diagnostics.trending(c, draws[c], init_loss, tau)),
-                             ("spreading", diagnostics.spreading(c, stats.distance[c, num_burnin_steps:])),
+                             ("spreading", diagnostics.spreading(c, stats.distance[c, burnin:])),
                              ("low_acceptance", diagnostics.low_acceptance(c, stats.acceptance[c]))):
             if finding:
                 flags[key].append(c)
@@ -394,27 +467,14 @@ def estimate_llc(
     else:
         alive_chains = [c for c in range(num_chains) if math.isfinite(llcs[c])]
         alive = draws[alive_chains]
-        for key, finding in (("pull_dominates", diagnostics.pull_dominates(None, stats.pooled_pull_ratio(alive_chains))),("below_init", diagnostics.below_init(alive, init_loss)),
-                             ("negative", diagnostics.negative(llc_mean, diagnostics.estimate_se(alive, nbeta_value))),
+        for key, finding in (("pull_dominates", diagnostics.pull_dominates(None, stats.pooled_pull_ratio(alive_chains))),
+                             ("below_init", diagnostics.below_init(alive, init_loss)),
+                             ("negative", diagnostics.negative(llc_mean, diagnostics.estimate_se(alive, nbeta))),
                              ("chains_disagree", diagnostics.chains_disagree(alive)),
                              ("burnin_short", diagnostics.burnin_short(alive, init_loss)),
-                             ("not_local", diagnostics.not_local(stats.distance[alive_chains, num_burnin_steps:], dim,
-                                                                 float((anchor.double() ** 2).mean())))):
+                             ("not_local", diagnostics.not_local(stats.distance[alive_chains, burnin:], dim, anchor_ms))):
             if finding:
                 flags[key] = list(range(num_chains))
                 findings.append(finding)
-    if defaults_used:
-        flags["uncalibrated"] = list(range(num_chains))
-        findings.append(f"uncalibrated defaults for {' and '.join(defaults_used)} (lr={lr:g}, localization="
-                        f"{localization:g}): the default settings can be far off for this model; choose them with "
-                        f"devvis.slt.calibrate(...) or `devvis llc --calibrate`")
-    if warn:
-        for msg in findings:
-            warnings.warn(f"LLC: {msg}", LLCDiagnosticWarning, stacklevel=2)
-    return LLCResult(
-        llc_mean=llc_mean, llc_std=llc_std, llc_per_chain=llcs, loss_traces=traces,
-        num_burnin_steps=int(num_burnin_steps), init_loss=float(init_loss), nbeta=nbeta_value,
-        hyperparameters=hyper, diagnostics=findings, flags=flags, time_s=time.perf_counter() - t0,
-        acceptance=stats.acceptance, pull_ratio=stats.pull_ratio,
-        init_loss_other_mode=other_loss, distance_traces=stats.distance,
-    )
+    return _Verdict(traces=traces, stats=stats, llcs=llcs, llc_mean=llc_mean, llc_std=llc_std, flags=flags,
+                    findings=findings)

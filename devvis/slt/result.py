@@ -57,6 +57,8 @@ class LLCResult:
         init_loss_other_mode: L(w*) in the mode not sampled, on the first ``MODE_BATCHES`` batches (models
             with BatchNorm/dropout), else None.
         distance_traces: ``|w − w*|²`` at the same steps as ``loss_traces`` (None when not recorded).
+        extensions: how often the chains were run longer (``estimate_llc(..., max_draws=...)``), each time to
+            twice the burn-in and draws; ``num_burnin_steps`` and ``loss_traces`` are those of the final layout.
     """
 
     llc_mean: float
@@ -74,6 +76,7 @@ class LLCResult:
     pull_ratio: list[float] = field(default_factory=list)
     init_loss_other_mode: float | None = None
     distance_traces: np.ndarray | None = field(default=None, repr=False)
+    extensions: int = 0
 
     @property
     def failed_checks(self) -> list[str]:
@@ -123,6 +126,8 @@ class LLCResult:
             "flags": {k: list(v) for k, v in self.flags.items()},
             "time_s": float(self.time_s),
             "num_burnin_steps": int(self.num_burnin_steps),
+            "num_draws": int(self.loss_traces.shape[1] - self.num_burnin_steps),
+            "extensions": int(self.extensions),
         }
         if include_traces:
             out["loss_traces"] = self.loss_traces.tolist()

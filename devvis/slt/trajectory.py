@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,11 +307,16 @@ def _calibrate_series(series: Any, loader: Loader, criterion: Criterion, calibra
         layout.update({k: options[k] for k in layout if k in options})
         mine = {"num_chains": 4, "num_draws": 200, "num_burnin_steps": 0}
         mine.update({k: llc_kwargs[k] for k in mine if k in llc_kwargs})
-        others = set(llc_kwargs) - set(_SHARED) - set(mine) - {"warn", "progress"}
+        # max_draws extends only unsettled chains: a healthy calibration estimate is the one the trajectory makes
+        others = set(llc_kwargs) - set(_SHARED) - set(mine) - {"warn", "progress", "max_draws"}
+        extends = llc_kwargs.get("max_draws") is not None
         if layout == mine and not others and not set(options) - set(layout) - set(_SHARED):
             for k, i in enumerate(positions):
                 res = calibration.model_results[k][calibration.chosen]  # type: ignore[index]
-                if res is not None:
+                if res is not None and (res.ok or not extends):
+                    if extends:  # the trajectory's settings, on a copy (the calibration keeps its own record)
+                        res = dataclasses.replace(res, hyperparameters={**res.hyperparameters,
+                                                                        "max_draws": llc_kwargs["max_draws"]})
                     reuse[i] = res
     return calibration, reuse, series
 

@@ -1,0 +1,152 @@
+"""Chains that have not settled run longer (``estimate_llc(..., max_draws=...)``): a continued chain is the chain a
+longer layout would have run, only the checks that longer chains can cure extend it, and the CLI and report say so."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from devvis.errors import ConfigError
+from devvis.io import read_json
+from devvis.slt import diagnostics, estimate_llc, llc_trajectory
+from devvis.slt.batches import SeededStream
+from devvis.slt.chains import ChainRun, ChainSettings, make_engine
+
+
+def nll(out, t):
+    return ((out - t) ** 2).sum(-1).mean() / 2
+
+
+def regression(shift: float = 0.0):
+    """A linear regression at its least-squares weights (9 parameters, λ = d/2 = 4.5), or ``shift`` away from them."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 8, generator=g)
+    torch.manual_seed(0)
+    model = nn.Linear(8, 1)
+    y = model(x).detach() + 0.1 * torch.randn(512, 1, generator=g)
+    if shift:
+        with torch.no_grad():
+            model.weight.add_(shift)
+    return model, [(x[i:i + 64], y[i:i + 64]) for i in range(0, 512, 64)]
+
+
+# ε = 1e-3 relaxes in ~120 steps: 20 burn-in steps and 40 draws catch the chains still rising
+SLOW = dict(lr=1e-3, localization=1.0, num_chains=2, num_burnin_steps=20, num_draws=40, progress=False, warn=False)
+
+
+def test_unsettled_chains_run_longer_until_they_settle_near_the_true_llc():
+    model, loader = regression()
+    short = estimate_llc(model, loader, nll, **SLOW)
+    assert not short.ok and set(short.failed_checks) <= set(diagnostics.CURED_BY_LONGER_CHAINS)
+    assert short.llc_mean < 0.5 * 4.5  # the chains had not yet risen to their stationary loss
+
+    longer = estimate_llc(model, loader, nll, max_draws=1280, **SLOW)
+    assert longer.ok, longer.reasons
+    assert longer.extensions >= 1 and abs(longer.llc_mean - 4.5) < 0.25 * 4.5
+    k = longer.extensions
+    assert longer.num_burnin_steps == 20 * 2**k and longer.draw_traces.shape == (2, 40 * 2**k)
+    assert longer.hyperparameters["num_draws"] == 40 and longer.hyperparameters["max_draws"] == 1280
+    assert any(f"extended {'once' if k == 1 else 'twice' if k == 2 else f'{k} times'}" in d
+               for d in longer.diagnostics)
+    d = longer.to_dict(include_traces=False)
+    assert d["extensions"] == k and d["num_draws"] == 40 * 2**k and d["num_burnin_steps"] == 20 * 2**k
+
+    # the continued chains are the chains of the longer layout, run from the start
+    fresh = estimate_llc(model, loader, nll, **{**SLOW, "num_burnin_steps": 20 * 2**k, "num_draws": 40 * 2**k})
+    np.testing.assert_array_equal(longer.loss_traces, fresh.loss_traces)
+    assert longer.llc_mean == fresh.llc_mean and fresh.extensions == 0
+
+
+def test_max_draws_bounds_the_extension_and_a_settled_estimate_is_unchanged():
+    model, loader = regression()
+    capped = estimate_llc(model, loader, nll, max_draws=100, **SLOW)  # one doubling (80 draws) fits, two do not
+    assert capped.extensions == 1 and capped.draw_traces.shape == (2, 80)
+
+    settled = {**SLOW, "num_burnin_steps": 400, "num_draws": 400}
+    plain = estimate_llc(model, loader, nll, **settled)
+    assert plain.ok, plain.reasons
+    same = estimate_llc(model, loader, nll, max_draws=3200, **settled)
+    assert same.extensions == 0
+    np.testing.assert_array_equal(same.loss_traces, plain.loss_traces)
+    assert same.acceptance == plain.acceptance and same.pull_ratio == plain.pull_ratio
+
+
+def test_a_point_that_is_no_minimum_is_not_extended():
+    model, loader = regression(shift=1.0)  # the chains fall below L(w*): no longer chain makes that an LLC
+    res = estimate_llc(model, loader, nll, max_draws=1280, **SLOW)
+    assert {"below_init", "negative"} <= set(res.failed_checks) and res.llc_mean < 0
+    assert res.extensions == 0 and res.draw_traces.shape == (2, 40)
+
+
+def test_uncalibrated_defaults_are_not_extended():
+    model, loader = regression()
+    res = estimate_llc(model, loader, nll, num_chains=2, num_burnin_steps=20, num_draws=40, max_draws=1280,
+                       progress=False, warn=False)
+    assert "uncalibrated" in res.failed_checks and res.extensions == 0
+
+
+@pytest.mark.parametrize("bad", [10, 0, 2.5, True])
+def test_max_draws_below_num_draws_or_not_an_integer_is_a_config_error(bad):
+    model, loader = regression()
+    with pytest.raises(ConfigError, match=rf"max_draws must be None or an integer >= num_draws \(40\); got {bad!r}"):
+        estimate_llc(model, loader, nll, max_draws=bad, **SLOW)
+
+
+def test_chain_run_advanced_in_two_calls_equals_one_call():
+    model, loader = regression()
+    params = list(model.named_parameters())
+    anchor = torch.cat([p.detach().reshape(-1) for _, p in params])
+    short = ChainSettings(sampler="rmsprop_sgld", lr=1e-3, localization=1.0, nbeta=10.0, num_burnin_steps=5,
+                          num_draws=20, num_steps_bw_draws=3)
+    long = ChainSettings(**{**short.__dict__, "num_burnin_steps": 10, "num_draws": 40})
+
+    def run():
+        engine = make_engine(model, nll, params, 2, False, torch.device("cpu"))
+        gens = [torch.Generator().manual_seed(c) for c in range(2)]
+        return ChainRun(engine, [SeededStream(loader, c) for c in range(2)], anchor, gens, device=torch.device("cpu"))
+
+    once, twice = run(), run()
+    once.advance(long)
+    twice.advance(short)
+    assert twice.traces(short).shape == (2, 5 + 20) and twice.step == short.steps
+    twice.advance(long)
+    np.testing.assert_array_equal(once.traces(long), twice.traces(long))
+    assert once.traces(long).shape == (2, 10 + 40)
+    # thinning: the draws are every third step after the burn-in
+    np.testing.assert_array_equal(once.traces(long)[:, 10:], once.loss[:, 10::3][:, :40])
+    assert math.isfinite(once.stats(long).pull_ratio[0])
+
+
+def test_cli_max_draws_reaches_every_estimate_and_is_checked(tmp_path, capsys):
+    from devvis.commands import llc as llc_cmd
+    from devvis.models import save_checkpoint
+
+    for step in (1, 2):
+        save_checkpoint(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10)), tmp_path / "ckpts" / f"step_{step}.pt",
+                        step=step)
+    parser = argparse.ArgumentParser()
+    llc_cmd.register(parser.add_subparsers())
+    common = ["llc", "--model", "test_llc_trust:flat_net", "--checkpoint-path", str(tmp_path / "ckpts"),
+              "--data", "test_llc_trust:tiny_images", "--batch-size", "16", "--num-chains", "2", "--num-draws", "20",
+              "--lr", "1e-4", "--localization", "10", "--output-path", str(tmp_path / "out"), "--no-progress"]
+    args = parser.parse_args(common + ["--max-draws", "10"])
+    with pytest.raises(ConfigError, match=r"--max-draws must be at least --num-draws \(20\); got 10"):
+        args.func(args)
+    args = parser.parse_args(common + ["--max-draws", "80"])
+    assert args.func(args) == 0
+    data = read_json(tmp_path / "out" / "slt" / "llc_trajectory.json")
+    assert data["hyperparameters"]["max_draws"] == 80
+    for one in data["per_step"]:
+        assert one["num_draws"] == 20 * 2 ** one["extensions"] <= 80
+
+
+def test_trajectory_passes_max_draws_to_every_checkpoint():
+    model, loader = regression()
+    traj = llc_trajectory([(0, model), (1, model)], loader, nll, max_draws=1280, **SLOW)
+    assert [r.extensions for r in traj.results] == [traj.results[0].extensions] * 2 and traj.results[0].extensions >= 1
+    assert traj.llc_mean[0] == traj.llc_mean[1] and all(r.ok for r in traj.results)
