@@ -43,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--num-draws", type=int, default=200, help="draws per chain after burn-in")
     p.add_argument("--num-burnin-steps", type=int, default=0, help="steps discarded at the start of each chain")
     p.add_argument("--num-steps-bw-draws", type=int, default=1, help="SGLD steps between draws")
+    p.add_argument("--max-draws", type=int, default=None,
+                   help="run chains that have not settled (trending, chains_disagree, burnin_short) longer, each time "
+                        "to twice the burn-in and draws, up to this many draws (default: never)")
     p.add_argument("--batch-size", type=int, default=64, help="minibatch size m (ignored when --data gives a DataLoader)")
     p.add_argument("--params", nargs="+", default=None, metavar="NAME",
                    help="restrict sampling to these modules or parameters (weight-refined LLC)")
@@ -108,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} must be a positive integer; got {value}")
     if args.num_burnin_steps < 0:
         raise ConfigError(f"--num-burnin-steps must be >= 0; got {args.num_burnin_steps}")
+    if args.max_draws is not None and args.max_draws < args.num_draws:
+        raise ConfigError(f"--max-draws must be at least --num-draws ({args.num_draws}); got {args.max_draws}")
     if args.calibrate and (args.lr is not None or args.localization is not None or args.nbeta is not None):
         raise ConfigError("--calibrate chooses --lr, --localization and --nbeta; give either --calibrate or them")
     device = as_device(args.device) or torch.device("cpu")
@@ -123,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         series, loader, torch.nn.functional.cross_entropy, output_dir=out, progress=args.progress,
         sampler=args.sampler, lr=args.lr, localization=args.localization, nbeta=args.nbeta,
         num_chains=args.num_chains, num_draws=args.num_draws, num_burnin_steps=args.num_burnin_steps,
-        num_steps_bw_draws=args.num_steps_bw_draws, seed=args.seed, params=args.params,
+        num_steps_bw_draws=args.num_steps_bw_draws, max_draws=args.max_draws, seed=args.seed, params=args.params,
         train_mode=args.train_mode, calibrate=args.calibrate, workers=args.workers, threads=args.threads,
     )
     h = traj.hyperparameters
@@ -133,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     for step, res in zip(traj.steps, traj.results):
         mean = f"{res.llc_mean:10.3f}" if math.isfinite(res.llc_mean) else f"{'nan':>10}"
         std = f"{res.llc_std:8.3f}" if math.isfinite(res.llc_std) else f"{'-':>8}"
-        print(f"{step:>10}  {mean}  {std}  {res.health}")
+        longer = f" (chains extended to {res.draw_traces.shape[1]} draws)" if res.extensions else ""
+        print(f"{step:>10}  {mean}  {std}  {res.health}{longer}")
     print(f"settings: {h['sampler']}, lr = {h['lr']:.3g}, localization = {h['localization']:.3g}, nβ = {h['nbeta']:.4g} "
           f"({h['nbeta_source']}), {h['num_chains']} chains x {h['num_draws']} draws, burn-in {h['num_burnin_steps']}, "
           f"{'train' if h['train_mode'] else 'eval'} mode, {'calibrated' if h['calibrated'] else 'not calibrated'}")
