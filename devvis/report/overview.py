@@ -120,9 +120,12 @@ def _llc(run: Run) -> str:
     rows = []
     for i, s in enumerate(steps):
         h = health[i] if i < len(health) else "n/a"
-        reasons = "; ".join((per.get(s) or {}).get("reasons") or [])
+        one = per.get(s) or {}
+        reasons = "; ".join(one.get("reasons") or [])
+        draws = one.get("num_draws", (one.get("hyperparameters") or {}).get("num_draws"))
+        longer = " (run longer: not settled before)" if one.get("extensions") else ""
         rows.append(f"<tr><td>{step_label(s)}</td><td>{num(mean[i] if i < len(mean) else None, '.4g')}</td>"
-                    f"<td>{num(std[i] if i < len(std) else None, '.2g')}</td>"
+                    f"<td>{num(std[i] if i < len(std) else None, '.2g')}</td><td>{esc(str(draws))}{longer}</td>"
                     f"<td class='{'ok' if str(h).startswith('healthy') else 'bad'}' title='{esc(reasons)}'>{esc(h)}</td></tr>")
     n_ok = sum(str(h).startswith("healthy") for h in health)
     cal = (d.get("calibration") or {}).get("reason")
@@ -130,7 +133,7 @@ def _llc(run: Run) -> str:
     return (f"<figure class='curve'>{chart}<figcaption>LLC (mean over chains, ± std) against training step; green: "
             f"healthy estimate, red ring: unhealthy ({n_ok}/{len(health)} healthy)</figcaption></figure>"
             "<details><summary>per checkpoint, with health verdicts</summary><table class='data'><tr><th>step</th>"
-            "<th>LLC</th><th>std</th><th>health (hover for reasons)</th></tr>" + "".join(rows) + "</table></details>"
+            "<th>LLC</th><th>std</th><th>draws per chain</th><th>health (hover for reasons)</th></tr>" + "".join(rows) + "</table></details>"
             + (f"<p class='note'>Calibration: {esc(cal)}</p>" if cal else "")
             + f"<p class='note'>SGLD settings: {esc(json.dumps(hp))}</p>")
 
