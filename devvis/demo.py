@@ -74,6 +74,10 @@ class DemoSettings:
     llc_warm_start: bool = True
     llc_draws: int = 400
     llc_burnin: int = 200
+    #: chains that have not settled at 2 x (200 + 400) (trending, chains_disagree, burnin_short) continue to
+    #: 2 x (400 + 800) (benchmarks/LLC_RESULTS.md, round 7: steps 40, 60 and 280 settle there); the others
+    #: cost what they did
+    llc_max_draws: int = 800
     llc_lrs: tuple[float, ...] = (1.8e-5,)
     llc_localizations: tuple[float, ...] = (20.0,)
     llc_nbetas: tuple[float, ...] = (40.0,)
@@ -166,7 +170,7 @@ def _llc_by_phase(series: "CheckpointSeries", s: DemoSettings, size: int) -> "LL
                                         torch.nn.CrossEntropyLoss(), sampler=s.llc_sampler,
                                         rmsprop_eps=s.llc_rmsprop_eps, rmsprop_warm_start=s.llc_warm_start,
                                         num_chains=s.llc_chains, num_draws=s.llc_draws, num_burnin_steps=s.llc_burnin,
-                                        calibrate=calibration, seed=s.seed, progress=False, warn=False, workers=pool))
+                                        max_draws=s.llc_max_draws, calibrate=calibration, seed=s.seed, progress=False, warn=False, workers=pool))
             labels.append(f"{len(classes)} classes trained by step {last}")
     return LLCTrajectory.join(parts, labels)
 
@@ -265,7 +269,9 @@ def _run(out: Path, s: DemoSettings, quick: bool, progress: bool, log: Callable[
     n_healthy = sum(r.ok for r in llc.results)
     log(f"    LLC settings: {h['sampler']}, lr {h['lr']:.3g}, localization {h['localization']:.3g}, nβ "
         f"{h['nbeta']:.4g}, {h['num_chains']} chains x ({h['num_burnin_steps']} burn-in + {h['num_draws']} draws), "
-        f"batches of {s.llc_batch_size}; calibration at each phase's end: "
+        f"batches of {s.llc_batch_size}; chains run longer at steps "
+        f"{[st for st, r in zip(llc.steps, llc.results) if r.extensions] or 'none'} (up to {s.llc_max_draws} draws); "
+        f"calibration at each phase's end: "
         + "; ".join(f"steps {p['steps'][0]}-{p['steps'][1]} {'passed' if p['calibrated'] else 'failed (flagged)'}"
                     for p in h["parts"])
         + f"; {n_healthy}/{len(llc.results)} estimates healthy, LLC {min(llc.llc_mean):.3g} to {max(llc.llc_mean):.3g}")

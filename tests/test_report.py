@@ -19,7 +19,7 @@ from devvis.demo import DemoSettings, run_demo
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = DemoSettings(train_steps=40, checkpoints=8, width=4, n_train=512, layers=("layer1.0", "layer2.0"), channels_per_layer=2,
-                    render_steps=8, image_size=32, llc_draws=10, llc_burnin=5, llc_chains=1, llc_batches=2, circuit_k=2,
+                    render_steps=8, image_size=32, llc_draws=10, llc_burnin=5, llc_max_draws=10, llc_chains=1, llc_batches=2, circuit_k=2,
                     circuit_render_steps=8)
 
 
