@@ -116,7 +116,11 @@ def _llc(run: Run) -> str:
             pts.append((i, mean[i], "okpt" if str(h).startswith("healthy") else "badpt", f"step {s}: {h}"))
     lo = [m - s if m is not None and s is not None else None for m, s in zip(mean, std)]
     hi = [m + s if m is not None and s is not None else None for m, s in zip(mean, std)]
-    chart = line_chart(steps, [("LLC", mean, "s1")], points=pts, bands=[(lo, hi, "band")], title="LLC over training")
+    from devvis.slt.trajectory import display_range
+
+    shown = display_range(mean, std, [str(h).startswith("healthy") for h in health])
+    chart = line_chart(steps, [("LLC", mean, "s1")], points=pts, bands=[(lo, hi, "band")], title="LLC over training",
+                       ylim=shown)
     rows = []
     for i, s in enumerate(steps):
         h = health[i] if i < len(health) else "n/a"
@@ -131,7 +135,9 @@ def _llc(run: Run) -> str:
     cal = (d.get("calibration") or {}).get("reason")
     hp = d.get("hyperparameters") or {}
     return (f"<figure class='curve'>{chart}<figcaption>LLC (mean over chains, ± std) against training step; green: "
-            f"healthy estimate, red ring: unhealthy ({n_ok}/{len(health)} healthy)</figcaption></figure>"
+            f"healthy estimate, red ring: unhealthy ({n_ok}/{len(health)} healthy)"
+            + ("; the axis spans the healthy estimates, values beyond it are drawn at the edge with their number"
+               if shown else "") + "</figcaption></figure>"
             "<details><summary>per checkpoint, with health verdicts</summary><table class='data'><tr><th>step</th>"
             "<th>LLC</th><th>std</th><th>draws per chain</th><th>health (hover for reasons)</th></tr>" + "".join(rows) + "</table></details>"
             + (f"<p class='note'>Calibration: {esc(cal)}</p>" if cal else "")

@@ -30,19 +30,22 @@ def _finite(v: object) -> bool:
 def line_chart(steps: Sequence[int], series: Sequence[tuple[str, Sequence[float | None], str]], *,
                mark: int | None = None, title: str = "", hlines: Sequence[tuple[float, str]] = (),
                points: Sequence[tuple[int, float, str, str]] = (), vlines: Sequence[tuple[int, str, str]] = (),
-               bands: Sequence[tuple[Sequence[float | None], Sequence[float | None], str]] = ()) -> str:
+               bands: Sequence[tuple[Sequence[float | None], Sequence[float | None], str]] = (),
+               ylim: tuple[float, float] | None = None) -> str:
     """An SVG chart: one polyline per ``(name, values, css class)`` of ``series`` over ``steps``.
 
     ``mark``: index of the step marked (None: no mark); ``hlines``: ``(y, label)`` reference lines;
     ``points``: ``(index, y, css class, tooltip)`` dots; ``vlines``: ``(index, css class, tooltip)``;
     ``bands``: ``(low, high, css class)`` shaded ranges. Missing values (None, NaN) leave gaps.
+    ``ylim``: ``(low, high)`` of the y axis (default: every value); a value beyond it is drawn at the edge,
+    and a point there carries its number (class ``offscale``).
     """
     n = len(steps)
     ys = [v for _, vals, _ in series for v in vals if _finite(v)] + [y for y, _ in hlines if _finite(y)]
     ys += [p[1] for p in points if _finite(p[1])] + [v for lo, hi, _ in bands for v in (*lo, *hi) if _finite(v)]
     if n == 0 or not ys:
         return f"<p class='note'>{html.escape(title)}: no values.</p>"
-    lo, hi = min(ys), max(ys)
+    lo, hi = (min(ys), max(ys)) if ylim is None else (float(ylim[0]), float(ylim[1]))
     if hi - lo < 1e-12:
         lo, hi = lo - 0.5, hi + 0.5
     pad = (hi - lo) * 0.06
@@ -50,7 +53,7 @@ def line_chart(steps: Sequence[int], series: Sequence[tuple[str, Sequence[float 
     xs = [LEFT + (W - LEFT - RIGHT) * (i / (n - 1) if n > 1 else 0.5) for i in range(n)]
 
     def y(v: float) -> float:
-        return TOP + (H - TOP - BOTTOM) * (1 - (v - lo) / (hi - lo))
+        return TOP + (H - TOP - BOTTOM) * (1 - (min(max(v, lo), hi) - lo) / (hi - lo))
 
     parts = [f"<rect x='{LEFT}' y='{TOP}' width='{W - LEFT - RIGHT}' height='{H - TOP - BOTTOM}' class='frame'/>"]
     for v in (lo + pad, (lo + hi) / 2, hi - pad):
@@ -85,6 +88,10 @@ def line_chart(steps: Sequence[int], series: Sequence[tuple[str, Sequence[float 
         if _finite(v):
             parts.append(f"<circle class='{cls}' r='4' cx='{xs[i]:.1f}' cy='{y(v):.1f}'><title>{html.escape(tip)}"
                          "</title></circle>")
+            if not lo <= v <= hi:  # off the scale: its number beside the edge
+                below = v < lo
+                parts.append(f"<text class='offscale' x='{xs[i] + 6:.1f}' y='{y(v) + (-6 if below else 12):.1f}'>"
+                             f"{'▼' if below else '▲'} {_fmt(v)}</text>")
     if mark is not None and 0 <= mark < n:
         parts.append(f"<line class='mark' x1='{xs[mark]:.1f}' x2='{xs[mark]:.1f}' y1='{TOP}' y2='{H - BOTTOM}'/>")
     legend = " · ".join(f"<tspan class='{cls}-t'>{html.escape(name)}</tspan>" for name, _, cls in series)

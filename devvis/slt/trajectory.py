@@ -34,7 +34,7 @@ from devvis.slt.pool import EstimatePool, Task, rewarn, run_estimates
 from devvis.slt.result import LLCResult
 from devvis.typing import PathLike
 
-__all__ = ["LLCTrajectory", "llc_trajectory", "plot_trajectory"]
+__all__ = ["LLCTrajectory", "llc_trajectory", "plot_trajectory", "display_range"]
 
 FeatureCurves = Mapping[str, tuple[Sequence[float], Sequence[float]]]
 """``{label: (steps, values)}``: curves drawn beside the LLC on the same step axis."""
@@ -321,6 +321,33 @@ def _calibrate_series(series: Any, loader: Loader, criterion: Criterion, calibra
     return calibration, reuse, series
 
 
+def display_range(means: Sequence[float | None], stds: Sequence[float | None],
+                  ok: Sequence[bool]) -> tuple[float, float] | None:
+    """The y-range that shows an LLC trajectory: its healthy estimates (± std) with a quarter of their span
+    either side, when some unhealthy estimate lies beyond that (one far-off value, such as a large negative
+    estimate at the initialization, would otherwise flatten every healthy one); None when every value fits
+    or fewer than two estimates are healthy. Values outside are drawn at the edge with their number
+    (:func:`plot_trajectory`, the report's chart).
+
+    >>> display_range([-47.7, 9.6, 11.5, 20.0], [2.0, 0.5, 0.5, 1.0], [False, True, True, True])
+    (6.125, 23.975)
+    >>> display_range([8.0, 9.6, 11.5], [0.5, 0.5, 0.5], [False, True, True]) is None
+    True
+    """
+    def finite(v: float | None) -> bool:
+        return v is not None and math.isfinite(v)
+
+    good = [(m, s if finite(s) else 0.0) for m, s, k in zip(means, stds, ok) if k and finite(m)]
+    if len(good) < 2:
+        return None
+    lo, hi = min(m - s for m, s in good), max(m + s for m, s in good)
+    pad = max(hi - lo, 1e-9) * 0.25
+    lo, hi = lo - pad, hi + pad
+    if all(lo <= m <= hi for m in means if finite(m)):
+        return None
+    return float(lo), float(hi)
+
+
 def plot_trajectory(
     traj: LLCTrajectory, output_path: PathLike, *, feature_curves: FeatureCurves | None = None
 ) -> None:
@@ -340,15 +367,27 @@ def plot_trajectory(
     std = np.nan_to_num(np.asarray(traj.llc_std, dtype=float), nan=0.0)
     ax.errorbar(traj.steps, mean, yerr=std, marker="o", ms=4, capsize=3, lw=1.2)
     bad = [s for s, r in zip(traj.steps, traj.results) if not r.ok]
+    shown = display_range(list(mean), list(std), [r.ok for r in traj.results])
+    if shown is not None:  # far-off (unhealthy) values at the edge, with their number
+        ax.set_ylim(*shown)
+        for s, m in zip(traj.steps, mean):
+            if math.isfinite(m) and not shown[0] <= m <= shown[1]:
+                edge = shown[0] if m < shown[0] else shown[1]
+                ax.annotate(f"{m:.3g}", xy=(s, edge), xytext=(0, 12 if m < shown[0] else -12),
+                            textcoords="offset points", ha="center", va="center", fontsize=7, color="r",
+                            arrowprops=dict(arrowstyle="->", color="r", lw=0.8))
     if bad:
-        ys = [m for s, m in zip(traj.steps, mean) if s in bad]
-        ax.scatter(bad, ys, facecolors="none", edgecolors="r", s=90, label="unhealthy estimate", zorder=3)
+        ys = [m if shown is None else min(max(m, shown[0]), shown[1]) for s, m in zip(traj.steps, mean) if s in bad]
+        ax.scatter(bad, ys, facecolors="none", edgecolors="r", s=90, label="unhealthy estimate", zorder=3,
+                   clip_on=False)
         ax.legend(fontsize=7)
     h = traj.hyperparameters
     ax.set_ylabel("LLC")
     ax.set_title(
         f"LLC per checkpoint ({h.get('sampler')}, ε={h.get('lr'):.2g}, γ={h.get('localization'):.3g}, "
-        f"nβ={h.get('nbeta'):.3g}, {h.get('num_chains')} chains × {h.get('num_draws')} draws)",
+        f"nβ={h.get('nbeta'):.3g}, {h.get('num_chains')} chains × {h.get('num_draws')} draws"
+        + (f", up to {h['max_draws']} where unsettled" if h.get("max_draws") and
+           any(r.extensions for r in traj.results) else "") + ")",
         fontsize=9,
     )
     all_steps = list(traj.steps)

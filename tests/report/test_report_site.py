@@ -129,6 +129,32 @@ def test_line_chart_places_points_and_the_mark_by_checkpoint_index():
     assert "no values" in line_chart([0, 1], [("a", [None, None], "s1")], title="t")
 
 
+def test_an_llc_far_off_the_healthy_ones_is_drawn_at_the_edge_with_its_number():
+    """The demo's initialization estimate (−47.7) would flatten the healthy 8–22 to a line: the axis spans the
+    healthy estimates and the far-off one sits at the bottom edge, labelled."""
+    from devvis.report.overview import _llc
+    from devvis.slt.trajectory import display_range
+
+    steps, mean, std = [0, 20, 40, 60], [-47.7, 9.6, 11.5, 20.0], [2.0, 0.5, 0.5, 1.0]
+    health = ["unhealthy: below_init, negative", "healthy", "healthy", "healthy"]
+    shown = display_range(mean, std, [h == "healthy" for h in health])
+    assert shown == pytest.approx((9.1 - 2.975, 21.0 + 2.975))  # healthy 9.1 … 21.0, a quarter of the span either side
+    svg = line_chart(steps, [("LLC", mean, "s1")], points=[(0, -47.7, "badpt", "step 0")], ylim=shown)
+    ys = [float(v) for v in re.findall(r"<circle class='badpt' r='4' cx='[\d.]+' cy='([\d.]+)'", svg)]
+    bottom = float(re.search(r"<rect x='\d+' y='(\d+)' width='\d+' height='(\d+)'", svg).group(1)) + \
+        float(re.search(r"<rect x='\d+' y='(\d+)' width='\d+' height='(\d+)'", svg).group(2))
+    assert ys == [pytest.approx(bottom)] and "▼ -47.7" in svg
+    assert "▼" not in line_chart(steps, [("LLC", mean, "s1")], points=[(1, 9.6, "okpt", "step 20")], ylim=shown)
+
+    class Run:
+        llc = {"steps": steps, "llc_mean": mean, "llc_std": std, "health": health, "per_step": []}
+
+    page = _llc(Run())
+    assert "▼ -47.7" in page and "values beyond it are drawn at the edge" in page
+    Run.llc = {**Run.llc, "health": ["healthy"] * 4}  # every estimate healthy: the axis spans them all
+    assert display_range(mean, std, [True] * 4) is None and "▼" not in _llc(Run())
+
+
 @pytest.mark.parametrize("assign,heading", [("change", "units formed in it"), ("settle", "units settling"),
                                             (None, "units formed in it")])
 def test_stages_table_names_the_assignment_rule_and_lists_transients(tmp_path, assign, heading):

@@ -150,3 +150,24 @@ def test_trajectory_passes_max_draws_to_every_checkpoint():
     traj = llc_trajectory([(0, model), (1, model)], loader, nll, max_draws=1280, **SLOW)
     assert [r.extensions for r in traj.results] == [traj.results[0].extensions] * 2 and traj.results[0].extensions >= 1
     assert traj.llc_mean[0] == traj.llc_mean[1] and all(r.ok for r in traj.results)
+
+
+def test_the_trajectory_plot_spans_the_healthy_estimates_and_labels_a_far_off_one(monkeypatch, tmp_path):
+    import devvis.io
+    from devvis.slt import LLCResult, LLCTrajectory, plot_trajectory
+
+    figures = []
+    monkeypatch.setattr(devvis.io, "write_figure", lambda path, fig: figures.append(fig))
+    mean = [-47.7, 9.6, 11.5, 20.0]
+    results = [LLCResult(llc_mean=m, llc_std=0.5, llc_per_chain=[m, m], loss_traces=np.ones((2, 5)), num_burnin_steps=1,
+                         init_loss=0.9, nbeta=40.0, hyperparameters={"sampler": "sgld", "lr": 1e-4, "localization": 1.0,
+                                                                     "nbeta": 40.0, "num_chains": 2, "num_draws": 4,
+                                                                     "max_draws": 8}) for m in mean]
+    results[0].flags["negative"] = [0, 1]
+    results[1].extensions = 1
+    traj = LLCTrajectory(steps=[0, 20, 40, 60], llc_mean=mean, llc_std=[0.5] * 4, results=results,
+                         hyperparameters=results[0].hyperparameters)
+    plot_trajectory(traj, tmp_path / "t.png")
+    ax = figures[0].axes[0]
+    assert ax.get_ylim() == pytest.approx((9.1 - 2.85, 20.5 + 2.85))  # a quarter of the healthy span, 11.4
+    assert [t.get_text() for t in ax.texts] == ["-47.7"] and "up to 8 where unsettled" in ax.get_title()
