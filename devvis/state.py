@@ -19,8 +19,7 @@ All of it happens in a ``finally``, so errors and Ctrl-C restore as well.
 >>> from torch import nn
 >>> from devvis.state import frozen
 >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).train()
->>> net[1].eval()  # a frozen BatchNorm inside a model in train mode
-BatchNorm2d(4, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
+>>> _ = net[1].eval()  # a frozen BatchNorm inside a model in train mode
 >>> with frozen(net) as m:
 ...     (m.training, m[1].training, m[0].weight.requires_grad)
 (False, False, False)
