@@ -13,7 +13,8 @@ w* (:func:`not_local`: |w − w*|² per weight over 10x w*'s own mean square, a 
 that are statistical tests use the standard error of the draws with one autocorrelation time pooled over the
 chains (:func:`chains_tau`), so an estimate close to zero, or chains that wander slowly, are not failed by
 their noise alone. :data:`FAILING` are the flags that make
-``LLCResult.ok`` false.
+``LLCResult.ok`` false; :func:`longer_chains_may_cure` decides which failures ``estimate_llc(..., max_draws=...)``
+answers by running the chains longer.
 
 >>> import numpy as np
 >>> trend_change(np.arange(20.0))   # a straight rise over the last 10 draws: change 9, std ~2.87
@@ -27,6 +28,7 @@ True
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 
@@ -35,7 +37,7 @@ __all__ = ["LLCDiagnosticWarning", "TREND_RELATIVE", "TREND_STDS", "DIVERGENCE_F
            "autocorrelation_time", "trend_change", "trend_se", "stopped", "diverged", "trending", "spreading",
            "low_acceptance", "pull_dominates", "below_init", "negative", "estimate_se", "split_rhat",
            "chains_disagree", "burnin_short", "not_local", "MAX_SPREAD_RATIO", "chi2_quantile",
-           "half_disagreement", "chains_tau", "DISAGREE_Z", "CURED_BY_LONGER_CHAINS"]
+           "half_disagreement", "chains_tau", "DISAGREE_Z", "CURED_BY_LONGER_CHAINS", "longer_chains_may_cure"]
 
 #: A chain counts as "still trending" when the least-squares line through the last half of its draws
 #: changes by more than ``TREND_STDS`` standard errors of that change (which grow with the trace's
@@ -95,6 +97,19 @@ FAILING = ("diverged", "trending", "low_acceptance", "pull_dominates", "below_in
 #: the others (a chain below L(w*), a negative estimate, low acceptance, ...) say the setting or the point
 #: is wrong, and more draws of it would only cost time.
 CURED_BY_LONGER_CHAINS = ("trending", "chains_disagree", "burnin_short")
+
+
+def longer_chains_may_cure(failed: Sequence[str], num_burnin_steps: int) -> bool:
+    """Whether an estimate whose failing checks are ``failed`` should run longer: something failed, and all of
+    it is in :data:`CURED_BY_LONGER_CHAINS` (``burnin_short`` only with a burn-in to lengthen).
+
+    >>> longer_chains_may_cure(["chains_disagree"], 200), longer_chains_may_cure(["trending", "negative"], 200)
+    (True, False)
+    >>> longer_chains_may_cure(["burnin_short"], 0), longer_chains_may_cure([], 200)
+    (False, False)
+    """
+    curable = {k for k in CURED_BY_LONGER_CHAINS if k != "burnin_short" or num_burnin_steps > 0}
+    return bool(failed) and set(failed) <= curable
 
 
 class LLCDiagnosticWarning(UserWarning):

@@ -377,10 +377,8 @@ def estimate_llc(
                     verdict = _assess(run, settings, init_loss=init_loss, nbeta=nbeta_value, dim=dim,
                                       anchor_ms=float((anchor.double() ** 2).mean()))
                     failed = [k for k in diagnostics.FAILING if verdict.flags.get(k)]
-                    curable = [k for k in diagnostics.CURED_BY_LONGER_CHAINS
-                               if k != "burnin_short" or settings.num_burnin_steps > 0]
-                    if (max_draws is None or not failed or set(failed) - set(curable) or defaults_used
-                            or 2 * settings.num_draws > max_draws):
+                    if (max_draws is None or defaults_used or 2 * settings.num_draws > max_draws
+                            or not diagnostics.longer_chains_may_cure(failed, settings.num_burnin_steps)):
                         break
                     extended.append(f"{num_chains} x ({settings.num_burnin_steps} + {settings.num_draws}): "
                                     f"{', '.join(failed)}")
