@@ -68,7 +68,7 @@ def rates(kind: str, seeds: int) -> dict[str, float]:
         x = traces(kind, np.random.default_rng(s))
         f_short = failed(x[:, :600], 200)
         f_long = failed(x, 400)
-        grow = D.longer_chains_may_cure(f_short, 200)
+        grow = D.longer_chains_may_cure(f_short)
         short += bool(f_short)
         long += bool(f_long)
         extended += grow

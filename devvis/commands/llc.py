@@ -45,7 +45,8 @@ def register(sub) -> None:
     p.add_argument("--num-steps-bw-draws", type=int, default=1, help="SGLD steps between draws")
     p.add_argument("--max-draws", type=int, default=None,
                    help="run chains that have not settled (trending, chains_disagree, burnin_short) longer, each time "
-                        "to twice the burn-in and draws, up to this many draws (default: never)")
+                        "to twice the draws and twice the burn-in (no burn-in: the first run's draws), up to this "
+                        "many draws (default: never)")
     p.add_argument("--batch-size", type=int, default=64, help="minibatch size m (ignored when --data gives a DataLoader)")
     p.add_argument("--params", nargs="+", default=None, metavar="NAME",
                    help="restrict sampling to these modules or parameters (weight-refined LLC)")

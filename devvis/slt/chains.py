@@ -16,6 +16,7 @@ the same numbers up to float rounding, since the noise (one generator per chain)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -163,6 +164,13 @@ class ChainSettings:
             return self.num_burnin_steps + (step - self.num_burnin_steps) // self.num_steps_bw_draws
         return None
 
+    def extended(self) -> "ChainSettings":
+        """The layout an extension runs the chains on to (``estimate_llc(..., max_draws=...)``): twice the draws,
+        and twice the burn-in; a zero burn-in becomes ``num_draws`` (the first run's draws become burn-in, so that
+        a chain still rising from w* can settle before the draws)."""
+        burnin = 2 * self.num_burnin_steps if self.num_burnin_steps else self.num_draws
+        return dataclasses.replace(self, num_burnin_steps=burnin, num_draws=2 * self.num_draws)
+
     def mala_steps(self) -> set[int]:
         """Steps (after burn-in) at which the MALA acceptance is measured: at most ``mala_points``, evenly
         spaced, and at most one step in sixteen (each costs one more forward/backward pass)."""
@@ -219,11 +227,15 @@ class ChainRun:
     ``streams[c]`` yields chain c's batches, ``generators[c]`` its noise. A chain whose loss becomes NaN/inf
     stops there (its trace stays NaN from that step); the others go on. ``sq_avg`` ``(D,)``: the running
     average V of ``rmsprop_sgld`` to start from (None: V = 0 before the first step, as devinterp).
+    ``mala_layouts``: the layouts the run may be advanced to; the MALA acceptance is measured at each one's
+    points (:meth:`ChainSettings.mala_steps`) as they are passed, so that :meth:`stats` of a layout reads the
+    points a fresh run of it measures. The measurement does not move the global RNG (dropout) that the
+    chains' next steps read.
     """
 
     def __init__(self, engine: AutoEngine, streams: Sequence[Any], anchor: torch.Tensor,
                  generators: Sequence[torch.Generator], *, device: torch.device,
-                 sq_avg: torch.Tensor | None = None):
+                 sq_avg: torch.Tensor | None = None, mala_layouts: Sequence[ChainSettings] = ()):
         C, D = len(streams), anchor.numel()
         self.engine, self.streams, self.anchor, self.generators, self.device = engine, streams, anchor, generators, device
         self.w = anchor.unsqueeze(0).repeat(C, 1)
@@ -232,6 +244,7 @@ class ChainRun:
         self.active = [True] * C
         self.stopped: dict[int, tuple[int, float]] = {}
         self.step = 0
+        self.mala_layouts = list(mala_layouts)
         #: per step ``(C, steps run)``: minibatch loss, |w − w*|², the pull ratio's two terms (NaN where not
         #: measured) and the MALA acceptance probability (NaN except at the MALA steps)
         self.loss, self.distance, self.pull, self.push, self.accept = (np.zeros((C, 0)) for _ in range(5))
@@ -247,7 +260,7 @@ class ChainRun:
         """Run every chain on to ``settings.steps`` (nothing when it has got there already)."""
         s, C, D = settings, len(self.streams), self.anchor.numel()
         self._grow(s.steps)
-        mala = settings.mala_steps()
+        mala = settings.mala_steps().union(*(layout.mala_steps() for layout in self.mala_layouts))
         while self.step < s.steps and any(self.active):
             step, w = self.step, self.w
             batches = [to_device(split_batch(next(self.streams[c])), self.device) if self.active[c] else None
@@ -278,7 +291,10 @@ class ChainRun:
             new = sgld_step(w, grads, self.anchor, self.sq_avg, lr=s.lr, localization=s.localization, nbeta=s.nbeta,
                             noise=noise, sampler=s.sampler, alpha=s.alpha, eps=s.eps)
             if step in mala:
-                loss_new, grad_new = self.engine(new.w, batches)
+                # a measurement: where the MALA points lie (which depends on the layout) must not change the
+                # dropout masks of the chains' next steps
+                with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                    loss_new, grad_new = self.engine(new.w, batches)
                 logacc = log_acceptance(w, new.w, loss=losses, loss_new=loss_new, grad=grads, grad_new=grad_new,
                                         anchor=self.anchor, precond=new.precond, lr=s.lr,
                                         localization=s.localization, nbeta=s.nbeta).cpu().numpy()
@@ -308,12 +324,16 @@ class ChainRun:
         cols = self.columns(settings)
         draws = cols[settings.num_burnin_steps:]
         stats = ChainStats(stopped=dict(self.stopped), distance=self.distance[:, cols].copy())
+        mala = sorted(t for t in settings.mala_steps() if t < self.accept.shape[1])  # this layout's points only
         for c in range(len(self.streams)):
-            a = self.accept[c, settings.num_burnin_steps:settings.steps]  # the MALA steps lie between the draws
+            a = self.accept[c, mala]
             a = a[np.isfinite(a)]
-            stats.acceptance.append(float(a.mean()) if a.size else math.nan)
-        pull = np.where(np.isfinite(self.pull[:, draws]), self.pull[:, draws], 0.0).sum(1)
-        push = np.where(np.isfinite(self.push[:, draws]), self.push[:, draws], 0.0).sum(1)
+            # summed in step order, as the running sum of the single-call run_chains did (bit for bit)
+            stats.acceptance.append(float(np.cumsum(a)[-1] / a.size) if a.size else math.nan)
+        # summed in step order (cumsum), as run_chains's running sums were: np.sum's pairwise order differs in
+        # the last bits when the terms are not float32 values
+        pull = np.cumsum(np.where(np.isfinite(self.pull[:, draws]), self.pull[:, draws], 0.0), axis=1)[:, -1]
+        push = np.cumsum(np.where(np.isfinite(self.push[:, draws]), self.push[:, draws], 0.0), axis=1)[:, -1]
         stats.pull_ratio = [float(max(p, 0.0) / q) if q > 0 else (math.inf if p > 0 else math.nan)
                             for p, q in zip(pull, push)]
         stats.pull_sum, stats.push_sum = pull, push

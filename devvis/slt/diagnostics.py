@@ -99,17 +99,16 @@ FAILING = ("diverged", "trending", "low_acceptance", "pull_dominates", "below_in
 CURED_BY_LONGER_CHAINS = ("trending", "chains_disagree", "burnin_short")
 
 
-def longer_chains_may_cure(failed: Sequence[str], num_burnin_steps: int) -> bool:
+def longer_chains_may_cure(failed: Sequence[str]) -> bool:
     """Whether an estimate whose failing checks are ``failed`` should run longer: something failed, and all of
-    it is in :data:`CURED_BY_LONGER_CHAINS` (``burnin_short`` only with a burn-in to lengthen).
+    it is in :data:`CURED_BY_LONGER_CHAINS`.
 
-    >>> longer_chains_may_cure(["chains_disagree"], 200), longer_chains_may_cure(["trending", "negative"], 200)
+    >>> longer_chains_may_cure(["chains_disagree"]), longer_chains_may_cure(["trending", "negative"])
     (True, False)
-    >>> longer_chains_may_cure(["burnin_short"], 0), longer_chains_may_cure([], 200)
-    (False, False)
+    >>> longer_chains_may_cure(["burnin_short"]), longer_chains_may_cure([])
+    (True, False)
     """
-    curable = {k for k in CURED_BY_LONGER_CHAINS if k != "burnin_short" or num_burnin_steps > 0}
-    return bool(failed) and set(failed) <= curable
+    return bool(failed) and set(failed) <= set(CURED_BY_LONGER_CHAINS)
 
 
 class LLCDiagnosticWarning(UserWarning):

@@ -64,6 +64,7 @@ import contextlib
 import dataclasses
 import itertools
 import math
+import numbers
 import time
 import warnings
 from typing import Any, Iterable, Iterator
@@ -257,11 +258,12 @@ def estimate_llc(
         num_chains, num_draws, num_burnin_steps, num_steps_bw_draws: chain layout.
         max_draws: when given, chains that have not yet settled are run longer: while the only failing
             checks are those of :data:`~devvis.slt.diagnostics.CURED_BY_LONGER_CHAINS` (``trending``,
-            ``chains_disagree``, ``burnin_short``; the last only with a burn-in), the chains continue where
-            they stopped (the same noise and data streams) to twice the burn-in and twice the draws, as long as
-            the draws stay within ``max_draws``; the result says how often (``extensions``) and a finding
-            says why. The checks are then made on the longer layout only. A run that needed no extension
-            gives the very numbers of ``max_draws=None``. None (default): never extend.
+            ``chains_disagree``, ``burnin_short``), the chains continue where they stopped (the same noise and
+            data streams) to twice the burn-in (a zero burn-in becomes ``num_draws``) and twice the draws
+            (:meth:`~devvis.slt.chains.ChainSettings.extended`), as long as the draws stay within
+            ``max_draws``; the result says how often (``extensions``) and a finding says why. The checks are
+            then made on the longer layout only, whose numbers are those of a fresh run with it. A run that
+            needed no extension gives the very numbers of ``max_draws=None``. None (default): never extend.
         seed: seeds each chain's noise and data streams from ``(seed, chain)``.
         device: where to sample (default: the model's device).
         progress: show a tqdm progress bar.
@@ -299,9 +301,10 @@ def estimate_llc(
     _check_settings(sampler=sampler, lr=lr, localization=localization, nbeta=nbeta, num_chains=num_chains,
                     num_draws=num_draws, num_burnin_steps=num_burnin_steps, num_steps_bw_draws=num_steps_bw_draws,
                     init_loss_batches=init_loss_batches)
-    if max_draws is not None and (isinstance(max_draws, bool) or not isinstance(max_draws, int)
+    if max_draws is not None and (isinstance(max_draws, bool) or not isinstance(max_draws, numbers.Integral)
                                   or max_draws < num_draws):
         raise ConfigError(f"max_draws must be None or an integer >= num_draws ({num_draws}); got {max_draws!r}")
+    max_draws = None if max_draws is None else int(max_draws)
     if nbeta is None:
         batch_size = batch_size_of(loader)
         nbeta_value, nbeta_source = default_nbeta(batch_size), f"default m/log m (m={batch_size})"
@@ -367,7 +370,10 @@ def estimate_llc(
                 mode_chains = list(range(num_chains))
         streams = [SeededStream(loader, _chain_seed(seed, c)) for c in range(num_chains)]
         gens = [torch.Generator(device=dev).manual_seed(_chain_seed(seed, c)) for c in range(num_chains)]
-        run = ChainRun(engine, streams, anchor.to(dev), gens, device=dev, sq_avg=sq_avg0)
+        ladder = [settings]  # the layouts the chains may be extended to (their MALA points are measured)
+        while max_draws is not None and not defaults_used and ladder[-1].extended().num_draws <= max_draws:
+            ladder.append(ladder[-1].extended())
+        run = ChainRun(engine, streams, anchor.to(dev), gens, device=dev, sq_avg=sq_avg0, mala_layouts=ladder)
         bar = tqdm(total=num_chains * settings.steps, desc="LLC", disable=not progress, leave=False)
         extended: list[str] = []
         try:
@@ -377,13 +383,12 @@ def estimate_llc(
                     verdict = _assess(run, settings, init_loss=init_loss, nbeta=nbeta_value, dim=dim,
                                       anchor_ms=float((anchor.double() ** 2).mean()))
                     failed = [k for k in diagnostics.FAILING if verdict.flags.get(k)]
-                    if (max_draws is None or defaults_used or 2 * settings.num_draws > max_draws
-                            or not diagnostics.longer_chains_may_cure(failed, settings.num_burnin_steps)):
+                    if (max_draws is None or defaults_used or settings.extended().num_draws > max_draws
+                            or not diagnostics.longer_chains_may_cure(failed)):
                         break
                     extended.append(f"{num_chains} x ({settings.num_burnin_steps} + {settings.num_draws}): "
                                     f"{', '.join(failed)}")
-                    settings = dataclasses.replace(settings, num_burnin_steps=2 * settings.num_burnin_steps,
-                                                   num_draws=2 * settings.num_draws)
+                    settings = settings.extended()
                     bar.total = num_chains * settings.steps
                     bar.refresh()
         finally:

@@ -146,11 +146,14 @@ def test_an_llc_far_off_the_healthy_ones_is_drawn_at_the_edge_with_its_number():
     assert ys == [pytest.approx(bottom)] and "▼ -47.7" in svg
     assert "▼" not in line_chart(steps, [("LLC", mean, "s1")], points=[(1, 9.6, "okpt", "step 20")], ylim=shown)
 
+    per_step = [{"step": s, "num_draws": 800 if s == 20 else 400, "extensions": int(s == 20)} for s in steps]
+
     class Run:
-        llc = {"steps": steps, "llc_mean": mean, "llc_std": std, "health": health, "per_step": []}
+        llc = {"steps": steps, "llc_mean": mean, "llc_std": std, "health": health, "per_step": per_step}
 
     page = _llc(Run())
     assert "▼ -47.7" in page and "values beyond it are drawn at the edge" in page
+    assert page.count("<td>800 (run longer: not settled before)</td>") == 1 and page.count("<td>400</td>") == 3
     Run.llc = {**Run.llc, "health": ["healthy"] * 4}  # every estimate healthy: the axis spans them all
     assert display_range(mean, std, [True] * 4) is None and "▼" not in _llc(Run())
 

@@ -59,7 +59,10 @@ def test_unsettled_chains_run_longer_until_they_settle_near_the_true_llc():
     # the continued chains are the chains of the longer layout, run from the start
     fresh = estimate_llc(model, loader, nll, **{**SLOW, "num_burnin_steps": 20 * 2**k, "num_draws": 40 * 2**k})
     np.testing.assert_array_equal(longer.loss_traces, fresh.loss_traces)
+    np.testing.assert_array_equal(longer.distance_traces, fresh.distance_traces)
     assert longer.llc_mean == fresh.llc_mean and fresh.extensions == 0
+    assert longer.acceptance == fresh.acceptance and longer.pull_ratio == fresh.pull_ratio
+    assert longer.health == fresh.health
 
 
 def test_max_draws_bounds_the_extension_and_a_settled_estimate_is_unchanged():
@@ -74,6 +77,22 @@ def test_max_draws_bounds_the_extension_and_a_settled_estimate_is_unchanged():
     assert same.extensions == 0
     np.testing.assert_array_equal(same.loss_traces, plain.loss_traces)
     assert same.acceptance == plain.acceptance and same.pull_ratio == plain.pull_ratio
+
+
+def test_without_burn_in_the_first_run_becomes_the_burn_in():
+    """The default num_burnin_steps=0: a chain still rising from w* fails burnin_short, and the extension gives
+    it a burn-in (the first run's draws) instead of doubling a zero."""
+    assert ChainSettings(sampler="sgld", lr=1e-3, localization=1.0, nbeta=10.0, num_burnin_steps=0, num_draws=40,
+                         num_steps_bw_draws=1).extended().num_burnin_steps == 40
+    model, loader = regression()
+    short = estimate_llc(model, loader, nll, **{**SLOW, "num_burnin_steps": 0})
+    assert "burnin_short" in short.failed_checks
+    longer = estimate_llc(model, loader, nll, max_draws=np.int64(1280), **{**SLOW, "num_burnin_steps": 0})
+    assert longer.ok, longer.reasons
+    assert longer.extensions >= 1 and abs(longer.llc_mean - 4.5) < 0.25 * 4.5
+    assert longer.num_burnin_steps == 40 * 2 ** (longer.extensions - 1)
+    assert longer.draw_traces.shape == (2, 40 * 2**longer.extensions)
+    assert longer.hyperparameters["max_draws"] == 1280 and type(longer.hyperparameters["max_draws"]) is int
 
 
 def test_a_point_that_is_no_minimum_is_not_extended():
@@ -97,52 +116,89 @@ def test_max_draws_below_num_draws_or_not_an_integer_is_a_config_error(bad):
         estimate_llc(model, loader, nll, max_draws=bad, **SLOW)
 
 
-def test_chain_run_advanced_in_two_calls_equals_one_call():
+@pytest.mark.parametrize("vectorize", [False, True])
+@pytest.mark.parametrize("dropout", [False, True])
+def test_chain_run_advanced_in_two_calls_equals_one_call(vectorize, dropout):
     model, loader = regression()
+    if dropout:  # sampled in train mode: the masks come from the global RNG, which the MALA points must not move
+        torch.manual_seed(1)
+        model = nn.Sequential(model, nn.Dropout(0.1), nn.Linear(1, 1)).train()
     params = list(model.named_parameters())
     anchor = torch.cat([p.detach().reshape(-1) for _, p in params])
     short = ChainSettings(sampler="rmsprop_sgld", lr=1e-3, localization=1.0, nbeta=10.0, num_burnin_steps=5,
                           num_draws=20, num_steps_bw_draws=3)
     long = ChainSettings(**{**short.__dict__, "num_burnin_steps": 10, "num_draws": 40})
 
-    def run():
-        engine = make_engine(model, nll, params, 2, False, torch.device("cpu"))
+    def run(*layouts):
+        engine = make_engine(model, nll, params, 2, vectorize, torch.device("cpu"))
         gens = [torch.Generator().manual_seed(c) for c in range(2)]
-        return ChainRun(engine, [SeededStream(loader, c) for c in range(2)], anchor, gens, device=torch.device("cpu"))
+        return ChainRun(engine, [SeededStream(loader, c) for c in range(2)], anchor, gens, device=torch.device("cpu"),
+                        mala_layouts=layouts)
 
-    once, twice = run(), run()
-    once.advance(long)
-    twice.advance(short)
-    assert twice.traces(short).shape == (2, 5 + 20) and twice.step == short.steps
-    twice.advance(long)
+    # a fresh run of the long layout measures its own MALA points; the continued one those of both layouts
+    once, twice = run(long), run(short, long)
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        once.advance(long)
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        twice.advance(short)
+        assert twice.traces(short).shape == (2, 5 + 20) and twice.step == short.steps
+        twice.advance(long)
     np.testing.assert_array_equal(once.traces(long), twice.traces(long))
+    a, b = once.stats(long), twice.stats(long)
+    np.testing.assert_array_equal(a.distance, b.distance)
+    assert a.acceptance == b.acceptance and a.pull_ratio == b.pull_ratio and np.isfinite(a.acceptance).all()
     assert once.traces(long).shape == (2, 10 + 40)
     # thinning: the draws are every third step after the burn-in
     np.testing.assert_array_equal(once.traces(long)[:, 10:], once.loss[:, 10::3][:, :40])
     assert math.isfinite(once.stats(long).pull_ratio[0])
 
 
+def trained_flat_net() -> nn.Module:
+    """test_llc_trust's flat_net trained near its minimum on tiny_images (training loss 0.016)."""
+    from test_llc_trust import flat_net, tiny_images
+
+    x, y = tiny_images().tensors
+    torch.manual_seed(0)
+    model = flat_net()
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(300):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model
+
+
 def test_cli_max_draws_reaches_every_estimate_and_is_checked(tmp_path, capsys):
     from devvis.commands import llc as llc_cmd
     from devvis.models import save_checkpoint
 
+    model = trained_flat_net()
     for step in (1, 2):
-        save_checkpoint(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10)), tmp_path / "ckpts" / f"step_{step}.pt",
-                        step=step)
+        save_checkpoint(model, tmp_path / "ckpts" / f"step_{step}.pt", step=step)
     parser = argparse.ArgumentParser()
     llc_cmd.register(parser.add_subparsers())
     common = ["llc", "--model", "test_llc_trust:flat_net", "--checkpoint-path", str(tmp_path / "ckpts"),
               "--data", "test_llc_trust:tiny_images", "--batch-size", "16", "--num-chains", "2", "--num-draws", "20",
-              "--lr", "1e-4", "--localization", "10", "--output-path", str(tmp_path / "out"), "--no-progress"]
+              "--lr", "1e-2", "--localization", "1", "--output-path", str(tmp_path / "out"), "--no-progress"]
     args = parser.parse_args(common + ["--max-draws", "10"])
     with pytest.raises(ConfigError, match=r"--max-draws must be at least --num-draws \(20\); got 10"):
         args.func(args)
-    args = parser.parse_args(common + ["--max-draws", "80"])
+    args = parser.parse_args(common)  # 2 x 20 draws without burn-in: the chains have not settled
+    assert args.func(args) == 0
+    before = read_json(tmp_path / "out" / "slt" / "llc_trajectory.json")
+    assert not any(one["ok"] for one in before["per_step"])
+    assert all(one["extensions"] == 0 and one["num_draws"] == 20 for one in before["per_step"])
+    capsys.readouterr()
+
+    args = parser.parse_args(common + ["--max-draws", "160"])
     assert args.func(args) == 0
     data = read_json(tmp_path / "out" / "slt" / "llc_trajectory.json")
-    assert data["hyperparameters"]["max_draws"] == 80
+    assert data["hyperparameters"]["max_draws"] == 160 and data["llc_mean"][0] == data["llc_mean"][1]
     for one in data["per_step"]:
-        assert one["num_draws"] == 20 * 2 ** one["extensions"] <= 80
+        assert one["extensions"] >= 1 and one["num_draws"] == 20 * 2 ** one["extensions"] <= 160 and one["ok"]
+    assert f"(chains extended to {data['per_step'][0]['num_draws']} draws)" in capsys.readouterr().out
 
 
 def test_trajectory_passes_max_draws_to_every_checkpoint():
