@@ -84,14 +84,16 @@ def line_chart(steps: Sequence[int], series: Sequence[tuple[str, Sequence[float 
                              "</polyline>" if len(run) > 1 else
                              f"<circle class='{cls}' r='2' cx='{run[0].split(',')[0]}' cy='{run[0].split(',')[1]}'/>")
                 run = []
+    off = 0  # off-scale labels so far: neighbours alternate between two rows
     for i, v, cls, tip in points:
         if _finite(v):
             parts.append(f"<circle class='{cls}' r='4' cx='{xs[i]:.1f}' cy='{y(v):.1f}'><title>{html.escape(tip)}"
                          "</title></circle>")
             if not lo <= v <= hi:  # off the scale: its number beside the edge
-                below = v < lo
-                parts.append(f"<text class='offscale' x='{xs[i] + 6:.1f}' y='{y(v) + (-6 if below else 12):.1f}'>"
-                             f"{'▼' if below else '▲'} {_fmt(v)}</text>")
+                below, row = v < lo, 11 * (off % 2)
+                parts.append(f"<text class='offscale' x='{xs[i] + 6:.1f}' "
+                             f"y='{y(v) + (-6 - row if below else 12 + row):.1f}'>{'▼' if below else '▲'} {_fmt(v)}</text>")
+                off += 1
     if mark is not None and 0 <= mark < n:
         parts.append(f"<line class='mark' x1='{xs[mark]:.1f}' x2='{xs[mark]:.1f}' y1='{TOP}' y2='{H - BOTTOM}'/>")
     legend = " · ".join(f"<tspan class='{cls}-t'>{html.escape(name)}</tspan>" for name, _, cls in series)
