@@ -276,6 +276,30 @@ _SHARED = ("sampler", "seed", "train_mode", "params", "device", "init_loss_batch
            "rmsprop_alpha", "rmsprop_eps", "rmsprop_warm_start")
 
 
+#: Keywords of :func:`~devvis.slt.calibrate` that choose the grid or keep its record: they do not change the
+#: estimate it makes at the chosen setting.
+_CALIBRATION_ONLY = ("lrs", "localizations", "nbetas", "output_dir", "labels", "progress")
+_LAYOUT = ("num_chains", "num_draws", "num_burnin_steps")
+
+
+def _same_estimates(options: Mapping[str, Any], llc_kwargs: Mapping[str, Any]) -> bool:
+    """Whether the calibration run with ``options`` makes, at its chosen setting, the estimates the trajectory
+    makes with ``llc_kwargs`` (the same chain layout and shared keywords, each side's defaults filled in, and
+    nothing else that could change them), so that the trajectory can reuse them."""
+    import inspect
+
+    def defaults(fn: Any) -> dict[str, Any]:
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
+
+    cal, est = defaults(run_calibration), defaults(estimate_llc)
+    mine = {k: llc_kwargs.get(k, est.get(k)) for k in (*_LAYOUT, *_SHARED)}
+    # the calibration gets the trajectory's shared keywords unless its options override them
+    theirs = {**{k: options.get(k, cal.get(k)) for k in _LAYOUT}, **{k: options.get(k, mine[k]) for k in _SHARED}}
+    extra_theirs = set(options) - set(_LAYOUT) - set(_SHARED) - set(_CALIBRATION_ONLY)
+    extra_mine = set(llc_kwargs) - set(_LAYOUT) - set(_SHARED) - {"warn", "progress", "max_draws"}
+    return theirs == mine and not extra_theirs and not extra_mine
+
+
 def _calibrate_series(series: Any, loader: Loader, criterion: Criterion, calibrate: bool | Mapping[str, Any],
                       progress: bool, llc_kwargs: dict[str, Any], *,
                       workers: "int | EstimatePool" = 1) -> tuple[Calibration, dict[int, LLCResult], Any]:
@@ -302,22 +326,16 @@ def _calibrate_series(series: Any, loader: Loader, criterion: Criterion, calibra
                                   **{"workers": workers, **shared, **options})
     del models
     reuse: dict[int, LLCResult] = {}
-    if calibration.ok:
-        layout = {"num_chains": 2, "num_draws": 400, "num_burnin_steps": 200}
-        layout.update({k: options[k] for k in layout if k in options})
-        mine = {"num_chains": 4, "num_draws": 200, "num_burnin_steps": 0}
-        mine.update({k: llc_kwargs[k] for k in mine if k in llc_kwargs})
-        # max_draws extends only unsettled chains: a healthy calibration estimate is the one the trajectory makes
-        others = set(llc_kwargs) - set(_SHARED) - set(mine) - {"warn", "progress", "max_draws"}
+    if calibration.ok and _same_estimates(options, llc_kwargs):
         extends = llc_kwargs.get("max_draws") is not None
-        if layout == mine and not others and not set(options) - set(layout) - set(_SHARED):
-            for k, i in enumerate(positions):
-                res = calibration.model_results[k][calibration.chosen]  # type: ignore[index]
-                if res is not None and (res.ok or not extends):
-                    if extends:  # the trajectory's settings, on a copy (the calibration keeps its own record)
-                        res = dataclasses.replace(res, hyperparameters={**res.hyperparameters,
-                                                                        "max_draws": llc_kwargs["max_draws"]})
-                    reuse[i] = res
+        for k, i in enumerate(positions):
+            res = calibration.model_results[k][calibration.chosen]  # type: ignore[index]
+            # max_draws extends only unsettled chains: a healthy calibration estimate is the one the trajectory makes
+            if res is not None and (res.ok or not extends):
+                if extends:  # the trajectory's settings, on a copy (the calibration keeps its own record)
+                    res = dataclasses.replace(res, hyperparameters={**res.hyperparameters,
+                                                                    "max_draws": llc_kwargs["max_draws"]})
+                reuse[i] = res
     return calibration, reuse, series
 
 

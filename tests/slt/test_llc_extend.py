@@ -249,3 +249,37 @@ def test_the_extension_answers_noise_and_settling_but_not_a_chain_that_never_set
     assert stationary["extension"] <= min(stationary["short"], 0.02) and stationary["extended"] == stationary["short"]
     assert settling["short"] >= 0.1 and settling["extension"] <= 0.03
     assert drift["short"] >= 0.5 and drift["long"] == 1.0 and drift["extension"] == drift["short"]
+
+
+def test_a_healthy_calibration_estimate_is_reused_with_max_draws():
+    """With max_draws, llc_trajectory still reuses the calibration's estimate at a calibration checkpoint when it is
+    healthy (a healthy estimate is never extended, so it is the one the trajectory would make), on a copy that
+    records the trajectory's max_draws."""
+    from test_llc_health import _trained_and_early_linear
+
+    x, y, trained, _ = _trained_and_early_linear()
+    layout = dict(num_chains=2, num_draws=400, num_burnin_steps=100)
+    cal = dict(lrs=[1e-3, 3e-3], localizations=[1.0], nbetas=[100.0], checkpoints=[-1], **layout)
+    traj = llc_trajectory([(0, trained), (1, trained)], [(x, y)], nll, calibrate=cal, max_draws=1600, progress=False,
+                          warn=False, **layout)
+    assert traj.calibration.ok, traj.calibration.reason
+    chosen = traj.calibration.model_results[0][traj.calibration.chosen]
+    fresh, reused = traj.results
+    assert reused.ok and reused.loss_traces is chosen.loss_traces  # the calibration's own run, not a new one
+    assert reused.hyperparameters["max_draws"] == 1600 and chosen.hyperparameters["max_draws"] is None
+    assert fresh.llc_mean == reused.llc_mean and fresh.extensions == 0
+
+
+@pytest.mark.parametrize("options,kwargs,same", [
+    (dict(lrs=[1e-3], localizations=[1.0], nbetas=[10.0], num_chains=4, num_draws=200, num_burnin_steps=0), {}, True),
+    ({}, dict(num_chains=2, num_draws=400, num_burnin_steps=200, max_draws=800), True),  # calibrate's own layout
+    ({}, {}, False),  # calibrate's 2 x (200 + 400) against estimate_llc's 4 x 200
+    (dict(num_chains=4, num_draws=200, num_burnin_steps=0, seed=1), dict(seed=0), False),  # another seed
+    (dict(num_chains=4, num_draws=200, num_burnin_steps=0, threads=2), {}, False),  # threads can change the sums
+    (dict(num_chains=4, num_draws=200, num_burnin_steps=0), dict(params=["0"]), True),  # shared: both get it
+    (dict(num_chains=4, num_draws=200, num_burnin_steps=0, sampler="rmsprop_sgld"), {}, False),
+])
+def test_which_calibration_estimates_the_trajectory_may_reuse(options, kwargs, same):
+    from devvis.slt.trajectory import _same_estimates
+
+    assert _same_estimates(options, kwargs) is same
