@@ -23,7 +23,7 @@ from devvis.slt import diagnostics as D
 KINDS = ("stationary", "relax150", "relax400", "drift1", "jump")
 
 
-def ar1(chains: int, n: int, tau: float, rng: np.random.Generator) -> np.ndarray:
+def ar1(rng: np.random.Generator, chains: int, n: int, tau: float) -> np.ndarray:
     """Stationary AR(1) draws ``(chains, n)`` of unit variance and integrated autocorrelation time ``tau``."""
     phi = (tau - 1) / (tau + 1)
     x = np.zeros((chains, n))
@@ -36,7 +36,7 @@ def ar1(chains: int, n: int, tau: float, rng: np.random.Generator) -> np.ndarray
 
 def traces(kind: str, rng: np.random.Generator, steps: int = 1200, tau: float = 24.0) -> np.ndarray:
     """Two chains' losses ``(2, steps)`` with L(w*) = 1.0 and the defect ``kind`` planted."""
-    x = 1.3 + 0.1 * ar1(2, steps, tau, rng)
+    x = 1.3 + 0.1 * ar1(rng, 2, steps, tau)
     t = np.arange(steps)
     if kind == "relax150":
         x -= 0.3 * np.exp(-t / 150)

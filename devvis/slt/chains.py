@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from devvis.slt.batches import Batch, Criterion, split_batch, to_device
 from devvis.slt.samplers import log_acceptance, sgld_step
 
-__all__ = ["LoopEngine", "VmapEngine", "make_engine", "ChainSettings", "ChainStats", "ChainRun", "run_chains", "mean_square_grad"]
+__all__ = ["LoopEngine", "VmapEngine", "make_engine", "ChainSettings", "ChainStats", "ChainRun", "mean_square_grad"]
 
 
 class LoopEngine:
@@ -206,7 +206,7 @@ class ChainStats:
 
 def mean_square_grad(engine: AutoEngine, batches: Sequence[Any], anchor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The mean over ``batches`` of the squared raw minibatch gradient ``g⊙g`` at ``anchor`` ``(D,)``: the
-    running average V of ``rmsprop_sgld`` in a chain that sits at w* (its warm start, see :func:`run_chains`)."""
+    running average V of ``rmsprop_sgld`` in a chain that sits at w* (its warm start, see :class:`ChainRun`)."""
     total = torch.zeros_like(anchor)
     n = 0
     for batch in batches:
@@ -328,9 +328,9 @@ class ChainRun:
         for c in range(len(self.streams)):
             a = self.accept[c, mala]
             a = a[np.isfinite(a)]
-            # summed in step order, as the running sum of the single-call run_chains did (bit for bit)
+            # summed in step order, as the earlier single-call loop's running sum did (bit for bit)
             stats.acceptance.append(float(np.cumsum(a)[-1] / a.size) if a.size else math.nan)
-        # summed in step order (cumsum), as run_chains's running sums were: np.sum's pairwise order differs in
+        # summed in step order (cumsum), as the earlier loop's running sums were: np.sum's pairwise order differs in
         # the last bits when the terms are not float32 values
         pull = np.cumsum(np.where(np.isfinite(self.pull[:, draws]), self.pull[:, draws], 0.0), axis=1)[:, -1]
         push = np.cumsum(np.where(np.isfinite(self.push[:, draws]), self.push[:, draws], 0.0), axis=1)[:, -1]
@@ -340,13 +340,3 @@ class ChainRun:
         stats.engine, stats.fallback_reason = self.engine.name, self.engine.fallback_reason
         return stats
 
-
-def run_chains(engine: AutoEngine, streams: Sequence[Any], anchor: torch.Tensor, traces: np.ndarray,
-               settings: ChainSettings, generators: Sequence[torch.Generator], *, device: torch.device,
-               bar: tqdm | None = None, sq_avg: torch.Tensor | None = None) -> ChainStats:
-    """Run every chain from ``anchor`` ``(D,)`` for ``settings.steps`` steps; write ``traces`` ``(C, T)``
-    (one :class:`ChainRun` advanced once)."""
-    run = ChainRun(engine, streams, anchor, generators, device=device, sq_avg=sq_avg)
-    run.advance(settings, bar)
-    traces[...] = run.traces(settings)
-    return run.stats(settings)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,8 +287,6 @@ def _same_estimates(options: Mapping[str, Any], llc_kwargs: Mapping[str, Any]) -
     """Whether the calibration run with ``options`` makes, at its chosen setting, the estimates the trajectory
     makes with ``llc_kwargs`` (the same chain layout and shared keywords, each side's defaults filled in, and
     nothing else that could change them), so that the trajectory can reuse them."""
-    import inspect
-
     def defaults(fn: Any) -> dict[str, Any]:
         return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
 

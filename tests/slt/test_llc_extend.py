@@ -229,23 +229,13 @@ def test_the_trajectory_plot_spans_the_healthy_estimates_and_labels_a_far_off_on
     assert [t.get_text() for t in ax.texts] == ["-47.7"] and "up to 8 where unsettled" in ax.get_title()
 
 
-def _rates_module():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "llc_extension_rates.py"
-    spec = importlib.util.spec_from_file_location("llc_extension_rates", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_extension_answers_noise_and_settling_but_not_a_chain_that_never_settles():
     """benchmarks/llc_extension_rates.py on 100 seeds: on stationary and settling chains the extension flags
     fewer than one look at either layout; a chain that drifts forever is flagged as often as by one look at the
     demo's layout (every extended one is caught again)."""
-    m = _rates_module()
-    stationary, settling, drift = (m.rates(kind, 100) for kind in ("stationary", "relax150", "drift1"))
+    from simulated import rates
+
+    stationary, settling, drift = (rates(kind, 100) for kind in ("stationary", "relax150", "drift1"))
     assert stationary["extension"] <= min(stationary["short"], 0.02) and stationary["extended"] == stationary["short"]
     assert settling["short"] >= 0.1 and settling["extension"] <= 0.03
     assert drift["short"] >= 0.5 and drift["long"] == 1.0 and drift["extension"] == drift["short"]

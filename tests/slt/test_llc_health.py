@@ -14,6 +14,7 @@ from torch import nn
 
 from devvis.slt import LLCDiagnosticWarning, LLCResult, calibrate, diagnostics, estimate_llc, llc_trajectory
 from devvis.slt.calibrate import _stability
+from simulated import ar1  # stationary AR(1) draws of unit variance and autocorrelation time tau
 
 
 def nll(out, t):
@@ -43,17 +44,6 @@ def test_estimate_se_grows_with_autocorrelation():
     se_white = diagnostics.estimate_se(white, 1.0)
     assert 0.8 < se_white / (1 / math.sqrt(800)) < 1.25
     assert diagnostics.estimate_se(walk, 1.0) > 3 * float(np.std(walk)) / math.sqrt(800)
-
-
-def ar1(rng, chains, n, tau):
-    """Stationary AR(1) draws ``(chains, n)`` of unit variance whose integrated autocorrelation time is ``tau``."""
-    phi = (tau - 1) / (tau + 1)
-    x = np.empty((chains, n))
-    x[:, 0] = rng.standard_normal(chains)
-    noise = rng.standard_normal((chains, n)) * math.sqrt(1 - phi**2)
-    for t in range(1, n):
-        x[:, t] = phi * x[:, t - 1] + noise[:, t]
-    return x
 
 
 def test_chains_tau_reads_a_slowly_mixing_chain_close_to_its_time():
