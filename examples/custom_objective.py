@@ -6,6 +6,7 @@
 import sys
 import tempfile
 
+import torch
 import torchvision
 
 from devvis import objectives, render
@@ -23,6 +24,7 @@ def center_surround(layer, n, batch=None):
 
 
 def main(out: str) -> None:
+    torch.manual_seed(0)  # fixes the random weights; render's seed fixes the image
     model = torchvision.models.resnet18(weights=None)
     objective = center_surround("layer2.1", 5) + 0.5 * objectives.channel("layer2.1", 9) \
         + 0.1 * objectives.total_variation()

@@ -17,6 +17,22 @@ REPO = Path(__file__).resolve().parents[1]
 from tinymodels import TinyCNN, hook_count  # noqa: E402,F401  (shared with test modules)
 
 
+@pytest.fixture(autouse=True)
+def _same_random_state_for_every_test():
+    """Each test starts from torch's, numpy's and Python's generators seeded to 0.
+
+    A test's random weights (``TinyCNN()``, ``resnet18(weights=None)``) then do not depend on which tests ran
+    before it on its xdist worker: a test that passes once passes on every run and in every order.
+    """
+    import random
+
+    import numpy as np
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """Debian's chromium for the report's browser tests (`.ci/run` installs it; CI fails without it)."""
