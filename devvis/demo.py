@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,6 +268,8 @@ def _run(out: Path, s: DemoSettings, quick: bool, progress: bool, log: Callable[
     llc.save(out / "slt", feature_curves=curves)
     h = llc.hyperparameters
     n_healthy = sum(r.ok for r in llc.results)
+    no_minimum = [st for st, r in zip(llc.steps, llc.results) if not r.at_minimum]
+    values = [v for v in llc.llc_mean if math.isfinite(v)]
     log(f"    LLC settings: {h['sampler']}, lr {h['lr']:.3g}, localization {h['localization']:.3g}, nβ "
         f"{h['nbeta']:.4g}, {h['num_chains']} chains x ({h['num_burnin_steps']} burn-in + {h['num_draws']} draws), "
         f"batches of {s.llc_batch_size}; chains run longer at steps "
@@ -274,7 +277,9 @@ def _run(out: Path, s: DemoSettings, quick: bool, progress: bool, log: Callable[
         f"calibration at each phase's end: "
         + "; ".join(f"steps {p['steps'][0]}-{p['steps'][1]} {'passed' if p['calibrated'] else 'failed (flagged)'}"
                     for p in h["parts"])
-        + f"; {n_healthy}/{len(llc.results)} estimates healthy, LLC {min(llc.llc_mean):.3g} to {max(llc.llc_mean):.3g}")
+        + f"; {n_healthy}/{len(llc.results)} estimates healthy"
+        + (f", no LLC at steps {no_minimum} (not a local minimum)" if no_minimum else "")
+        + (f", LLC {min(values):.3g} to {max(values):.3g}" if values else ", no finite LLC"))
     timings["llc_s"] = time.time() - t
 
     t = stage("5/7 one circuit: where the most active late channel comes from")
@@ -293,7 +298,7 @@ def _run(out: Path, s: DemoSettings, quick: bool, progress: bool, log: Callable[
     timings["stages_s"] = time.time() - t
     log(f"    boundaries at steps {[b.step for b in staged.boundaries]} (planted: {list(cur)}); signals: "
         f"{', '.join(staged.settings['signals'])}"
-        + ("" if llc_signal is not None else f" (the LLC left out: {len(llc.results) - n_healthy} estimates unhealthy"
+        + ("" if llc_signal is not None else f" (the LLC left out: {len(llc.results) - n_healthy} estimates not healthy"
                                              + ("" if every_step else f", estimated at {len(llc.steps)} of "
                                                                       f"{len(series)} checkpoints") + ")"))
 
@@ -310,7 +315,7 @@ def _run(out: Path, s: DemoSettings, quick: bool, progress: bool, log: Callable[
         curriculum={"shape": cur[0], "texture": cur[1]},
         settle_steps={k: v.settle_step for k, v in tracked.changes.items()},
         trust={k: {str(u.step): u.verdict for u in rows} for k, rows in trusted.units.items()},
-        llc=dict(zip(map(str, llc.steps), llc.llc_mean)), llc_healthy=n_healthy,
+        llc=dict(zip(map(str, llc.steps), llc.llc_mean)), llc_healthy=n_healthy, llc_not_a_minimum=no_minimum,
         stage_boundaries=[b.step for b in staged.boundaries], stage_signals=staged.settings["signals"]))
     report = write_report(out, title="devvis demo: features developing over training")
     log(f"    wrote {report} ({summary})")

@@ -137,8 +137,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"calibration: {traj.calibration.reason}; wrote {out / 'calibration.png'}")
     print(f"{'step':>10}  {'LLC':>10}  {'std':>8}  health")
     for step, res in zip(traj.steps, traj.results):
-        mean = f"{res.llc_mean:10.3f}" if math.isfinite(res.llc_mean) else f"{'nan':>10}"
-        std = f"{res.llc_std:8.3f}" if math.isfinite(res.llc_std) else f"{'-':>8}"
+        # no LLC where the weights are not a local minimum: the verdict says so, no number is printed
+        mean = f"{res.llc:10.3f}" if math.isfinite(res.llc) else f"{'-' if not res.at_minimum else 'nan':>10}"
+        std = f"{res.llc_std:8.3f}" if res.at_minimum and math.isfinite(res.llc_std) else f"{'-':>8}"
         longer = f" (chains extended to {res.draw_traces.shape[1]} draws)" if res.extensions else ""
         print(f"{step:>10}  {mean}  {std}  {res.health}{longer}")
     print(f"settings: {h['sampler']}, lr = {h['lr']:.3g}, localization = {h['localization']:.3g}, nβ = {h['nbeta']:.4g} "

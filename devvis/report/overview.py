@@ -109,10 +109,12 @@ def _llc(run: Run) -> str:
     steps, mean, std = list(d["steps"]), list(d.get("llc_mean") or []), list(d.get("llc_std") or [])
     health = list(d.get("health") or [])
     per = {p.get("step"): p for p in d.get("per_step") or [] if isinstance(p, dict)}
-    pts = []
+    pts, nomin = [], []
     for i, s in enumerate(steps):
         h = health[i] if i < len(health) else None
-        if h is not None and i < len(mean):
+        if h is not None and str(h).startswith("not a minimum"):  # no LLC there: a dashed line, no value
+            nomin.append((i, "nomin", f"step {s}: no LLC ({h})"))
+        elif h is not None and i < len(mean):
             pts.append((i, mean[i], "okpt" if str(h).startswith("healthy") else "badpt", f"step {s}: {h}"))
     lo = [m - s if m is not None and s is not None else None for m, s in zip(mean, std)]
     hi = [m + s if m is not None and s is not None else None for m, s in zip(mean, std)]
@@ -120,7 +122,7 @@ def _llc(run: Run) -> str:
 
     shown = display_range(mean, std, [str(h).startswith("healthy") for h in health])
     chart = line_chart(steps, [("LLC", mean, "s1")], points=pts, bands=[(lo, hi, "band")], title="LLC over training",
-                       ylim=shown)
+                       ylim=shown, vlines=nomin)
     rows = []
     for i, s in enumerate(steps):
         h = health[i] if i < len(health) else "n/a"
@@ -128,20 +130,26 @@ def _llc(run: Run) -> str:
         reasons = "; ".join(one.get("reasons") or [])
         draws = one.get("num_draws", (one.get("hyperparameters") or {}).get("num_draws"))
         longer = " (run longer: not settled before)" if one.get("extensions") else ""
-        rows.append(f"<tr><td>{step_label(s)}</td><td>{num(mean[i] if i < len(mean) else None, '.4g')}</td>"
+        off = str(h).startswith("not a minimum")
+        value = "none (not a minimum)" if off else num(mean[i] if i < len(mean) else None, '.4g')
+        cls = "ok" if str(h).startswith("healthy") else "nomin" if off else "bad"
+        rows.append(f"<tr><td>{step_label(s)}</td><td>{value}</td>"
                     f"<td>{num(std[i] if i < len(std) else None, '.2g')}</td><td>{esc(str(draws))}{longer}</td>"
-                    f"<td class='{'ok' if str(h).startswith('healthy') else 'bad'}' title='{esc(reasons)}'>{esc(h)}</td></tr>")
+                    f"<td class='{cls}' title='{esc(reasons)}'>{esc(h)}</td></tr>")
     n_ok = sum(str(h).startswith("healthy") for h in health)
+    n_off = len(nomin)
     cal = (d.get("calibration") or {}).get("reason")
     hp = d.get("hyperparameters") or {}
     return (f"<figure class='curve'>{chart}<figcaption>LLC (mean over chains, ± std) against training step; green: "
             f"healthy estimate, red ring: unhealthy ({n_ok}/{len(health)} healthy)"
+            + (f"; grey dashed line: not a local minimum, so no LLC ({n_off} checkpoint{'s' if n_off != 1 else ''}: "
+               f"the chains found lower loss around the weights than at them)" if n_off else "")
             + ("; the axis spans the healthy estimates, values beyond it are drawn at the edge with their number"
                if shown else "") + "</figcaption></figure>"
             "<details><summary>per checkpoint, with health verdicts</summary><table class='data'><tr><th>step</th>"
             "<th>LLC</th><th>std</th><th>draws per chain</th><th>health (hover for reasons)</th></tr>" + "".join(rows) + "</table></details>"
             + (f"<p class='note'>Calibration: {esc(cal)}</p>" if cal else "")
-            + f"<p class='note'>SGLD settings: {esc(json.dumps(hp))}</p>")
+            + f"<p class='note'>SGLD settings: {esc(json.dumps(hp, ensure_ascii=False))}</p>")
 
 
 def _loss(run: Run) -> str:

@@ -14,7 +14,7 @@ that are statistical tests use the standard error of the draws with one autocorr
 chains (:func:`chains_tau`), so an estimate close to zero, or chains that wander slowly, are not failed by
 their noise alone. :data:`FAILING` are the flags that make
 ``LLCResult.ok`` false; :func:`longer_chains_may_cure` decides which failures ``estimate_llc(..., max_draws=...)``
-answers by running the chains longer.
+answers by running the chains longer, and :func:`not_a_minimum` which say the weights have no LLC at all.
 
 >>> import numpy as np
 >>> trend_change(np.arange(20.0))   # a straight rise over the last 10 draws: change 9, std ~2.87
@@ -37,7 +37,8 @@ __all__ = ["LLCDiagnosticWarning", "TREND_RELATIVE", "TREND_STDS", "DIVERGENCE_F
            "autocorrelation_time", "trend_change", "trend_se", "stopped", "diverged", "trending", "spreading",
            "low_acceptance", "pull_dominates", "below_init", "negative", "estimate_se", "split_rhat",
            "chains_disagree", "burnin_short", "not_local", "MAX_SPREAD_RATIO", "chi2_quantile",
-           "half_disagreement", "chains_tau", "DISAGREE_Z", "CURED_BY_LONGER_CHAINS", "longer_chains_may_cure"]
+           "half_disagreement", "chains_tau", "DISAGREE_Z", "CURED_BY_LONGER_CHAINS", "longer_chains_may_cure",
+           "NOT_A_MINIMUM", "SAMPLER_OFF", "not_a_minimum"]
 
 #: A chain counts as "still trending" when the least-squares line through the last half of its draws
 #: changes by more than ``TREND_STDS`` standard errors of that change (which grow with the trace's
@@ -109,6 +110,29 @@ def longer_chains_may_cure(failed: Sequence[str]) -> bool:
     (True, False)
     """
     return bool(failed) and set(failed) <= set(CURED_BY_LONGER_CHAINS)
+
+
+#: The failing checks that say the weights are not a local minimum of the sampled loss: the chains find lower
+#: loss around w* than at it. The learning coefficient is defined at a minimum only, so such an estimate has
+#: no LLC: ``LLCResult.llc`` is NaN there (the sampler's number stays in ``llc_mean``) and its verdict reads
+#: "not a minimum" (:func:`not_a_minimum`).
+NOT_A_MINIMUM = ("below_init", "negative")
+
+#: Failing checks that say the chains left the neighbourhood of w* or the integrator is off: with one of them,
+#: draws below L(w*) are no evidence about w* itself, and the verdict stays "unhealthy".
+SAMPLER_OFF = ("diverged", "low_acceptance", "not_local")
+
+
+def not_a_minimum(failed: Sequence[str]) -> bool:
+    """Whether an estimate whose failing checks are ``failed`` says that w* is not a local minimum: one of
+    :data:`NOT_A_MINIMUM` fired, and none of :data:`SAMPLER_OFF` (chains that stayed near w* with a sound step).
+
+    >>> not_a_minimum(["below_init", "negative"]), not_a_minimum(["negative", "chains_disagree"])
+    (True, True)
+    >>> not_a_minimum(["below_init", "low_acceptance"]), not_a_minimum(["trending"]), not_a_minimum([])
+    (False, False, False)
+    """
+    return bool(set(failed) & set(NOT_A_MINIMUM)) and not set(failed) & set(SAMPLER_OFF)
 
 
 class LLCDiagnosticWarning(UserWarning):

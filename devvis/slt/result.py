@@ -8,6 +8,11 @@
 >>> res.flags["pull_dominates"] = [0]
 >>> res.ok, res.health
 (False, 'unhealthy: pull_dominates')
+>>> off = LLCResult(llc_mean=-4.0, llc_std=0.3, llc_per_chain=[-4.2, -3.8], loss_traces=np.ones((2, 5)),
+...                 num_burnin_steps=1, init_loss=0.9, nbeta=10.0, hyperparameters={},
+...                 flags={"below_init": [0, 1], "negative": [0, 1]})
+>>> off.at_minimum, off.llc, off.llc_mean, off.health
+(False, nan, -4.0, 'not a minimum: below_init, negative')
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from devvis.slt.diagnostics import FAILING
+from devvis.slt.diagnostics import FAILING, not_a_minimum
 from devvis.typing import PathLike
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
@@ -31,8 +36,13 @@ __all__ = ["LLCResult", "plot_traces_on", "format_estimate"]
 class LLCResult:
     """Outcome of :func:`~devvis.slt.estimate_llc`.
 
+    The learning coefficient exists at a local minimum only: where the chains find lower loss around w* than at
+    it (:data:`~devvis.slt.diagnostics.NOT_A_MINIMUM`), :attr:`llc` is NaN and the verdict reads
+    ``"not a minimum: ..."``; ``llc_mean`` keeps the sampler's number (negative, as a rule) for inspection.
+
     Attributes:
-        llc_mean: mean of the per-chain estimates over the finite chains (NaN if none).
+        llc_mean: mean of the per-chain estimates over the finite chains (NaN if none): the sampler's number,
+            whatever the verdict (:attr:`llc` is the LLC, NaN where there is none).
         llc_std: sample standard deviation (ddof=1) over the finite chains; NaN with
             fewer than two finite chains.
         llc_per_chain: one estimate per chain, NaN for chains stopped by a NaN/inf loss.
@@ -98,9 +108,24 @@ class LLCResult:
         return notes or list(self.failed_checks)
 
     @property
+    def at_minimum(self) -> bool:
+        """False when the draws say w* is not a local minimum of the sampled loss
+        (:func:`devvis.slt.diagnostics.not_a_minimum`): there is no LLC to estimate there."""
+        return not not_a_minimum(self.failed_checks)
+
+    @property
+    def llc(self) -> float:
+        """The LLC: ``llc_mean`` at a local minimum, NaN where the weights are not one (:attr:`at_minimum`) or
+        no chain finished. Healthy or not is :attr:`ok`; an unhealthy number at a minimum is kept (and flagged)."""
+        return float(self.llc_mean) if self.at_minimum else math.nan
+
+    @property
     def health(self) -> str:
-        """``"healthy"`` or ``"unhealthy: check, check, ..."``: the verdict shown by the CLI and in JSON."""
-        return "healthy" if self.ok else "unhealthy: " + ", ".join(self.failed_checks)
+        """The verdict shown by the CLI, in JSON and in the report: ``"healthy"``, ``"not a minimum: check, ..."``
+        (no LLC at these weights) or ``"unhealthy: check, check, ..."``."""
+        if self.ok:
+            return "healthy"
+        return ("unhealthy: " if self.at_minimum else "not a minimum: ") + ", ".join(self.failed_checks)
 
     @property
     def draw_traces(self) -> np.ndarray:
@@ -110,6 +135,8 @@ class LLCResult:
     def to_dict(self, include_traces: bool = True) -> dict[str, Any]:
         """JSON-ready dictionary (NaN stays NaN here; :func:`devvis.io.write_json` writes null)."""
         out: dict[str, Any] = {
+            "llc": self.llc,
+            "at_minimum": self.at_minimum,
             "llc_mean": float(self.llc_mean),
             "llc_std": float(self.llc_std),
             "llc_per_chain": [float(v) for v in self.llc_per_chain],

@@ -47,7 +47,9 @@ class LLCTrajectory:
 
     Attributes:
         steps: training step of each checkpoint, in the order given.
-        llc_mean, llc_std: one value per step (NaN where undefined).
+        llc_mean, llc_std: the LLC per step and its spread over chains, NaN where there is none: no chain
+            finished, or the weights are not a local minimum (``results[i].at_minimum``; the sampler's own
+            number stays in ``results[i].llc_mean``).
         results: the full :class:`~devvis.slt.LLCResult` per step.
         hyperparameters: the settings shared by every estimate.
         calibration: the :class:`~devvis.slt.Calibration` that chose the settings, if any.
@@ -98,7 +100,7 @@ class LLCTrajectory:
 
     @property
     def health(self) -> list[str]:
-        """The verdict of each estimate (``"healthy"`` or ``"unhealthy: ..."``)."""
+        """The verdict of each estimate (``"healthy"``, ``"not a minimum: ..."`` or ``"unhealthy: ..."``)."""
         return [r.health for r in self.results]
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,8 +220,8 @@ def _trajectory(series: Any, loader: Loader, criterion: Criterion, feature_curve
     shared["calibrated"] = bool(calibration is not None and calibration.ok)
     traj = LLCTrajectory(
         steps=steps,
-        llc_mean=[r.llc_mean for r in results],
-        llc_std=[r.llc_std for r in results],
+        llc_mean=[r.llc for r in results],
+        llc_std=[r.llc_std if r.at_minimum else math.nan for r in results],
         results=results,
         hyperparameters=shared,
         calibration=calibration,
@@ -341,8 +343,8 @@ def _calibrate_series(series: Any, loader: Loader, criterion: Criterion, calibra
 def display_range(means: Sequence[float | None], stds: Sequence[float | None],
                   ok: Sequence[bool]) -> tuple[float, float] | None:
     """The y-range that shows an LLC trajectory: its healthy estimates (± std) with a quarter of their span
-    either side, when some unhealthy estimate lies beyond that (one far-off value, such as a large negative
-    estimate at the initialization, would otherwise flatten every healthy one); None when every value fits
+    either side, when some unhealthy estimate lies beyond that (one far-off value, such as that of chains that
+    have not settled, would otherwise flatten every healthy one); None when every value fits
     or fewer than two estimates are healthy. Values outside are drawn at the edge with their number
     (:func:`plot_trajectory`, the report's chart).
 
@@ -383,7 +385,8 @@ def plot_trajectory(
     mean = np.asarray(traj.llc_mean, dtype=float)
     std = np.nan_to_num(np.asarray(traj.llc_std, dtype=float), nan=0.0)
     ax.errorbar(traj.steps, mean, yerr=std, marker="o", ms=4, capsize=3, lw=1.2)
-    bad = [s for s, r in zip(traj.steps, traj.results) if not r.ok]
+    bad = [s for s, r in zip(traj.steps, traj.results) if not r.ok and r.at_minimum]
+    no_minimum = [s for s, r in zip(traj.steps, traj.results) if not r.at_minimum]
     shown = display_range(list(mean), list(std), [r.ok for r in traj.results])
     if shown is not None:  # far-off (unhealthy) values at the edge, with their number
         ax.set_ylim(*shown)
@@ -397,6 +400,10 @@ def plot_trajectory(
         ys = [m if shown is None else min(max(m, shown[0]), shown[1]) for s, m in zip(traj.steps, mean) if s in bad]
         ax.scatter(bad, ys, facecolors="none", edgecolors="r", s=90, label="unhealthy estimate", zorder=3,
                    clip_on=False)
+    if no_minimum:  # no LLC there: a mark on the step axis, no value
+        ax.scatter(no_minimum, [0.04] * len(no_minimum), marker="x", color="0.4", s=40, zorder=3, clip_on=False,
+                   transform=ax.get_xaxis_transform(), label="not a local minimum: no LLC")
+    if bad or no_minimum:
         ax.legend(fontsize=7)
     h = traj.hyperparameters
     ax.set_ylabel("LLC")

@@ -74,7 +74,13 @@ def _llc_signal(llc: Any, steps: list[int]) -> np.ndarray:
     missing = [s for s in steps if s not in got]
     if missing:
         raise ConfigError(f"llc has no value at steps {missing[:6]}; give it at every checkpoint of the series")
-    return np.array([float(got[s]) for s in steps])
+    values = np.array([float(got[s]) if got[s] is not None else np.nan for s in steps])
+    undefined = [s for s, v in zip(steps, values) if not np.isfinite(v)]
+    if undefined:
+        raise ConfigError(f"llc has no value at steps {undefined[:6]} (no finite estimate, or the weights there are not "
+                          f"a local minimum: LLCResult.at_minimum); a stage signal needs a value at every checkpoint: "
+                          f"give llc over the checkpoints where it is defined, or leave the llc signal out")
+    return values
 
 
 #: How units are assigned to stages: to the stage holding most of their response change (where they formed;

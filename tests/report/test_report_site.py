@@ -130,13 +130,14 @@ def test_line_chart_places_points_and_the_mark_by_checkpoint_index():
 
 
 def test_an_llc_far_off_the_healthy_ones_is_drawn_at_the_edge_with_its_number():
-    """The demo's initialization estimate (−47.7) would flatten the healthy 8–22 to a line: the axis spans the
-    healthy estimates and the far-off one sits at the bottom edge, labelled."""
+    """A far-off unhealthy estimate (−47.7) would flatten the healthy 8–22 to a line: the axis spans the
+    healthy estimates and the far-off one sits at the bottom edge, labelled. (Where the weights are not a
+    minimum there is no value to draw at all: test_llc_minimum.)"""
     from devvis.report.overview import _llc
     from devvis.slt.trajectory import display_range
 
     steps, mean, std = [0, 20, 40, 60], [-47.7, 9.6, 11.5, 20.0], [2.0, 0.5, 0.5, 1.0]
-    health = ["unhealthy: below_init, negative", "healthy", "healthy", "healthy"]
+    health = ["unhealthy: chains_disagree", "healthy", "healthy", "healthy"]
     shown = display_range(mean, std, [h == "healthy" for h in health])
     assert shown == pytest.approx((9.1 - 2.975, 21.0 + 2.975))  # healthy 9.1 … 21.0, a quarter of the span either side
     svg = line_chart(steps, [("LLC", mean, "s1")], points=[(0, -47.7, "badpt", "step 0")], ylim=shown)

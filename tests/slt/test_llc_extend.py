@@ -219,7 +219,7 @@ def test_the_trajectory_plot_spans_the_healthy_estimates_and_labels_a_far_off_on
                          init_loss=0.9, nbeta=40.0, hyperparameters={"sampler": "sgld", "lr": 1e-4, "localization": 1.0,
                                                                      "nbeta": 40.0, "num_chains": 2, "num_draws": 4,
                                                                      "max_draws": 8}) for m in mean]
-    results[0].flags["negative"] = [0, 1]
+    results[0].flags["chains_disagree"] = [0, 1]  # unhealthy, at a minimum: its number is kept and drawn
     results[1].extensions = 1
     traj = LLCTrajectory(steps=[0, 20, 40, 60], llc_mean=mean, llc_std=[0.5] * 4, results=results,
                          hyperparameters=results[0].hyperparameters)
