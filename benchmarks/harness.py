@@ -182,9 +182,9 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def run_devvis(model: nn.Module, case: Case, *, seed: int, steps: int, precision: str,
-               device: torch.device, obj: Any = None, transforms: str = "standard") -> Sample:
+               device: torch.device, obj: Any = None, transforms: str = "standard", fold: bool = True) -> Sample:
     """``devvis.render`` on ``case``; ``transforms``: ``"standard"`` (its default form),
-    ``"standard-fused"`` or ``"standard-separate"``."""
+    ``"standard-fused"`` or ``"standard-separate"``; ``fold``: ``render(fold_batchnorm=...)``."""
     stamps: list[tuple[float, float]] = []
     with PeakMemory(device) as mem:
         res = dv_render(
@@ -192,7 +192,7 @@ def run_devvis(model: nn.Module, case: Case, *, seed: int, steps: int, precision
             dparam.image(case.image, batch=case.batch, seed=seed),
             steps=steps, optimizer=lambda ps: TimedAdam(ps, 0.05, stamps, device), transforms=transforms,
             preprocess="imagenet", input_size=case.input_size, seed=seed, device=device, precision=precision,
-            progress=False)
+            progress=False, fold_batchnorm=fold)
     return Sample(_per_step(stamps), mem.mib, res.images)
 
 

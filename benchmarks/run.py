@@ -16,7 +16,10 @@ Rows:
                 every module).
   devvis F      devvis.render with the standard transforms in form F: "fused" (one affine warp
                 straight to the model's input size) or "separate" (Lucid's pad, jitter, scale,
-                rotate, jitter modules, then the resize); fp32 and precision="bf16".
+                rotate, jitter modules, then the resize); fp32 and precision="bf16". devvis runs each
+                eval-mode BatchNorm folded into the convolution before it (render(fold_batchnorm=True),
+                the default): the same function with fewer kernels, so it can be faster than the floor.
+  devvis F unfolded   the default form, fp32, with render(fold_batchnorm=False): what the fold saves.
   floor         the truncated model's forward plus backward to the input alone: frozen weights,
                 the same tensor shapes, no parameterization, no transforms, no optimizer; "cl" with
                 a channels-last input. "over floor" divides devvis by the floor of the model as given;
@@ -131,6 +134,10 @@ def compare_case(case: Case, model: nn.Module, L: Any, args: argparse.Namespace,
             name = f"devvis {form}" + (" bf16" if prec == "bf16" else "")
             runners[name] = (lambda spec=spec, prec=prec:
                              run_devvis(model, case, seed=0, steps=steps, precision=prec, device=device, transforms=spec))
+    # the default form without BatchNorm folding (render(fold_batchnorm=False)): what the fold saves
+    runners[f"devvis {DEFAULT_FORM} unfolded"] = lambda: run_devvis(model, case, seed=0, steps=steps, precision="fp32",
+                                                                    device=device, transforms=FORMS[DEFAULT_FORM],
+                                                                    fold=False)
     for prec in precisions:
         for cl in (False, True):
             name = "floor" + (" bf16" if prec == "bf16" else "") + (" cl" if cl else "")

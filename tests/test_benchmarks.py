@@ -44,7 +44,8 @@ def test_tiny_benchmark_without_lucent_prints_devvis_and_floor_rows(tmp_path: Pa
     rows = {(r["case"], r["tool"]): r for r in data["rows"]}
     series = {k: rows.pop(k) for k in list(rows) if k[0].startswith("series")}
     assert len(series) == 2 and all(r["s_per_step"] > 0 and r["value"] is not None for r in series.values())
-    assert len(rows) == 16
+    assert len(rows) == 18  # per case: 4 devvis forms, "devvis fused unfolded" and 4 floors
+    assert {tool for _, tool in rows} >= {"devvis fused unfolded", "devvis fused", "floor cl"}
     for (case, tool), r in rows.items():
         assert r["s_per_step"] > 0 and r["images_per_s"] > 0
         assert r["ratio_lucent"] is None  # no Lucent, no ratio

@@ -44,7 +44,7 @@ from devvis.typing import ObjectiveLike, SeriesLike
 #: Anything else (a parameterization, callbacks, a stop rule over the batch mean, another optimizer or
 #: scheduler, a transform given as a callable) renders each layer on its own, as before.
 STACKABLE = frozenset({"steps", "thresholds", "lr", "transforms", "preprocess", "input_size", "image_size",
-                       "device", "precision", "redirect_relu", "layouts"})
+                       "device", "precision", "redirect_relu", "layouts", "fold_batchnorm"})
 
 
 def stackable(render_kwargs: Mapping[str, Any]) -> bool:

@@ -8,7 +8,8 @@
 The parts live in their own modules: :mod:`~devvis.render.pipeline` (what the model sees),
 :mod:`~devvis.render.forward`, :mod:`~devvis.render.discover` (which layers an objective reads),
 :mod:`~devvis.render.optimization` (the run's state), :mod:`~devvis.render.stopping`,
-:mod:`~devvis.render.redirect` and :mod:`~devvis.render.result`. The model is borrowed through
+:mod:`~devvis.render.redirect`, :mod:`~devvis.render.fold` (BatchNorm folded into the convolution before
+it during the steps) and :mod:`~devvis.render.result`. The model is borrowed through
 :func:`devvis.state.frozen`.
 
 >>> import torchvision
@@ -21,6 +22,7 @@ The parts live in their own modules: :mod:`~devvis.render.pipeline` (what the mo
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Callable, Iterable, Sequence
 
@@ -33,6 +35,7 @@ from devvis.hooks import ActivationRecorder
 from devvis.objectives.core import as_objective
 from devvis.param import image as image_param
 from devvis.render.discover import objective_batch, objective_layers
+from devvis.render.fold import folded_batchnorm
 from devvis.render.forward import RecordedForward, check_precision
 from devvis.render.optimization import RenderRun, untransformed_values
 from devvis.render.pipeline import ModelInput, model_input_channels
@@ -75,6 +78,7 @@ def render(
     stop_when: StopWhen | None = None,
     redirect_relu: bool = False,
     layouts: dict[str, str] | None = None,
+    fold_batchnorm: bool = True,
 ) -> RenderResult:
     """Optimize images ``(B, C, H, W)`` in [0, 1] that maximize ``objective`` on ``model``.
 
@@ -112,6 +116,9 @@ def render(
             ``nn.ReLU`` and ``nn.ReLU6`` module and every GELU of the model's forward pass
             (see :mod:`devvis.render.redirect`).
         layouts: ``{layer: "nchw" | "nhwc" | "tokens" | "flat"}`` where the detected layout is wrong.
+        fold_batchnorm: run each eval-mode ``BatchNorm2d`` folded into the ``Conv2d`` before it during the
+            steps (:mod:`devvis.render.fold`: the same function, ~10% faster on resnet18; a conv whose output
+            the objective reads is left alone). The final values are computed on the model as given.
 
     Returns a :class:`~devvis.render.result.RenderResult`: ``images`` ``(B, C, H, W)`` float in [0, 1]
     on the CPU, ``history`` ``(steps_run, B)`` (the values under the random transforms, each step),
@@ -136,7 +143,8 @@ def render(
             image0 = param()
             layers = objective_layers(model, objective, model_input(image0, generator=generator), image0)
         generator.manual_seed(int(seed))  # finding layers may draw random numbers: restart the stream
-        with ActivationRecorder(model, layers, stop_early=True, layouts=layouts) as recorder:
+        fold = folded_batchnorm(model, keep=layers) if fold_batchnorm else contextlib.nullcontext([])
+        with fold as folded, ActivationRecorder(model, layers, stop_early=True, layouts=layouts) as recorder:
             run = RenderRun(param, objective, model_input,
                             RecordedForward(model, recorder, precision=precision, device=dev),
                             _optimizer(param, optimizer, lr), generator=generator, thresholds=thresholds)
@@ -168,6 +176,7 @@ def render(
     config = _config(model_input, param, images, steps=steps, lr=lr, optimizer=optimizer, scheduler=scheduler,
                      transforms=transforms, seed=seed, device=dev, precision=precision, thresholds=thresholds,
                      redirect_relu=redirect_relu, stop_when=stop_when)
+    config["folded_batchnorm"] = len(folded)
     return RenderResult(
         images=images, snapshots=run.snapshots, history=run.history_tensor(images.shape[0]),
         objective=objective.description, layers=layers, config=config, steps_run=run.steps_run, status=status,

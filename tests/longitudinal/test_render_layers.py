@@ -54,7 +54,9 @@ def test_render_stacked_a_circuits_target_and_sources_as_their_own_renders(serie
         alone = render_series(s, obj, seed=1, **RENDER)
         for step in s.steps:
             a, b = together[name][step], alone[step]
-            assert torch.allclose(a.images, b.images, atol=1e-4), (name, step)
+            # equal to float rounding: batch 5 against batch 1 rounds the convolutions differently, and Adam
+            # turns a near-zero gradient's rounding into a full step (with BatchNorm folded, up to 9e-4 here)
+            assert torch.allclose(a.images, b.images, atol=2e-3), (name, step, (a.images - b.images).abs().max())
             assert a.fields == b.fields and a.objective == b.objective and sorted(a.layers) == sorted(b.layers)
     assert together["target"][s.steps[0]].images.shape[0] == 1 and together["sources"][s.steps[0]].images.shape[0] == 3
 

@@ -1,0 +1,151 @@
+"""BatchNorm folded into the convolution before it, for the duration of a render.
+
+In eval mode a ``BatchNorm2d`` is a fixed per-channel affine map, ``y = (x − μ)·γ/√(σ² + ε) + β``. When its
+only input is the output of a ``Conv2d`` that feeds nothing else, the two compose into one convolution with
+weight ``W·s`` and bias ``(b − μ)·s + β`` (``s = γ/√(σ² + ε)``): the same function, one kernel less in the
+forward and one less in the backward. A render's step is mostly the model's forward and backward, so on
+resnet18 this makes it ~10% faster (``benchmarks/run.py``: layer2.1 at batch 1, 16 channels of layer3.1).
+
+:func:`folded_batchnorm` finds the pairs from the model's ``torch.fx`` graph (a model that cannot be traced
+is left as it is) and, inside the ``with`` block, swaps the conv's ``forward`` for one with the folded
+weights and the BatchNorm's for the identity; on exit both get back exactly the ``forward`` they had. Left
+alone: a conv whose output is recorded (an objective's layer; the BatchNorm's own output may be recorded, it
+is unchanged), a module with hooks of its own, a conv or BatchNorm called more than once, a BatchNorm in
+train mode or without running statistics, and a conv whose output goes anywhere else. The values differ from
+the unfolded model's only by float rounding (max ~1e-5 on resnet18's ``layer4``).
+
+>>> import torch, torchvision
+>>> m = torchvision.models.resnet18(weights=None).eval()
+>>> x = torch.rand(1, 3, 64, 64)
+>>> before = m(x)
+>>> with folded_batchnorm(m, keep=["layer1.0.conv1"]) as pairs:
+...     len(pairs), "layer1.0.conv1" in [c for c, _ in pairs]
+...     bool(torch.allclose(m(x), before, atol=1e-4))
+(19, False)
+True
+>>> bool(torch.equal(m(x), before))   # given back exactly
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Collection, Iterator
+
+import torch
+from torch import nn
+
+_MISSING = object()
+
+
+def fold_pairs(model: nn.Module, keep: Collection[str] = ()) -> list[tuple[str, str]]:
+    """``[(conv name, batchnorm name), ...]``: the eval-mode ``Conv2d`` → ``BatchNorm2d`` pairs of ``model``
+    that can be folded (see the module docstring), none whose conv is named in ``keep`` (any name the
+    recorder accepts: dotted, Lucent-style underscored, with a selector); ``[]`` when the model cannot be
+    traced by ``torch.fx``.
+
+    >>> import torchvision
+    >>> m = torchvision.models.resnet18(weights=None).eval()
+    >>> pairs = fold_pairs(m, keep=["layer2_0_conv1", "layer3.1.bn2"])
+    >>> len(pairs), ("layer2.0.conv1", "layer2.0.bn1") in pairs, ("layer3.1.conv2", "layer3.1.bn2") in pairs
+    (19, False, True)
+    """
+    modules = dict(model.named_modules())
+    if not any(isinstance(m, nn.BatchNorm2d) for m in modules.values()):
+        return []
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - any model fx cannot trace (data-dependent control flow, ...) stays unfolded
+        return []
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    kept = {id(m) for m in _modules_named(model, keep)}
+    pairs = []
+    for node in graph.nodes:
+        bn = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(bn, nn.BatchNorm2d) or len(node.args) != 1 or node.kwargs:
+            continue
+        src = node.args[0]
+        conv = modules.get(src.target) if isinstance(src, torch.fx.Node) and src.op == "call_module" else None
+        if (not isinstance(conv, nn.Conv2d) or len(src.users) != 1 or id(conv) in kept
+                or calls[src.target] != 1 or calls[node.target] != 1
+                or bn.training or bn.running_mean is None or bn.running_var is None
+                or any(_hooked(m) for m in (conv, bn))):
+            continue
+        pairs.append((str(src.target), str(node.target)))
+    return pairs
+
+
+def _modules_named(model: nn.Module, names: Collection[str]) -> list[nn.Module]:
+    """The modules behind ``names`` (dotted, Lucent-style underscored, with selectors); ``"input"`` and names
+    that are no module are skipped (the recorder reports those)."""
+    from devvis.errors import DevvisError
+    from devvis.hooks import INPUT
+    from devvis.hooks.names import get_module
+
+    out = []
+    for name in names:
+        if name == INPUT:
+            continue
+        try:
+            out.append(get_module(model, name))
+        except (DevvisError, AttributeError, KeyError):
+            continue
+    return out
+
+
+def _hooked(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                or getattr(m, "_backward_pre_hooks", None))
+
+
+@contextlib.contextmanager
+def folded_batchnorm(model: nn.Module, keep: Collection[str] = ()) -> Iterator[list[tuple[str, str]]]:
+    """Inside the block, every pair of :func:`fold_pairs` runs as one convolution; yields the pairs.
+
+    Call it with the model in eval mode and its weights as the block will use them (device, dtype): the
+    folded weights are computed once, on entry. The model is given back exactly as it was, also on errors.
+    """
+    modules = dict(model.named_modules())
+    pairs = fold_pairs(model, keep)
+    saved: list[tuple[nn.Module, object]] = []
+    try:
+        for conv_name, bn_name in pairs:
+            conv, bn = modules[conv_name], modules[bn_name]
+            with torch.no_grad():
+                scale = torch.rsqrt(bn.running_var + bn.eps)
+                if bn.weight is not None:
+                    scale = scale * bn.weight
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                bias = (bias - bn.running_mean) * scale
+                if bn.bias is not None:
+                    bias = bias + bn.bias
+                weight = (conv.weight * scale.reshape(-1, 1, 1, 1)).contiguous(
+                    memory_format=_format(conv.weight))
+            for m, fwd in ((conv, _conv_forward(conv, weight.detach(), bias.detach())), (bn, _identity)):
+                saved.append((m, m.__dict__.get("forward", _MISSING)))
+                m.forward = fwd  # type: ignore[method-assign]
+        yield pairs
+    finally:
+        for m, old in reversed(saved):
+            if old is _MISSING:
+                del m.forward
+            else:
+                m.forward = old  # type: ignore[method-assign]
+
+
+def _format(w: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last) \
+        and not w.is_contiguous() else torch.contiguous_format
+
+
+def _conv_forward(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor):
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return conv._conv_forward(x, weight, bias)
+    return forward
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x

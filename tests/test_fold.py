@@ -1,0 +1,106 @@
+"""BatchNorm folded into the convolution before it during a render (devvis.render.fold)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from devvis import objectives, render
+from devvis.render.fold import fold_pairs, folded_batchnorm
+
+
+class ConvBN(nn.Module):
+    def __init__(self, reuse: bool = False, branch: bool = False, data_dependent: bool = False):
+        super().__init__()
+        self.conv, self.bn, self.head = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1)
+        self.bn2 = nn.BatchNorm2d(4)
+        self.reuse, self.branch, self.data_dependent = reuse, branch, data_dependent
+        with torch.no_grad():  # statistics far from the identity, so a wrong fold shows
+            for bn in (self.bn, self.bn2):
+                bn.running_mean.uniform_(-1, 1)
+                bn.running_var.uniform_(0.2, 3)
+                bn.weight.uniform_(0.5, 2)
+                bn.bias.uniform_(-1, 1)
+
+    def forward(self, x):
+        if self.data_dependent and x.sum() > 0:  # fx cannot trace this
+            x = x * 1.0
+        c = self.conv(x)
+        h = self.bn(c)
+        if self.branch:
+            h = h + c  # the conv's output goes elsewhere too
+        h = self.head(torch.relu(h))
+        return self.bn2(self.head(h)) if self.reuse else h  # head called twice
+
+
+def resnet():
+    torch.manual_seed(0)
+    m = torchvision.models.resnet18(weights=None).eval()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2)
+    return m
+
+
+def test_the_folded_model_computes_the_same_function_and_is_given_back_exactly():
+    m = resnet()
+    x = torch.rand(2, 3, 64, 64)
+    before = m(x)
+    with folded_batchnorm(m) as pairs:
+        assert len(pairs) == 20 and all("forward" in m.get_submodule(c).__dict__ for c, _ in pairs)
+        torch.testing.assert_close(m(x), before, rtol=1e-4, atol=1e-4)
+    assert torch.equal(m(x), before)
+    assert not any("forward" in mod.__dict__ for mod in m.modules())
+    with pytest.raises(RuntimeError, match="boom"), folded_batchnorm(m):
+        raise RuntimeError("boom")
+    assert torch.equal(m(x), before) and not any("forward" in mod.__dict__ for mod in m.modules())
+
+
+@pytest.mark.parametrize("kind", ["branch", "reuse", "data_dependent"])
+def test_pairs_that_are_not_one_function_are_left_alone(kind):
+    m = ConvBN(**{kind: True}).eval()
+    pairs = fold_pairs(m)
+    if kind == "reuse":  # conv/bn folds; head is called twice and bn2 follows one call only
+        assert pairs == [("conv", "bn")]
+    else:
+        assert pairs == []
+    x = torch.rand(2, 3, 10, 10)
+    before = m(x)
+    with folded_batchnorm(m):
+        torch.testing.assert_close(m(x), before, rtol=1e-5, atol=1e-5)
+
+
+def test_train_mode_hooks_and_missing_statistics_are_left_alone():
+    m = ConvBN()
+    assert fold_pairs(m.train()) == [] and fold_pairs(m.eval()) == [("conv", "bn")]
+    h = m.conv.register_forward_hook(lambda mod, i, o: None)  # the user's own hook sees the conv's output
+    assert fold_pairs(m) == []
+    h.remove()
+    m.bn = nn.BatchNorm2d(4, track_running_stats=False).eval()  # normalises by each batch: not a fixed map
+    assert fold_pairs(m) == []
+    assert fold_pairs(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())) == []  # no BatchNorm: nothing traced
+
+
+def test_a_render_folds_all_but_the_recorded_conv_and_reaches_the_same_values():
+    m = resnet()
+    kw = dict(steps=6, image_size=48, progress=False, seed=3)
+    on = render(m, objectives.channel("layer2.0.conv1", 5), **kw)
+    off = render(m, objectives.channel("layer2.0.conv1", 5), fold_batchnorm=False, **kw)
+    # the recorded conv stays unfolded (folded, it would read its BatchNorm's output: another number altogether)
+    assert on.config["folded_batchnorm"] == 19 and off.config["folded_batchnorm"] == 0
+    torch.testing.assert_close(on.history, off.history, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(on.images, off.images, rtol=0, atol=1e-3)
+    bn_out = render(m, objectives.channel("layer2.0.bn1", 5), **kw)  # a BatchNorm's own output is unchanged
+    bn_ref = render(m, objectives.channel("layer2.0.bn1", 5), fold_batchnorm=False, **kw)
+    assert bn_out.config["folded_batchnorm"] == 20
+    torch.testing.assert_close(bn_out.history, bn_ref.history, rtol=1e-3, atol=1e-4)
+    lucent_name = render(m, objectives.channel("layer2_0_conv1", 5), **kw)  # Lucent's underscore name: same conv
+    assert lucent_name.config["folded_batchnorm"] == 19
+    torch.testing.assert_close(lucent_name.history, on.history)
+    x = torch.rand(1, 3, 64, 64)
+    assert not any("forward" in mod.__dict__ for mod in m.modules())
+    assert torch.equal(m(x), resnet()(x))  # the model is given back as it was
