@@ -277,8 +277,8 @@ def _run(out: Path, s: DemoSettings, quick: bool, progress: bool, log: Callable[
         f"calibration at each phase's end: "
         + "; ".join(f"steps {p['steps'][0]}-{p['steps'][1]} {'passed' if p['calibrated'] else 'failed (flagged)'}"
                     for p in h["parts"])
-        + f"; {n_healthy}/{len(llc.results)} estimates healthy"
-        + (f", no LLC at steps {no_minimum} (not a local minimum)" if no_minimum else "")
+        + f"; an LLC at {len(llc.results) - len(no_minimum)} of {len(llc.results)} checkpoints, {n_healthy} of them healthy"
+        + (f"; no LLC at steps {no_minimum} (not a local minimum of their loss)" if no_minimum else "")
         + (f", LLC {min(values):.3g} to {max(values):.3g}" if values else ", no finite LLC"))
     timings["llc_s"] = time.time() - t
 
@@ -296,11 +296,13 @@ def _run(out: Path, s: DemoSettings, quick: bool, progress: bool, log: Callable[
     llc_signal = llc if n_healthy == len(llc.results) and every_step else None
     staged = stages(series, llc=llc_signal, circuits=[(source_layer, target_layer, target)], output_dir=out / "stages")
     timings["stages_s"] = time.time() - t
+    n_unhealthy = len(llc.results) - n_healthy - len(no_minimum)
+    left_out = [f"{n_unhealthy} estimates unhealthy"] * bool(n_unhealthy) \
+        + [f"no LLC at {len(no_minimum)} checkpoints"] * bool(no_minimum) \
+        + [f"estimated at {len(llc.steps)} of {len(series)} checkpoints"] * (not every_step)
     log(f"    boundaries at steps {[b.step for b in staged.boundaries]} (planted: {list(cur)}); signals: "
         f"{', '.join(staged.settings['signals'])}"
-        + ("" if llc_signal is not None else f" (the LLC left out: {len(llc.results) - n_healthy} estimates not healthy"
-                                             + ("" if every_step else f", estimated at {len(llc.steps)} of "
-                                                                      f"{len(series)} checkpoints") + ")"))
+        + ("" if llc_signal is not None else f" (the LLC left out: {', '.join(left_out)})"))
 
     t = stage("7/7 writing the report")
     timings["total_s"] = time.time() - t_all

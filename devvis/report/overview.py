@@ -141,7 +141,7 @@ def _llc(run: Run) -> str:
     cal = (d.get("calibration") or {}).get("reason")
     hp = d.get("hyperparameters") or {}
     return (f"<figure class='curve'>{chart}<figcaption>LLC (mean over chains, ± std) against training step; green: "
-            f"healthy estimate, red ring: unhealthy ({n_ok}/{len(health)} healthy)"
+            f"healthy estimate, red ring: unhealthy ({n_ok} of {len(health) - n_off} estimates healthy)"
             + (f"; grey dashed line: not a local minimum, so no LLC ({n_off} checkpoint{'s' if n_off != 1 else ''}: "
                f"the chains found lower loss around the weights than at them)" if n_off else "")
             + ("; the axis spans the healthy estimates, values beyond it are drawn at the edge with their number"
