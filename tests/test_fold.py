@@ -104,3 +104,37 @@ def test_a_render_folds_all_but_the_recorded_conv_and_reaches_the_same_values():
     x = torch.rand(1, 3, 64, 64)
     assert not any("forward" in mod.__dict__ for mod in m.modules())
     assert torch.equal(m(x), resnet()(x))  # the model is given back as it was
+
+
+class BNAct(nn.BatchNorm2d):  # a BatchNorm that also applies an activation (as timm's BatchNormAct2d does)
+    def forward(self, x):
+        return torch.relu(super().forward(x))
+
+
+class PaddedConv(nn.Conv2d):  # a conv that pads its input first (as timm's Conv2dSame does)
+    def forward(self, x):
+        return super().forward(nn.functional.pad(x, (1, 1, 1, 1)))
+
+
+@pytest.mark.parametrize("conv_cls, bn_cls", [(nn.Conv2d, BNAct), (PaddedConv, nn.BatchNorm2d)])
+def test_subclasses_that_compute_something_else_are_left_alone(conv_cls, bn_cls):
+    m = nn.Sequential(conv_cls(3, 4, 3), bn_cls(4), nn.Conv2d(4, 2, 1)).eval()
+    with torch.no_grad():
+        m[1].running_mean.uniform_(-1, 1)
+    assert fold_pairs(m) == []
+    assert fold_pairs(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()) == [("0", "1")]
+    x = torch.rand(2, 3, 10, 10)
+    before = m(x)
+    with folded_batchnorm(m):
+        assert torch.equal(m(x), before)
+
+
+def test_timm_batchnorm_with_activation_is_left_alone():
+    timm = pytest.importorskip("timm")
+    from timm.layers import BatchNormAct2d
+
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), BatchNormAct2d(4, act_layer=nn.ReLU)).eval()
+    assert fold_pairs(m) == []
+    torch.manual_seed(0)
+    net = timm.create_model("resnet18", num_classes=10).eval()  # plain BatchNorm2d: folded
+    assert len(fold_pairs(net)) == 20

@@ -11,7 +11,8 @@ is left as it is) and, inside the ``with`` block, swaps the conv's ``forward`` f
 weights and the BatchNorm's for the identity; on exit both get back exactly the ``forward`` they had. Left
 alone: a conv whose output is recorded (an objective's layer; the BatchNorm's own output may be recorded, it
 is unchanged), a module with hooks of its own, a conv or BatchNorm called more than once, a BatchNorm in
-train mode or without running statistics, and a conv whose output goes anywhere else. The values differ from
+train mode or without running statistics, a conv whose output goes anywhere else, and subclasses that
+compute something else (timm's ``BatchNormAct2d``, ``Conv2dSame``, ``StdConv2d``). The values differ from
 the unfolded model's only by float rounding (max ~1e-5 on resnet18's ``layer4``).
 
 >>> import torch, torchvision
@@ -69,7 +70,7 @@ def fold_pairs(model: nn.Module, keep: Collection[str] = ()) -> list[tuple[str, 
             continue
         src = node.args[0]
         conv = modules.get(src.target) if isinstance(src, torch.fx.Node) and src.op == "call_module" else None
-        if (not isinstance(conv, nn.Conv2d) or len(src.users) != 1 or id(conv) in kept
+        if (not _plain(conv, nn.Conv2d) or not _plain(bn, nn.BatchNorm2d) or len(src.users) != 1 or id(conv) in kept
                 or calls[src.target] != 1 or calls[node.target] != 1
                 or bn.training or bn.running_mean is None or bn.running_var is None
                 or any(_hooked(m) for m in (conv, bn))):
@@ -94,6 +95,14 @@ def _modules_named(model: nn.Module, names: Collection[str]) -> list[nn.Module]:
         except (DevvisError, AttributeError, KeyError):
             continue
     return out
+
+
+def _plain(m: object, cls: type) -> bool:
+    """``m`` is a ``cls`` that computes what ``cls`` computes: a subclass with its own ``forward`` (timm's
+    ``BatchNormAct2d`` adds an activation, ``Conv2dSame`` pads first, ``StdConv2d`` standardizes its
+    weight) is not folded."""
+    return isinstance(m, cls) and all(getattr(type(m), k) is getattr(cls, k)
+                                      for k in ("forward", "_conv_forward") if hasattr(cls, k))
 
 
 def _hooked(m: nn.Module) -> bool:
