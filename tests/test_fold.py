@@ -138,3 +138,53 @@ def test_timm_batchnorm_with_activation_is_left_alone():
     torch.manual_seed(0)
     net = timm.create_model("resnet18", num_classes=10).eval()  # plain BatchNorm2d: folded
     assert len(fold_pairs(net)) == 20
+
+
+class Stem(nn.Module):  # a container whose output is the conv's raw output; the BatchNorm comes after it
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class StemNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn, self.head = Stem(), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-1, 1)
+            self.bn.weight.uniform_(-2, -0.5)  # a negative scale: a wrong fold pushes the image the other way
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn(self.stem(x))))
+
+
+def test_a_recorded_container_whose_output_is_the_conv_output_keeps_the_conv_unfolded():
+    m = StemNet().eval()
+    assert fold_pairs(m) == [("stem.conv", "bn")]
+    assert fold_pairs(m, keep=["stem"]) == [] and fold_pairs(m, keep=["stem.conv"]) == []
+    nested = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3)), nn.BatchNorm2d(4)).eval()
+    assert fold_pairs(nested, keep=["0"]) == [] and fold_pairs(nested) == [("0.0", "1")]
+    kw = dict(steps=3, image_size=16, progress=False, transforms="none")
+    on, off = (render(m, objectives.channel("stem", 2), fold_batchnorm=f, **kw) for f in (True, False))
+    assert on.config["folded_batchnorm"] == 0
+    torch.testing.assert_close(on.history, off.history)
+    # a recorded block that holds both the conv and its BatchNorm is folded inside
+    assert len(fold_pairs(resnet(), keep=["layer2.1"])) == 20
+
+
+def test_an_instance_forward_and_a_low_precision_conv_are_handled():
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    m[1].forward = lambda t: nn.BatchNorm2d.forward(m[1], t) * 2  # the user's own patch: not replaced
+    assert fold_pairs(m) == []
+    del m[1].forward
+    m[0].to(torch.bfloat16)  # a bf16 conv before a float32 BatchNorm: the folded weights stay bf16
+    x = torch.rand(1, 3, 8, 8, dtype=torch.bfloat16)
+    with torch.no_grad():
+        m[1].running_mean.uniform_(-1, 1)
+        before = m[1](m[0](x).float())
+        with folded_batchnorm(m) as pairs:
+            assert pairs == [("0", "1")] and m[0](x).dtype == torch.bfloat16
+            torch.testing.assert_close(m[1](m[0](x)).float(), before, rtol=0.05, atol=0.05)

@@ -118,9 +118,10 @@ def longer_chains_may_cure(failed: Sequence[str]) -> bool:
 #: "not a minimum" (:func:`not_a_minimum`).
 NOT_A_MINIMUM = ("below_init", "negative")
 
-#: Failing checks that say the chains left the neighbourhood of w* or the integrator is off: with one of them,
-#: draws below L(w*) are no evidence about w* itself, and the verdict stays "unhealthy".
-SAMPLER_OFF = ("diverged", "low_acceptance", "not_local")
+#: Flags that say the chains left the neighbourhood of w* or the integrator is off (``nan``: a chain stopped on a
+#: NaN/inf loss, even when the others finished): with one of them, draws below L(w*) are no evidence about w*
+#: itself, and the verdict stays "unhealthy".
+SAMPLER_OFF = ("diverged", "low_acceptance", "not_local", "nan")
 
 
 def not_a_minimum(failed: Sequence[str]) -> bool:
@@ -129,7 +130,7 @@ def not_a_minimum(failed: Sequence[str]) -> bool:
 
     >>> not_a_minimum(["below_init", "negative"]), not_a_minimum(["negative", "chains_disagree"])
     (True, True)
-    >>> not_a_minimum(["below_init", "low_acceptance"]), not_a_minimum(["trending"]), not_a_minimum([])
+    >>> not_a_minimum(["below_init", "low_acceptance"]), not_a_minimum(["negative", "nan"]), not_a_minimum([])
     (False, False, False)
     """
     return bool(set(failed) & set(NOT_A_MINIMUM)) and not set(failed) & set(SAMPLER_OFF)

@@ -111,7 +111,7 @@ class LLCResult:
     def at_minimum(self) -> bool:
         """False when the draws say w* is not a local minimum of the sampled loss
         (:func:`devvis.slt.diagnostics.not_a_minimum`): there is no LLC to estimate there."""
-        return not not_a_minimum(self.failed_checks)
+        return not not_a_minimum(self.failed_checks + (["nan"] if self.flags.get("nan") else []))
 
     @property
     def llc(self) -> float:
@@ -171,8 +171,9 @@ class LLCResult:
 
         fig, ax = plt.subplots(figsize=(7, 4))
         plot_traces_on(ax, self)
-        ax.set_title(title or f"LLC = {format_estimate(self.llc_mean)} ± {format_estimate(self.llc_std)}  "
-                              f"(nβ = {self.nbeta:.4g})")
+        ax.set_title(title or (f"LLC = {format_estimate(self.llc_mean)} ± {format_estimate(self.llc_std)}  "
+                               f"(nβ = {self.nbeta:.4g})" if self.at_minimum else
+                               f"no LLC: not a local minimum (the draws fall below L(w*); nβ = {self.nbeta:.4g})"))
         ax.legend(loc="best", fontsize=7)
         write_figure(output_path, fig)
 

@@ -79,7 +79,7 @@ def _llc_signal(llc: Any, steps: list[int]) -> np.ndarray:
     if undefined:
         raise ConfigError(f"llc has no value at steps {undefined[:6]} (no finite estimate, or the weights there are not "
                           f"a local minimum: LLCResult.at_minimum); a stage signal needs a value at every checkpoint: "
-                          f"give llc over the checkpoints where it is defined, or leave the llc signal out")
+                          f"restrict the series to the checkpoints where the LLC is defined, or leave the llc signal out")
     return values
 
 

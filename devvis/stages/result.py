@@ -108,7 +108,7 @@ class Stage:
                 "circuits": self.circuits,
                 "block_llc_change": {k: round(v, 3) if np.isfinite(v) else None for k, v in self.block_llc_change.items()},
                 "attributed_block": max(self.block_llc_change, key=lambda k: np.nan_to_num(self.block_llc_change[k], nan=-1))
-                if self.block_llc_change else None}
+                if any(np.isfinite(v) for v in self.block_llc_change.values()) else None}  # all NaN: no block
 
 
 @dataclass

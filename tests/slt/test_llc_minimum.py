@@ -123,3 +123,18 @@ def test_the_report_draws_no_point_and_names_the_reason():
     assert "<td>none (not a minimum)</td>" in page and "<td class='nomin'" in page
     assert page.count("<circle class='okpt'") == 2 and page.count("<circle class='badpt'") == 1
     assert "grey dashed line: not a local minimum, so no LLC (1 checkpoint:" in page
+
+
+def test_a_chain_stopped_on_nan_keeps_the_verdict_unhealthy():
+    res = _result(-3.0, nan=[0], below_init=[0, 1], negative=[0, 1])  # the surviving chain's draws prove nothing
+    assert res.at_minimum and res.health.startswith("unhealthy: ") and res.llc == -3.0
+
+
+def test_a_stage_boundary_next_to_a_checkpoint_without_llc_attributes_no_block():
+    from devvis.stages.result import Stage
+
+    stage = Stage(1, 0, 20, None)
+    stage.block_llc_change = {"conv1": math.nan, "layer1": math.nan}
+    assert stage.to_dict()["attributed_block"] is None
+    stage.block_llc_change = {"conv1": math.nan, "layer1": 2.5}
+    assert stage.to_dict()["attributed_block"] == "layer1"
