@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 import torchvision
@@ -188,3 +190,22 @@ def test_an_instance_forward_and_a_low_precision_conv_are_handled():
         with folded_batchnorm(m) as pairs:
             assert pairs == [("0", "1")] and m[0](x).dtype == torch.bfloat16
             torch.testing.assert_close(m[1](m[0](x)).float(), before, rtol=0.05, atol=0.05)
+
+
+def test_folded_weights_are_made_once_for_the_convs_a_render_runs_and_cast_as_autocast_would(monkeypatch):
+    fold_module = importlib.import_module("devvis.render.fold")  # devvis.render is also the function
+
+    made = []
+    real = fold_module.fold
+    monkeypatch.setattr(fold_module, "fold", lambda conv, bn: made.append(conv) or real(conv, bn))
+    m = resnet()
+    r = render(m, objectives.channel("layer1.1", 3), steps=4, image_size=32, progress=False, transforms="none")
+    # every conv folded once over the 4 steps (the recorder's first forward runs the whole model to count calls)
+    assert r.config["folded_batchnorm"] == 20 and len(made) == 20 == len(set(map(id, made)))
+    conv, bn = m.layer1[0].conv1, m.layer1[0].bn1
+    x = torch.rand(2, 64, 16, 16)
+    with folded_batchnorm(m), torch.autocast("cpu", dtype=torch.bfloat16):
+        cached = [m.layer1[0].conv1(x) for _ in range(2)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        per_call = conv._conv_forward(x, *real(conv, bn))  # autocast casting the folded weights at the call
+    assert cached[0].dtype == torch.bfloat16 and torch.equal(cached[0], per_call) and torch.equal(cached[1], per_call)

@@ -125,8 +125,10 @@ def _hooked(m: nn.Module) -> bool:
 def folded_batchnorm(model: nn.Module, keep: Collection[str] = ()) -> Iterator[list[tuple[str, str]]]:
     """Inside the block, every pair of :func:`fold_pairs` runs as one convolution; yields the pairs.
 
-    Call it with the model in eval mode and its weights as the block will use them (device, dtype): the
-    folded weights are computed once, on entry. The model is given back exactly as it was, also on errors.
+    Call it with the model in eval mode and its weights as the block will use them (device, dtype). Each
+    conv's folded weights are computed at its first call inside the block and kept, also in the autocast
+    dtype the block runs under: frozen for the block, they are cast once instead of at every call. The model is given
+    back exactly as it was, also on errors.
     """
     modules = dict(model.named_modules())
     pairs = fold_pairs(model, keep)
@@ -134,19 +136,7 @@ def folded_batchnorm(model: nn.Module, keep: Collection[str] = ()) -> Iterator[l
     try:
         for conv_name, bn_name in pairs:
             conv, bn = modules[conv_name], modules[bn_name]
-            with torch.no_grad():  # in float32 (or float64), then in the conv's own dtype
-                ftype = torch.promote_types(conv.weight.dtype, torch.float32)
-                scale = torch.rsqrt(bn.running_var.to(ftype) + bn.eps)
-                if bn.weight is not None:
-                    scale = scale * bn.weight.to(ftype)
-                bias = conv.bias.to(ftype) if conv.bias is not None else torch.zeros_like(scale)
-                bias = (bias - bn.running_mean.to(ftype)) * scale
-                if bn.bias is not None:
-                    bias = bias + bn.bias.to(ftype)
-                weight = (conv.weight.to(ftype) * scale.reshape(-1, 1, 1, 1)).to(conv.weight.dtype).contiguous(
-                    memory_format=_format(conv.weight))
-                bias = bias.to(conv.weight.dtype)
-            for m, fwd in ((conv, _conv_forward(conv, weight.detach(), bias.detach())), (bn, _identity)):
+            for m, fwd in ((conv, _folded_forward(conv, bn)), (bn, _identity)):
                 saved.append((m, m.__dict__.get("forward", _MISSING)))
                 m.forward = fwd  # type: ignore[method-assign]
         yield pairs
@@ -158,14 +148,54 @@ def folded_batchnorm(model: nn.Module, keep: Collection[str] = ()) -> Iterator[l
                 m.forward = old  # type: ignore[method-assign]
 
 
+def fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(weight, bias)`` of the one convolution that computes ``bn(conv(x))`` in eval mode: computed in float32
+    (float64 for a float64 conv), returned in the conv's dtype and memory format.
+
+    >>> conv, bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4).eval()
+    >>> _ = bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
+    >>> w, b = fold(conv, bn)
+    >>> x = torch.rand(1, 3, 8, 8)
+    >>> bool(torch.allclose(conv._conv_forward(x, w, b), bn(conv(x)), atol=1e-5))
+    True
+    """
+    with torch.no_grad():
+        ftype = torch.promote_types(conv.weight.dtype, torch.float32)
+        scale = torch.rsqrt(bn.running_var.to(ftype) + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight.to(ftype)
+        bias = conv.bias.to(ftype) if conv.bias is not None else torch.zeros_like(scale)
+        bias = (bias - bn.running_mean.to(ftype)) * scale
+        if bn.bias is not None:
+            bias = bias + bn.bias.to(ftype)
+        weight = (conv.weight.to(ftype) * scale.reshape(-1, 1, 1, 1)).to(conv.weight.dtype)
+        return weight.contiguous(memory_format=_format(conv.weight)), bias.to(conv.weight.dtype)
+
+
 def _format(w: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last) \
         and not w.is_contiguous() else torch.contiguous_format
 
 
-def _conv_forward(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor):
+def _folded_forward(conv: nn.Conv2d, bn: nn.BatchNorm2d):
+    """The conv's forward with the folded weights, computed at the first call; under autocast, the weights
+    cast to the autocast dtype once (the values autocast would produce at every call)."""
+    cache: dict[torch.dtype | None, tuple[torch.Tensor, torch.Tensor]] = {}
+
     def forward(x: torch.Tensor) -> torch.Tensor:
-        return conv._conv_forward(x, weight, bias)
+        kind = x.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+        if None not in cache:
+            cache[None] = fold(conv, bn)
+        if cache[None][0].dtype != torch.float32:  # autocast casts float32 tensors only
+            dtype = None
+        if dtype not in cache:
+            w, b = cache[None]
+            if dtype is not None:
+                with torch.no_grad():
+                    cache[dtype] = (w.to(dtype), b.to(dtype))
+        w, b = cache[dtype]
+        return conv._conv_forward(x, w, b)
     return forward
 
 
