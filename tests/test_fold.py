@@ -209,3 +209,35 @@ def test_folded_weights_are_made_once_for_the_convs_a_render_runs_and_cast_as_au
     with torch.autocast("cpu", dtype=torch.bfloat16):
         per_call = conv._conv_forward(x, *real(conv, bn))  # autocast casting the folded weights at the call
     assert cached[0].dtype == torch.bfloat16 and torch.equal(cached[0], per_call) and torch.equal(cached[1], per_call)
+
+
+def test_weights_cast_once_gives_autocast_values_and_leaves_fp32_alone():
+    from devvis.render.fold import weights_cast_once
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 5), nn.ReLU(), nn.Linear(5, 2))
+    net[4].forward = lambda t: nn.functional.linear(t, net[4].weight) * 3  # the user's own patch: kept
+    x = torch.rand(2, 3, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = net(x)
+    fp32 = net(x)
+    with weights_cast_once(net) as n:
+        assert n == 2  # the conv and the first Linear; the patched Linear is left alone
+        assert torch.equal(net(x), fp32)  # no autocast: nothing changes
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(net(x), ref) and torch.equal(net(x), ref)
+    assert "forward" not in net[0].__dict__ and "forward" in net[4].__dict__ and torch.equal(net(x), fp32)
+
+
+def test_a_bf16_render_with_weights_cast_once_is_bit_identical(monkeypatch):
+    import contextlib
+
+    loop = importlib.import_module("devvis.render.loop")
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16,
+                                               mlp_dim=32, num_classes=3)
+    kw = dict(steps=4, image_size=32, progress=False, precision="bf16", seed=1)
+    obj = objectives.channel("encoder.layers.encoder_layer_1", 3)
+    cast = render(vit, obj, **kw)
+    monkeypatch.setattr(loop, "weights_cast_once", lambda model: contextlib.nullcontext(0))
+    per_call = render(vit, obj, **kw)
+    assert torch.equal(cast.history, per_call.history) and torch.equal(cast.images, per_call.images)

@@ -35,7 +35,7 @@ from devvis.hooks import ActivationRecorder
 from devvis.objectives.core import as_objective
 from devvis.param import image as image_param
 from devvis.render.discover import objective_batch, objective_layers
-from devvis.render.fold import folded_batchnorm
+from devvis.render.fold import folded_batchnorm, weights_cast_once
 from devvis.render.forward import RecordedForward, check_precision
 from devvis.render.optimization import RenderRun, untransformed_values
 from devvis.render.pipeline import ModelInput, model_input_channels
@@ -144,7 +144,9 @@ def render(
             layers = objective_layers(model, objective, model_input(image0, generator=generator), image0)
         generator.manual_seed(int(seed))  # finding layers may draw random numbers: restart the stream
         fold = folded_batchnorm(model, keep=layers) if fold_batchnorm else contextlib.nullcontext([])
-        with fold as folded, ActivationRecorder(model, layers, stop_early=True, layouts=layouts) as recorder:
+        # frozen weights under autocast: cast to bf16/fp16 once, not at every call (the same values)
+        cast = weights_cast_once(model) if precision != "fp32" else contextlib.nullcontext(0)
+        with fold as folded, cast, ActivationRecorder(model, layers, stop_early=True, layouts=layouts) as recorder:
             run = RenderRun(param, objective, model_input,
                             RecordedForward(model, recorder, precision=precision, device=dev),
                             _optimizer(param, optimizer, lr), generator=generator, thresholds=thresholds)
