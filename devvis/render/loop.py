@@ -117,7 +117,7 @@ def render(
             (see :mod:`devvis.render.redirect`).
         layouts: ``{layer: "nchw" | "nhwc" | "tokens" | "flat"}`` where the detected layout is wrong.
         fold_batchnorm: run each eval-mode ``BatchNorm2d`` folded into the ``Conv2d`` before it during the
-            steps (:mod:`devvis.render.fold`: the same function, ~10% faster on resnet18; a conv whose output
+            steps (:mod:`devvis.render.fold`: the same function, 7–11% faster on resnet18; a conv whose output
             the objective reads is left alone). The final values are computed on the model as given.
 
     Returns a :class:`~devvis.render.result.RenderResult`: ``images`` ``(B, C, H, W)`` float in [0, 1]
