@@ -134,8 +134,11 @@ def folded_batchnorm(model: nn.Module, keep: Collection[str] = ()) -> Iterator[l
     """
     modules = dict(model.named_modules())
     pairs = fold_pairs(model, keep)
-    swaps = [(m, fwd) for c, b in pairs
-             for m, fwd in ((modules[c], _folded_forward(modules[c], modules[b])), (modules[b], _identity))]
+    swaps = []
+    for c, b in pairs:
+        conv, bn = modules[c], modules[b]
+        swaps += [(conv, _cached_forward(conv._conv_forward, lambda conv=conv, bn=bn: fold(conv, bn))),
+                  (bn, _identity)]
     with _swapped(swaps):
         yield pairs
 
@@ -168,9 +171,9 @@ def weights_cast_once(model: nn.Module) -> Iterator[int]:
         if "forward" in m.__dict__:
             continue
         if _plain(m, nn.Conv2d):
-            swaps.append((m, _cast_forward(m, m._conv_forward)))
+            swaps.append((m, _cached_forward(m._conv_forward, lambda m=m: (m.weight, m.bias))))
         elif _plain(m, nn.Linear):
-            swaps.append((m, _cast_forward(m, nn.functional.linear)))
+            swaps.append((m, _cached_forward(nn.functional.linear, lambda m=m: (m.weight, m.bias))))
     with _swapped(swaps):
         yield len(swaps)
 
@@ -190,22 +193,6 @@ def _swapped(swaps: list[tuple[nn.Module, object]]) -> Iterator[None]:
                 del m.forward
             else:
                 m.forward = old  # type: ignore[method-assign]
-
-
-def _cast_forward(m: nn.Module, fn):
-    """``m``'s forward, ``fn(x, weight, bias)``, with the weights cast to the autocast dtype once."""
-    cache: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor | None]] = {}
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        kind = x.device.type
-        if not torch.is_autocast_enabled(kind) or m.weight.dtype != torch.float32:
-            return fn(x, m.weight, m.bias)
-        dtype = torch.get_autocast_dtype(kind)
-        if dtype not in cache:
-            with torch.no_grad():
-                cache[dtype] = (m.weight.to(dtype), None if m.bias is None else m.bias.to(dtype))
-        return fn(x, *cache[dtype])
-    return forward
 
 
 def fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,25 +224,22 @@ def _format(w: torch.Tensor) -> torch.memory_format:
         and not w.is_contiguous() else torch.contiguous_format
 
 
-def _folded_forward(conv: nn.Conv2d, bn: nn.BatchNorm2d):
-    """The conv's forward with the folded weights, computed at the first call; under autocast, the weights
-    cast to the autocast dtype once (the values autocast would produce at every call)."""
-    cache: dict[torch.dtype | None, tuple[torch.Tensor, torch.Tensor]] = {}
+def _cached_forward(fn, weights):
+    """A forward ``fn(x, weight, bias)`` with ``(weight, bias) = weights()`` made at the first call and, under
+    autocast, cast to the autocast dtype once (the values autocast would produce at every call; it casts
+    float32 tensors only)."""
+    cache: dict[torch.dtype | None, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        kind = x.device.type
-        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
         if None not in cache:
-            cache[None] = fold(conv, bn)
-        if cache[None][0].dtype != torch.float32:  # autocast casts float32 tensors only
-            dtype = None
+            cache[None] = weights()
+        w, b = cache[None]
+        kind = x.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) and w.dtype == torch.float32 else None
         if dtype not in cache:
-            w, b = cache[None]
-            if dtype is not None:
-                with torch.no_grad():
-                    cache[dtype] = (w.to(dtype), b.to(dtype))
-        w, b = cache[dtype]
-        return conv._conv_forward(x, w, b)
+            with torch.no_grad():
+                cache[dtype] = (w.to(dtype), None if b is None else b.to(dtype))
+        return fn(x, *cache[dtype])
     return forward
 
 

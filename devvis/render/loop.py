@@ -177,8 +177,7 @@ def render(
                                      layouts=layouts, plan=recorder.plan)
     config = _config(model_input, param, images, steps=steps, lr=lr, optimizer=optimizer, scheduler=scheduler,
                      transforms=transforms, seed=seed, device=dev, precision=precision, thresholds=thresholds,
-                     redirect_relu=redirect_relu, stop_when=stop_when)
-    config["folded_batchnorm"] = len(folded)
+                     redirect_relu=redirect_relu, stop_when=stop_when, folded=len(folded))
     return RenderResult(
         images=images, snapshots=run.snapshots, history=run.history_tensor(images.shape[0]),
         objective=objective.description, layers=layers, config=config, steps_run=run.steps_run, status=status,
@@ -231,7 +230,7 @@ def _name(fn: object) -> str:
 def _config(model_input: ModelInput, param: nn.Module, images: torch.Tensor, *, steps: int, lr: float,
             optimizer: OptimizerFactory | None, scheduler: SchedulerFactory | None, transforms: TransformsLike,
             seed: int, device: torch.device, precision: str, thresholds: list[int], redirect_relu: bool,
-            stop_when: StopWhen | None) -> dict[str, Any]:
+            stop_when: StopWhen | None, folded: int) -> dict[str, Any]:
     """The settings of a render as stored in its result (JSON-friendly)."""
     pre = model_input.preprocess_spec
     return {
@@ -242,5 +241,5 @@ def _config(model_input: ModelInput, param: nn.Module, images: torch.Tensor, *, 
         "input_size": model_input.input_size, "image_size": list(images.shape[-2:]), "batch": images.shape[0],
         "seed": seed, "device": str(device), "precision": precision, "thresholds": thresholds,
         "param": type(param).__name__, "redirect_relu": redirect_relu,
-        "stop_when": repr(stop_when) if stop_when is not None else None,
+        "stop_when": repr(stop_when) if stop_when is not None else None, "folded_batchnorm": folded,
     }
