@@ -9,7 +9,8 @@ The parts live in their own modules: :mod:`~devvis.render.pipeline` (what the mo
 :mod:`~devvis.render.forward`, :mod:`~devvis.render.discover` (which layers an objective reads),
 :mod:`~devvis.render.optimization` (the run's state), :mod:`~devvis.render.stopping`,
 :mod:`~devvis.render.redirect`, :mod:`~devvis.render.fold` (BatchNorm folded into the convolution before
-it during the steps) and :mod:`~devvis.render.result`. The model is borrowed through
+it, a ReLU moved after the max-pool that reads it, during the steps), :mod:`~devvis.render.heap` (the C
+heap kept during a CPU render) and :mod:`~devvis.render.result`. The model is borrowed through
 :func:`devvis.state.frozen`.
 
 >>> import torchvision
@@ -35,8 +36,9 @@ from devvis.hooks import ActivationRecorder
 from devvis.objectives.core import as_objective
 from devvis.param import image as image_param
 from devvis.render.discover import objective_batch, objective_layers
-from devvis.render.fold import folded_batchnorm, weights_cast_once
+from devvis.render.fold import folded_batchnorm, relu_after_pool, weights_cast_once
 from devvis.render.forward import RecordedForward, check_precision
+from devvis.render.heap import kept_heap
 from devvis.render.optimization import RenderRun, untransformed_values
 from devvis.render.pipeline import ModelInput, model_input_channels
 from devvis.render.redirect import REDIRECT_RELU_STEPS, maybe_redirected_relu
@@ -118,7 +120,9 @@ def render(
         layouts: ``{layer: "nchw" | "nhwc" | "tokens" | "flat"}`` where the detected layout is wrong.
         fold_batchnorm: run each eval-mode ``BatchNorm2d`` folded into the ``Conv2d`` before it during the
             steps (:mod:`devvis.render.fold`: the same function, 7–11% faster on resnet18; a conv whose output
-            the objective reads is left alone). The final values are computed on the model as given.
+            the objective reads is left alone). The final values are computed on the model as given. (A ReLU
+            whose output only a max-pool reads always runs after that pool during the steps: the same values
+            and gradients bit for bit, :func:`~devvis.render.fold.relu_after_pool`.)
 
     Returns a :class:`~devvis.render.result.RenderResult`: ``images`` ``(B, C, H, W)`` float in [0, 1]
     on the CPU, ``history`` ``(steps_run, B)`` (the values under the random transforms, each step),
@@ -138,7 +142,8 @@ def render(
     param = param.to(dev)
     model_input = ModelInput(model, transforms=transforms, preprocess=preprocess, input_size=input_size)
     t0 = time.perf_counter()
-    with frozen(model, device=dev), maybe_redirected_relu(model, redirect_relu) as relu:
+    # kept_heap: a step's freed tensors are reused by the next instead of faulted in again (render/heap.py)
+    with kept_heap(dev), frozen(model, device=dev), maybe_redirected_relu(model, redirect_relu) as relu:
         with torch.no_grad():
             image0 = param()
             layers = objective_layers(model, objective, model_input(image0, generator=generator), image0)
@@ -146,7 +151,7 @@ def render(
         fold = folded_batchnorm(model, keep=layers) if fold_batchnorm else contextlib.nullcontext([])
         # frozen weights under autocast: cast to bf16/fp16 once, not at every call (the same values)
         cast = weights_cast_once(model) if precision != "fp32" else contextlib.nullcontext(0)
-        with fold as folded, cast, ActivationRecorder(model, layers, stop_early=True, layouts=layouts) as recorder:
+        with fold as folded, relu_after_pool(model, keep=layers) as pooled, cast, ActivationRecorder(model, layers, stop_early=True, layouts=layouts) as recorder:
             run = RenderRun(param, objective, model_input,
                             RecordedForward(model, recorder, precision=precision, device=dev),
                             _optimizer(param, optimizer, lr), generator=generator, thresholds=thresholds)
@@ -177,7 +182,7 @@ def render(
                                      layouts=layouts, plan=recorder.plan)
     config = _config(model_input, param, images, steps=steps, lr=lr, optimizer=optimizer, scheduler=scheduler,
                      transforms=transforms, seed=seed, device=dev, precision=precision, thresholds=thresholds,
-                     redirect_relu=redirect_relu, stop_when=stop_when, folded=len(folded))
+                     redirect_relu=redirect_relu, stop_when=stop_when, folded=len(folded), pooled=len(pooled))
     return RenderResult(
         images=images, snapshots=run.snapshots, history=run.history_tensor(images.shape[0]),
         objective=objective.description, layers=layers, config=config, steps_run=run.steps_run, status=status,
@@ -230,7 +235,7 @@ def _name(fn: object) -> str:
 def _config(model_input: ModelInput, param: nn.Module, images: torch.Tensor, *, steps: int, lr: float,
             optimizer: OptimizerFactory | None, scheduler: SchedulerFactory | None, transforms: TransformsLike,
             seed: int, device: torch.device, precision: str, thresholds: list[int], redirect_relu: bool,
-            stop_when: StopWhen | None, folded: int) -> dict[str, Any]:
+            stop_when: StopWhen | None, folded: int, pooled: int) -> dict[str, Any]:
     """The settings of a render as stored in its result (JSON-friendly)."""
     pre = model_input.preprocess_spec
     return {
@@ -242,4 +247,5 @@ def _config(model_input: ModelInput, param: nn.Module, images: torch.Tensor, *, 
         "seed": seed, "device": str(device), "precision": precision, "thresholds": thresholds,
         "param": type(param).__name__, "redirect_relu": redirect_relu,
         "stop_when": repr(stop_when) if stop_when is not None else None, "folded_batchnorm": folded,
+        "relu_after_pool": pooled,
     }

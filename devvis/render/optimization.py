@@ -80,7 +80,8 @@ class RenderRun:
         """One forward and backward: ``-objective(acts).sum()`` (the optimizer's closure)."""
         self.optimizer.zero_grad(set_to_none=True)
         image = self.param()
-        acts = self.forward(self.model_input(image, generator=self.generator), image)
+        x = self.model_input(image, generator=self.generator, channels_last=self.forward.channels_last is True)
+        acts = self.forward(x, image)
         values = self.objective(acts)
         loss = -values.sum()
         loss.backward()

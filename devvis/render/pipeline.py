@@ -181,6 +181,9 @@ class ModelInput:
     Shape: ``(B, C, H, W)`` in [0, 1] -> ``(B, C, H', W')`` (``H', W'``: ``input_size`` if any). When
     the transforms end with a :class:`~devvis.transforms.Warp` (``"standard"``'s fused form), the
     warp itself outputs ``input_size`` (:func:`devvis.transforms.sized`): one interpolation, no resize.
+    An ImageNet or ``mean=:std=`` preprocess (``preprocess_first``) runs before the resize, on the smaller
+    image: a per-channel affine map commutes with bilinear resizing, so the values are those of the order
+    above up to float rounding (~6e-7).
     """
 
     def __init__(self, model: nn.Module, *, transforms: TransformsLike = None, preprocess: PreprocessLike = "auto",
@@ -191,15 +194,30 @@ class ModelInput:
         self.resize = Resize(self.input_size) if self.input_size is not None else None
         self.preprocess_spec = auto_preprocess(preprocess, model)
         self.preprocess = resolve_preprocess(self.preprocess_spec)
+        # a per-channel affine map commutes with bilinear resizing (its weights sum to one): it runs before
+        # the resize, on the smaller image (a callable may be anything: it runs last)
+        self.preprocess_first = self.preprocess_spec in ("imagenet", "none") or isinstance(self.preprocess_spec,
+                                                                                           Normalize)
         self.channels = model_input_channels(model)
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None, *,
+                 channels_last: bool = False) -> torch.Tensor:
+        """The model input for ``images``; ``channels_last=True`` (a render whose model runs channels-last on
+        the CPU) makes the resize write that memory format directly: the same values, with a faster resize
+        (oneDNN's NHWC kernel: 0.94 ms against 1.26 ms forward + backward, 150 -> 224 px) and no copy into the
+        format afterwards."""
         x = self.transforms(images, generator=generator)
         if x.shape[1] == 4 and self.channels == 3:  # transparent images no transform composited: over grey
             x = composite_alpha(x)
-        if self.resize is not None:
-            x = self.resize(x)
         if self.preprocess_spec == "imagenet" and x.shape[1] != 3:
             raise TransformError(f"preprocess 'imagenet' normalizes 3 channels but the images have {x.shape[1]}; "
                                  "pass preprocess='mean=M:std=S' (CLI: --preprocess mean=M:std=S) or 'none'")
-        return self.preprocess(x)
+        resize = self.resize is not None and tuple(x.shape[-2:]) != self.resize.size
+        if not resize:
+            return self.preprocess(x)
+        if self.preprocess_first:
+            x = self.preprocess(x)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.resize(x)
+        return x if self.preprocess_first else self.preprocess(x)
