@@ -241,3 +241,31 @@ def test_a_bf16_render_with_weights_cast_once_is_bit_identical(monkeypatch):
     monkeypatch.setattr(loop, "weights_cast_once", lambda model: contextlib.nullcontext(0))
     per_call = render(vit, obj, **kw)
     assert torch.equal(cast.history, per_call.history) and torch.equal(cast.images, per_call.images)
+
+
+def test_channels_last_inputs_get_weights_laid_out_once():
+    """oneDNN lays a contiguous weight out channels-last at every call with a channels-last input; inside
+    weights_cast_once the conv gets a channels-last weight, made at the first such call only, with the same
+    outputs."""
+    from devvis.render.fold import weights_cast_once
+
+    conv = nn.Conv2d(16, 32, 3, padding=1).eval()
+    x = torch.rand(2, 16, 9, 9).contiguous(memory_format=torch.channels_last)
+    ref = conv(x)
+    seen = []
+    plain = conv._conv_forward
+
+    def spy(inp, weight, bias):
+        seen.append((weight, weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()))
+        return plain(inp, weight, bias)
+
+    conv._conv_forward = spy  # what weights_cast_once calls: records the weight each call gets
+    with weights_cast_once(conv) as n:
+        outs = [conv(x) for _ in range(3)]
+        flat = conv(x.contiguous())  # a contiguous input gets the weight as it is
+    assert n == 1 and [nhwc for _, nhwc in seen] == [True, True, True, False]
+    assert seen[0][0] is seen[1][0] is seen[2][0] and seen[3][0] is conv.weight  # laid out once
+    torch.testing.assert_close(outs[0], ref, rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(o, outs[0]) for o in outs)
+    torch.testing.assert_close(flat, ref, rtol=1e-5, atol=1e-6)
+    assert "forward" not in conv.__dict__

@@ -52,6 +52,9 @@ def test_the_same_values_and_gradients_bit_for_bit_with_ties_and_dead_windows():
     ref = grads(m, x, g)
     with relu_after_pool(m):
         got = grads(m, x, g)
+        y = m(x.clone().requires_grad_())
+    # the pool ran channels-last forward (CPU, contiguous input) and still gave the same indices
+    assert "NHWCMaxPool" in str(y.grad_fn.next_functions[0][0])
     assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])
     assert (ref[0] == 0).any() and (ref[1] != 0).any()  # dead windows and live ones were both exercised
     assert not any("forward" in mod.__dict__ for mod in m.modules())  # given back exactly

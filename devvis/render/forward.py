@@ -33,8 +33,10 @@ from devvis.typing import DeviceLike
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
-#: Smallest batch x height x width of a recorded conv map for which channels-last pays on the CPU.
-CHANNELS_LAST_MIN_POSITIONS = 196
+#: Smallest batch x height x width of a recorded conv map for which channels-last pays on the CPU (the
+#: smallest measured: resnet18's 7x7 ``layer4`` at batch 1, 6% faster in fp32, the same in bf16, once the
+#: render lays the conv weights out channels-last once, :func:`devvis.render.fold.weights_cast_once`).
+CHANNELS_LAST_MIN_POSITIONS = 49
 
 
 def check_precision(precision: str) -> str:
@@ -56,9 +58,11 @@ def prefer_channels_last(device: torch.device, x: torch.Tensor, acts: Activation
     """Whether to feed the model a channels-last input for the rest of a CPU render.
 
     oneDNN's NHWC kernels make the forward + backward of convolutional models ~10-20% faster
-    on the CPU (max-pooling several times faster), but slower on tiny maps at batch 1 (resnet18's
-    7x7 ``layer4`` at batch 1: ~15% slower). Measured with ``benchmarks/run.py``; the rule: the
-    smallest recorded conv map must hold at least 196 positions over the batch (one 14x14 map).
+    on the CPU (max-pooling several times faster). With weights laid out channels-last per call
+    (oneDNN's relayout of a contiguous weight) resnet18's 7x7 ``layer4`` at batch 1 was ~15% slower;
+    with the weights laid out once per render it is 6% faster (fp32; bf16 the same). Measured with
+    ``benchmarks/run.py``; the rule: the smallest recorded conv map must hold at least 49 positions
+    over the batch (one 7x7 map), the smallest measured.
     """
     if device.type != "cpu" or x.dim() != 4:
         return False

@@ -149,8 +149,9 @@ def render(
             layers = objective_layers(model, objective, model_input(image0, generator=generator), image0)
         generator.manual_seed(int(seed))  # finding layers may draw random numbers: restart the stream
         fold = folded_batchnorm(model, keep=layers) if fold_batchnorm else contextlib.nullcontext([])
-        # frozen weights under autocast: cast to bf16/fp16 once, not at every call (the same values)
-        cast = weights_cast_once(model) if precision != "fp32" else contextlib.nullcontext(0)
+        # frozen weights in the form the calls need, made once: cast to bf16/fp16 under autocast (the same
+        # values), laid out channels-last for a channels-last input
+        cast = weights_cast_once(model)
         with fold as folded, relu_after_pool(model, keep=layers) as pooled, cast, ActivationRecorder(model, layers, stop_early=True, layouts=layouts) as recorder:
             run = RenderRun(param, objective, model_input,
                             RecordedForward(model, recorder, precision=precision, device=dev),
