@@ -246,8 +246,9 @@ class Floor:
             p.requires_grad_(False)
         g = torch.Generator().manual_seed(0)
         x = torch.rand(case.batch, 3, case.input_size, case.input_size, generator=g).to(device)
-        if channels_last:
+        if channels_last:  # input and weights channels-last, as a user would run the model so
             x = x.contiguous(memory_format=torch.channels_last)
+            self.trunc = self.trunc.to(memory_format=torch.channels_last)
         self.x = x.requires_grad_(True)
         self.idx = torch.tensor(case.chans, device=device)
         self.precision, self.device = precision, device

@@ -22,7 +22,8 @@ Rows:
   devvis F unfolded   the default form, fp32, with render(fold_batchnorm=False): what the fold saves.
   floor         the truncated model's forward plus backward to the input alone: frozen weights,
                 the same tensor shapes, no parameterization, no transforms, no optimizer; "cl" with
-                a channels-last input. "over floor" divides devvis by the floor of the model as given;
+                the input and the weights channels-last (before round 9: the input only, so oneDNN
+                relaid every weight at every call). "over floor" divides devvis by the floor of the model as given;
                 "over same-format floor" by the floor in the memory format devvis feeds the model
                 (channels-last on the CPU when the maps are large enough), i.e. devvis's overhead.
 
@@ -113,7 +114,8 @@ DEFAULT_FORM = "fused" if FUSED_DEFAULT else "separate"
 
 def same_format_floor(case: Case) -> str:
     """The floor in devvis's own memory format for ``case``: ``" cl"`` (channels-last) where devvis
-    feeds the model channels-last on the CPU (the recorded map holds >= 196 positions over the batch)."""
+    feeds the model channels-last on the CPU (the recorded map holds >= ``CHANNELS_LAST_MIN_POSITIONS``
+    positions over the batch)."""
     side = {"layer1": 56, "layer2": 28, "layer3": 14, "layer4": 7}.get(case.layer.split(".")[0], 0)
     side = side * case.input_size // 224
     return " cl" if case.batch * side * side >= CHANNELS_LAST_MIN_POSITIONS else ""
