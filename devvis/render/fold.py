@@ -56,28 +56,8 @@ def fold_pairs(model: nn.Module, keep: Collection[str] = ()) -> list[tuple[str, 
     >>> len(pairs), ("layer2.0.conv1", "layer2.0.bn1") in pairs, ("layer3.1.conv2", "layer3.1.bn2") in pairs
     (19, False, True)
     """
-    modules = dict(model.named_modules())
-    if not any(isinstance(m, nn.BatchNorm2d) for m in modules.values()):
-        return []
-    traced = _traced(model)
-    if traced is None:
-        return []
-    graph, calls = traced
-    kept, kept_names = _kept(model, keep)
-    pairs = []
-    for node in graph.nodes:
-        bn = modules.get(node.target) if node.op == "call_module" else None
-        if not isinstance(bn, nn.BatchNorm2d) or len(node.args) != 1 or node.kwargs:
-            continue
-        src = node.args[0]
-        conv = modules.get(src.target) if isinstance(src, torch.fx.Node) and src.op == "call_module" else None
-        if (not _plain(conv, nn.Conv2d) or not _plain(bn, nn.BatchNorm2d) or len(src.users) != 1 or id(conv) in kept
-                or calls[src.target] != 1 or calls[node.target] != 1
-                or bn.training or bn.running_mean is None or bn.running_var is None
-                or any(_hooked(m) for m in (conv, bn)) or _output_of_kept(str(src.target), str(node.target), kept_names)):
-            continue
-        pairs.append((str(src.target), str(node.target)))
-    return pairs
+    return [(c, b) for c, conv, b, bn in _module_pairs(model, keep, nn.Conv2d, nn.BatchNorm2d)
+            if not bn.training and bn.running_mean is not None and bn.running_var is not None]
 
 
 def relu_pool_pairs(model: nn.Module, keep: Collection[str] = ()) -> list[tuple[str, str]]:
@@ -95,28 +75,8 @@ def relu_pool_pairs(model: nn.Module, keep: Collection[str] = ()) -> list[tuple[
     >>> relu_pool_pairs(torchvision.models.resnet18(weights=None).eval(), keep=["relu"])
     []
     """
-    modules = dict(model.named_modules())
-    if not any(isinstance(m, nn.MaxPool2d) for m in modules.values()):
-        return []
-    traced = _traced(model)
-    if traced is None:
-        return []
-    graph, calls = traced
-    kept, kept_names = _kept(model, keep)
-    pairs = []
-    for node in graph.nodes:
-        pool = modules.get(node.target) if node.op == "call_module" else None
-        if not _plain(pool, nn.MaxPool2d) or pool.return_indices or len(node.args) != 1 or node.kwargs:
-            continue
-        src = node.args[0]
-        relu = modules.get(src.target) if isinstance(src, torch.fx.Node) and src.op == "call_module" else None
-        if (not _plain(relu, nn.ReLU) or len(src.users) != 1 or len(src.args) != 1 or src.kwargs or id(relu) in kept
-                or not isinstance(src.args[0], torch.fx.Node) or len(src.args[0].users) != 1
-                or calls[src.target] != 1 or calls[node.target] != 1
-                or any(_hooked(m) for m in (relu, pool)) or _output_of_kept(str(src.target), str(node.target), kept_names)):
-            continue
-        pairs.append((str(src.target), str(node.target)))
-    return pairs
+    return [(r, p) for r, relu, p, pool in _module_pairs(model, keep, nn.ReLU, nn.MaxPool2d, single_input=True)
+            if not pool.return_indices]
 
 
 @contextlib.contextmanager
@@ -182,6 +142,38 @@ class _NHWCMaxPool(torch.autograd.Function):
 
 def _pair(v: int | tuple[int, ...]) -> list[int]:
     return [v, v] if isinstance(v, int) else list(v)
+
+
+def _module_pairs(model: nn.Module, keep: Collection[str], first: type, second: type, single_input: bool = False
+                  ) -> list[tuple[str, nn.Module, str, nn.Module]]:
+    """``(name, module, name, module)`` for every plain ``first`` module whose output only a plain ``second``
+    module reads (its one argument): each called once in the model's ``torch.fx`` graph, neither with hooks
+    or an instance-level ``forward``, the first's output not recorded (``keep``: the module itself or a
+    container whose output it is). ``single_input``: the first module's own input is read by it alone.
+    ``[]`` without a ``second`` module or when fx cannot trace the model."""
+    modules = dict(model.named_modules())
+    if not any(isinstance(m, second) for m in modules.values()):
+        return []
+    traced = _traced(model)
+    if traced is None:
+        return []
+    graph, calls = traced
+    kept, kept_names = _kept(model, keep)
+    out = []
+    for node in graph.nodes:
+        m2 = modules.get(node.target) if node.op == "call_module" else None
+        if not _plain(m2, second) or len(node.args) != 1 or node.kwargs:
+            continue
+        src = node.args[0]
+        m1 = modules.get(src.target) if isinstance(src, torch.fx.Node) and src.op == "call_module" else None
+        if (not _plain(m1, first) or len(src.users) != 1 or id(m1) in kept
+                or calls[src.target] != 1 or calls[node.target] != 1
+                or (single_input and (len(src.args) != 1 or src.kwargs or not isinstance(src.args[0], torch.fx.Node)
+                                      or len(src.args[0].users) != 1))
+                or any(_hooked(m) for m in (m1, m2)) or _output_of_kept(str(src.target), str(node.target), kept_names)):
+            continue
+        out.append((str(src.target), m1, str(node.target), m2))
+    return out
 
 
 def _traced(model: nn.Module) -> tuple[torch.fx.Graph, dict[str, int]] | None:
