@@ -74,7 +74,7 @@ def step():  # a render step's shape of allocations: a few large activations, ma
 
 start = rss_mib()
 with heap.kept_heap(torch.device("cpu")) as kept:
-    step()  # the first step faults its blocks in
+    step(), step()  # the first steps fault their blocks in
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(8):
         step()
@@ -92,11 +92,11 @@ def run_steps(mode: str) -> dict:
 @pytest.mark.skipif(heap.glibc() is None, reason="kept_heap acts on glibc only (this C library keeps its own terms)")
 def test_on_glibc_a_steps_blocks_are_reused_inside_and_handed_back_after():
     """In a fresh process (a test worker's heap is fragmented by everything before): eight steps of 112 MiB of
-    tensors each, after a first one."""
+    tensors each, after two."""
     on, off = run_steps("on"), run_steps("off")
     pages = (28 << 20) * 4 // resource.getpagesize()  # one step's blocks
     assert on["kept"] and not off["kept"]
-    assert off["faults"] >= 4 * pages, off  # the blocks above glibc's mmap threshold are faulted in at every step
+    assert off["faults"] >= 3 * pages, off  # the blocks above glibc's mmap threshold (the 40 MiB ones) fault in at every step
     # reused: at most one more step's worth over the eight (the heap may still grow once while its free blocks
     # settle into an order that fits every step; measured 0 to 16 k of the 229 k pages the eight steps allocate)
     assert on["faults"] <= pages, on
