@@ -15,12 +15,13 @@ heap = importlib.import_module("devvis.render.heap")
 
 
 class FakeLibc:
-    def __init__(self):
+    def __init__(self, mmap_cap: int | None = None):
         self.calls: list[tuple] = []
+        self.mmap_cap = mmap_cap
 
     def mallopt(self, param, value):
         self.calls.append(("mallopt", param, value))
-        return 1
+        return int(self.mmap_cap is None or param != -3 or value <= self.mmap_cap)
 
     def malloc_trim(self, pad):
         self.calls.append(("trim", pad))
@@ -39,6 +40,14 @@ def test_nested_blocks_set_once_and_undo_once_also_on_errors(monkeypatch):
     assert outer and inner
     assert lib.calls[2:] == [("mallopt", -3, 32 << 20), ("mallopt", -1, 64 << 20), ("trim", 0)]
     assert heap._depth == 0
+
+
+def test_a_glibc_that_caps_the_mmap_threshold_gets_the_cap(monkeypatch):
+    lib = FakeLibc(mmap_cap=32 << 20)
+    monkeypatch.setattr(heap, "glibc", lambda: lib)
+    with heap.kept_heap(torch.device("cpu")):
+        # refused at 1 GiB, then set to the cap: never left frozen at whatever glibc had reached
+        assert lib.calls == [("mallopt", -3, 1 << 30), ("mallopt", -3, 32 << 20), ("mallopt", -1, (1 << 31) - 1)]
 
 
 def test_nothing_changes_off_the_cpu_without_glibc_or_when_disabled(monkeypatch):

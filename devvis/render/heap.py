@@ -7,8 +7,8 @@ threshold*. A render allocates the same activations at every step, so every step
 faults on them again: 16 images of resnet18 to ``layer3.1`` at 224 px fault in 52–65 k pages a step, 0.09–0.10 s
 of kernel time in a 0.78 s step (kept: 4.5–5.8 k pages, 0.009 s).
 
-:func:`kept_heap` raises both thresholds for the block (on glibc, for a render on the CPU), so freed blocks
-stay in the heap and the next step reuses them, and on exit sets them to glibc's usual ceiling (mmap
+:func:`kept_heap` raises both thresholds for the block (on glibc, for a render on the CPU; the mmap one to
+1 GiB, or to 32 MiB where glibc caps it there), so freed blocks stay in the heap and the next step reuses them, and on exit sets them to glibc's usual ceiling (mmap
 32 MiB, trim 64 MiB) and hands the free memory back (``malloc_trim``). Measured with
 ``benchmarks/run.py``: 16 channels of layer3.1 take 6–10% less process time per step; batch-1 renders,
 whose blocks are small, change by less than the runs' noise. The memory held during the render is what a
@@ -78,7 +78,10 @@ def kept_heap(device: torch.device) -> Iterator[bool]:
     with _lock:
         _depth += 1
         if _depth == 1:
-            lib.mallopt(_M_MMAP_THRESHOLD, _KEEP_MMAP)
+            # a glibc that caps the mmap threshold (at 32 MiB: HEAP_MAX_SIZE / 2) refuses 1 GiB; the cap then.
+            # Never leave it unset: the trim threshold's mallopt also ends glibc's own adjustment of it.
+            if not lib.mallopt(_M_MMAP_THRESHOLD, _KEEP_MMAP):
+                lib.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP)
             lib.mallopt(_M_TRIM_THRESHOLD, _KEEP_TRIM)
     try:
         yield True
