@@ -8,8 +8,9 @@ faults on them again: 16 images of resnet18 to ``layer3.1`` at 224 px fault in 5
 of kernel time in a 0.78 s step (kept: 4.5–5.8 k pages, 0.009 s).
 
 :func:`kept_heap` raises both thresholds for the block (on glibc, for a render on the CPU; the mmap one to
-1 GiB, or to 32 MiB where glibc caps it there), so freed blocks stay in the heap and the next step reuses them, and on exit sets them to glibc's usual ceiling (mmap
-32 MiB, trim 64 MiB) and hands the free memory back (``malloc_trim``). Measured with
+1 GiB, or to 32 MiB where glibc caps it there), so freed blocks stay in the heap and the next step reuses
+them, and on exit sets them to glibc's usual ceiling (mmap 32 MiB, trim 64 MiB) and hands the free memory
+back (``malloc_trim``). Measured with
 ``benchmarks/run.py``: 16 channels of layer3.1 take 6–10% less process time per step; batch-1 renders,
 whose blocks are small, change by less than the runs' noise. The memory held during the render is what a
 step needs, as before; it stays with the process until the render ends instead of going back at every step.
