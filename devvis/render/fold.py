@@ -111,7 +111,7 @@ def relu_after_pool(model: nn.Module, keep: Collection[str] = ()) -> Iterator[li
 
 
 def _max_pool(pool: nn.MaxPool2d, x: torch.Tensor) -> torch.Tensor:
-    """``pool(x)``; for a contiguous 4-d CPU input, its forward runs in channels-last (oneDNN-free NHWC kernel:
+    """``pool(x)``; for a contiguous 4-d CPU input, its forward runs in channels-last (ATen's NHWC kernel:
     1.4 ms against 5.7 ms for ``(1, 64, 112, 112)``, one thread) and its backward in the input's own format
     (NHWC's backward is the slower one), with the same values and the same indices (the first maximum of each
     window in either format)."""
